@@ -1,0 +1,137 @@
+//! The backend contract.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+
+use crate::{capabilities::Capabilities, error::LockError, key::LockKey, lease::Lease, wait};
+
+/// A lock service: the contract every backend implements.
+///
+/// Users hold it as `Arc<dyn DistributedLock>` and mostly reach it through
+/// [`Locker`](crate::Locker), the auto-renewing guard layer. Backend authors implement the
+/// methods below and run `leasehold-conformance` against their backend.
+///
+/// Every method validates its ttl with [`ttl::check`](crate::ttl::check), so the same bad ttl
+/// gives the same [`LockError::InvalidTtl`] on every backend.
+#[async_trait]
+pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
+    /// Tries once to take `key` for `ttl`.
+    ///
+    /// Returns `Ok(None)` when someone else holds the key: contention is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidTtl`] for a ttl outside the accepted range; [`LockError::Backend`]
+    /// when the server cannot be reached or refuses.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped after the request was sent, the lock may have been taken on
+    /// the server with a token nobody knows; it is then held until its ttl ends. Backends make a
+    /// best effort to release such locks (see their docs).
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError>;
+
+    /// Takes `key` for `ttl`, waiting up to `wait` for the current holder to let go.
+    ///
+    /// A `wait` of zero makes one attempt. A `wait` too large to add to the current instant
+    /// means "no deadline".
+    ///
+    /// The default polls [`try_acquire`](Self::try_acquire) with jittered exponential backoff
+    /// (see [`wait::poll_acquire`]); backends override it with notification-based waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`] when `wait` has passed without getting the lock, and the errors
+    /// of [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`try_acquire`](Self::try_acquire): dropping the future while it waits leaves no
+    /// lock behind; dropping it during an attempt may leave one until its ttl ends.
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        wait::poll_acquire(self, key, ttl, wait).await
+    }
+
+    /// Extends a held lease so that it ends `ttl` from now, and updates `lease`'s validity.
+    ///
+    /// Returns `Ok(false)` if the lease is no longer held (expired, released, or taken by
+    /// someone else); an expired lease is never brought back.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidTtl`] and [`LockError::Backend`] as for
+    /// [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not have extended the lease on the server; `lease` is
+    /// then left with its old, shorter validity, which is the conservative side.
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError>;
+
+    /// Releases a lease.
+    ///
+    /// Returns `Ok(true)` if it was held and is now free, `Ok(false)` if it had already expired
+    /// or been taken by another holder, who is left undisturbed.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Backend`] when the server cannot be reached; the lock then ends with its ttl.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not have released the lock; at worst it ends with its ttl.
+    async fn release(&self, lease: Lease) -> Result<bool, LockError>;
+
+    /// What this backend offers beyond the contract.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}
+
+/// Forwards every method, so `Arc<dyn DistributedLock>` and `Box<dyn DistributedLock>` are
+/// locks themselves.
+macro_rules! forward_impl {
+    ($ptr:ident) => {
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: DistributedLock + ?Sized> DistributedLock for $ptr<T> {
+            async fn try_acquire(
+                &self,
+                key: &LockKey,
+                ttl: Duration,
+            ) -> Result<Option<Lease>, LockError> {
+                (**self).try_acquire(key, ttl).await
+            }
+
+            async fn acquire(
+                &self,
+                key: &LockKey,
+                ttl: Duration,
+                wait: Duration,
+            ) -> Result<Lease, LockError> {
+                (**self).acquire(key, ttl, wait).await
+            }
+
+            async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+                (**self).extend(lease, ttl).await
+            }
+
+            async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+                (**self).release(lease).await
+            }
+
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+        }
+    };
+}
+
+forward_impl!(Arc);
+forward_impl!(Box);

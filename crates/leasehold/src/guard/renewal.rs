@@ -1,0 +1,102 @@
+//! The background task that keeps a guard's lease alive and releases it at the end.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+
+use super::view::{GuardState, LeaseView};
+use crate::{backend::DistributedLock, error::LockError, lease::Lease, wait::jitter};
+
+/// A request from [`LockGuard::release`](super::LockGuard::release), answered with the
+/// backend's verdict.
+pub(crate) type ReleaseReply = oneshot::Sender<Result<bool, LockError>>;
+
+pub(crate) struct Renewal {
+    pub(crate) backend: Arc<dyn DistributedLock>,
+    pub(crate) lease: Lease,
+    pub(crate) view: LeaseView,
+    pub(crate) ttl: Duration,
+    pub(crate) renew_every: Duration,
+    pub(crate) renew_until: Option<Instant>,
+}
+
+impl Renewal {
+    /// Renews until told to stop (or dropped), then releases.
+    ///
+    /// The loop never outlives the guard: when the guard goes, `stop` resolves and the task
+    /// releases and ends. Every wait is bounded by the lease's validity, so a backend that hangs
+    /// cannot keep the guard reporting `Held` past it.
+    pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<ReleaseReply>) {
+        let mut next_renewal = Instant::now() + self.renew_every;
+        // Set once the backend says the token is gone: releasing is then pointless.
+        let mut token_gone = false;
+        loop {
+            let renewing = !self.view.state().is_terminal()
+                && self.renew_until.is_none_or(|until| next_renewal < until);
+            let valid_until = self.lease.valid_until();
+            tokio::select! {
+                biased;
+                stop = &mut stop => return self.release(token_gone, stop.ok()).await,
+                () = tokio::time::sleep_until(valid_until.into()), if renewing => {
+                    self.view.expire_if_due();
+                    continue;
+                }
+                () = tokio::time::sleep_until(next_renewal.into()), if renewing => {}
+            }
+            let sent_at = Instant::now();
+            let renewed = tokio::select! {
+                biased;
+                stop = &mut stop => return self.release(token_gone, stop.ok()).await,
+                () = tokio::time::sleep_until(valid_until.into()) => {
+                    self.view.expire_if_due();
+                    continue;
+                }
+                renewed = self.backend.extend(&mut self.lease, self.ttl) => renewed,
+            };
+            match renewed {
+                Ok(true) => {
+                    tracing::trace!(key = %self.lease.key(), fence = self.lease.fence(), "lease renewed");
+                    self.view
+                        .update(GuardState::Held, Some(self.lease.valid_until()));
+                    next_renewal = sent_at + self.renew_every;
+                }
+                Ok(false) => {
+                    token_gone = true;
+                    if self.view.update(GuardState::Lost, None) {
+                        tracing::warn!(key = %self.lease.key(), fence = self.lease.fence(), "lease no longer held: lock lost");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(key = %self.lease.key(), fence = self.lease.fence(), %error, "lease renewal failed; retrying");
+                    self.view.update(GuardState::Unknown, None);
+                    let retry = jitter(self.renew_every / 4).max(Duration::from_millis(1));
+                    next_renewal = Instant::now() + retry;
+                }
+            }
+        }
+    }
+
+    async fn release(self, token_gone: bool, reply: Option<ReleaseReply>) {
+        let outcome = if token_gone {
+            Ok(false)
+        } else {
+            self.backend.release(self.lease).await
+        };
+        self.view.update(GuardState::Released, None);
+        match &outcome {
+            Ok(held) => {
+                tracing::debug!(key = %self.view.key(), fence = self.view.fence(), held, "lock released")
+            }
+            Err(error) => {
+                tracing::warn!(key = %self.view.key(), %error, "release failed; the lock ends with its ttl")
+            }
+        }
+        if let Some(reply) = reply {
+            // The caller may have stopped waiting; the release happened all the same.
+            let _ = reply.send(outcome);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Leases and their tokens.
+
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use crate::{error::LockError, key::LockKey, ttl};
+
+/// The secret that proves one acquisition: 128 random bits from the operating system's
+/// generator, fresh for every acquisition.
+///
+/// Backends store it with the lock and compare it on every extend and release, so only the
+/// holder of this acquisition can extend or release it. `Debug` shows only the first 4 hex
+/// digits; there is deliberately no `Display`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(u128);
+
+impl LeaseToken {
+    /// A fresh token from the operating system's random generator.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Backend`] (permanent) if the operating system's generator fails.
+    pub fn random() -> Result<Self, LockError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| LockError::permanent("os-random", e))?;
+        Ok(Self(u128::from_be_bytes(bytes)))
+    }
+
+    /// Rebuilds a token from its 16 bytes, e.g. as read back from a server.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(u128::from_be_bytes(bytes))
+    }
+
+    /// The token's 16 bytes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The token as 32 lowercase hex digits, the form backends store.
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+
+    /// Parses the form written by [`to_hex`](Self::to_hex).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(hex, 16).ok().map(Self)
+    }
+}
+
+impl fmt::Debug for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeaseToken({:04x}…)", self.0 >> 112)
+    }
+}
+
+/// One acquisition of a lock: who holds it (the token), its fence, and until when the holder may
+/// rely on it.
+///
+/// A `Lease` is plain data: holding one does not renew anything. See
+/// [`Locker`](crate::Locker) for the auto-renewing guard.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    key: LockKey,
+    token: LeaseToken,
+    fence: u64,
+    ttl: Duration,
+    valid_until: Instant,
+}
+
+impl Lease {
+    /// Builds a lease; for backend authors.
+    ///
+    /// `sent_at` is the instant taken *before* the request that acquired the lock was sent, and
+    /// `ttl` the checked ttl (see [`ttl::check`]); the validity follows the formula in
+    /// [`ttl`](crate::ttl).
+    pub fn new(
+        key: LockKey,
+        token: LeaseToken,
+        fence: u64,
+        ttl: Duration,
+        sent_at: Instant,
+    ) -> Self {
+        Self {
+            key,
+            token,
+            fence,
+            ttl,
+            valid_until: ttl::valid_until(sent_at, ttl),
+        }
+    }
+
+    /// Records a successful extend by a request sent at `sent_at`; for backend authors.
+    pub fn renewed(&mut self, ttl: Duration, sent_at: Instant) {
+        self.ttl = ttl;
+        self.valid_until = ttl::valid_until(sent_at, ttl);
+    }
+
+    /// The locked key.
+    pub fn key(&self) -> &LockKey {
+        &self.key
+    }
+
+    /// This acquisition's token.
+    pub fn token(&self) -> LeaseToken {
+        self.token
+    }
+
+    /// The fencing token: strictly greater than the fence of every earlier holder of this key.
+    ///
+    /// Pass it to the resource you protect and have it reject writes carrying a smaller fence
+    /// than one it has seen; that is what keeps a paused, stale holder from doing harm.
+    pub fn fence(&self) -> u64 {
+        self.fence
+    }
+
+    /// The ttl last set on the server (whole milliseconds).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The instant until which the holder may rely on the lease (see [`ttl`](crate::ttl)).
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
+    /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.valid_until.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether [`valid_until`](Self::valid_until) is still in the future.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < self.valid_until
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_debug_hides_most_of_the_token() {
+        let token = LeaseToken::random().unwrap();
+        let hex = token.to_hex();
+        let debug = format!("{token:?}");
+        assert!(!debug.contains(&hex[4..12]), "{debug} leaks {hex}");
+        assert!(debug.contains(&hex[..4]));
+        assert_eq!(LeaseToken::from_hex(&hex), Some(token));
+        assert_eq!(LeaseToken::from_bytes(token.to_bytes()), token);
+        assert_eq!(LeaseToken::from_hex("xyz"), None);
+    }
+
+    #[test]
+    fn lease_validity_follows_the_formula() {
+        let sent_at = Instant::now();
+        let key = LockKey::new("k").unwrap();
+        let lease = Lease::new(
+            key,
+            LeaseToken::random().unwrap(),
+            7,
+            Duration::from_secs(1),
+            sent_at,
+        );
+        assert_eq!(lease.valid_until(), sent_at + Duration::from_millis(988));
+        assert!(lease.is_valid());
+        assert!(lease.remaining() <= Duration::from_millis(988));
+    }
+}

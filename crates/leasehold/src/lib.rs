@@ -1,0 +1,48 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod backend;
+mod capabilities;
+mod error;
+mod guard;
+mod key;
+mod lease;
+pub mod memory;
+pub mod ttl;
+pub mod wait;
+
+pub use async_trait::async_trait;
+
+pub use crate::{
+    backend::DistributedLock,
+    capabilities::Capabilities,
+    error::{BoxError, FailureKind, InvalidKeyReason, InvalidTtlReason, LockError},
+    guard::{GuardState, LeaseView, LockGuard, LockOptions, Locker},
+    key::{IntoLockKey, LockKey, MAX_KEY_LEN},
+    lease::{Lease, LeaseToken},
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_static<T: Send + 'static>(_: T) {}
+
+    #[test]
+    fn guard_futures_and_guards_are_send_and_static() {
+        let locker = Locker::new(memory::MemoryLock::new());
+        let owned = locker.clone();
+        assert_send_static(async move { owned.lock("k", LockOptions::default()).await });
+        let owned = locker.clone();
+        assert_send_static(async move {
+            owned
+                .with_lock(
+                    "k",
+                    LockOptions::default(),
+                    |lease| async move { lease.fence() },
+                )
+                .await
+        });
+        let _: Option<LockGuard> = None::<LockGuard>.inspect(|g| assert_send_static(g.view()));
+    }
+}

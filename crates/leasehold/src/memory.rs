@@ -1,0 +1,211 @@
+//! [`MemoryLock`]: the in-process backend for tests and single-process programs.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use tokio::sync::{futures::OwnedNotified, Notify};
+
+use crate::{
+    backend::DistributedLock,
+    capabilities::Capabilities,
+    error::LockError,
+    key::LockKey,
+    lease::{Lease, LeaseToken},
+    ttl,
+    wait::Deadline,
+};
+
+/// Locks that live in this process's memory, with the full semantics of a real backend: ttls,
+/// tokens, fences, extend and release.
+///
+/// Use it in unit tests of code that takes an `Arc<dyn DistributedLock>`, and in single-process
+/// programs. Clones share the same locks. Waiters in [`acquire`](DistributedLock::acquire) are
+/// woken by notification when a lock is released, and by a timer when the holder's ttl ends;
+/// they do not poll.
+///
+/// Fences come from one counter shared by all keys, so they strictly increase per key (and
+/// overall). A key's entry is dropped when it is released with nobody waiting; an expired entry
+/// stays until the key is next used.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), leasehold::LockError> {
+/// use std::time::Duration;
+/// use leasehold::{memory::MemoryLock, DistributedLock, LockKey};
+///
+/// let locks = MemoryLock::new();
+/// let key = LockKey::new("nightly-report")?;
+/// let lease = locks.try_acquire(&key, Duration::from_secs(10)).await?.expect("free");
+/// assert!(locks.try_acquire(&key, Duration::from_secs(10)).await?.is_none());
+/// assert!(locks.release(lease).await?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLock {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    slots: Mutex<HashMap<LockKey, Slot>>,
+    last_fence: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    holder: Option<Holder>,
+    released: Arc<Notify>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    token: LeaseToken,
+    expires_at: Instant,
+}
+
+impl Holder {
+    fn is_live(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+}
+
+enum Attempt {
+    Won(Lease),
+    Busy {
+        released: OwnedNotified,
+        expires_at: Instant,
+    },
+}
+
+impl MemoryLock {
+    /// An empty set of locks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<LockKey, Slot>> {
+        // A panic while holding this mutex cannot leave a slot half-updated (every update is a
+        // single assignment), so a poisoned mutex is still consistent.
+        self.shared
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn attempt(&self, key: &LockKey, ttl: Duration) -> Result<Attempt, LockError> {
+        let sent_at = Instant::now();
+        let mut slots = self.slots();
+        let slot = slots.entry(key.clone()).or_default();
+        if let Some(holder) = slot.holder.filter(|h| h.is_live(sent_at)) {
+            // Registered while the map is locked, so a release after this point wakes us.
+            let released = slot.released.clone().notified_owned();
+            return Ok(Attempt::Busy {
+                released,
+                expires_at: holder.expires_at,
+            });
+        }
+        let fence = self
+            .shared
+            .last_fence
+            .fetch_add(1, Ordering::SeqCst)
+            .checked_add(1)
+            .ok_or_else(|| LockError::FenceOverflow { key: key.clone() })?;
+        let token = LeaseToken::random()?;
+        slot.holder = Some(Holder {
+            token,
+            expires_at: sent_at + ttl,
+        });
+        Ok(Attempt::Won(Lease::new(
+            key.clone(),
+            token,
+            fence,
+            ttl,
+            sent_at,
+        )))
+    }
+}
+
+#[async_trait]
+impl DistributedLock for MemoryLock {
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let ttl = ttl::check(ttl)?;
+        Ok(match self.attempt(key, ttl)? {
+            Attempt::Won(lease) => Some(lease),
+            Attempt::Busy { .. } => None,
+        })
+    }
+
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let deadline = Deadline::after(wait);
+        loop {
+            let (released, expires_at) = match self.attempt(key, ttl)? {
+                Attempt::Won(lease) => return Ok(lease),
+                Attempt::Busy {
+                    released,
+                    expires_at,
+                } => (released, expires_at),
+            };
+            if deadline.has_passed() {
+                return Err(deadline.timeout(key));
+            }
+            let wake = deadline.cap(expires_at);
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let sent_at = Instant::now();
+        let mut slots = self.slots();
+        let Some(holder) = slots
+            .get_mut(lease.key())
+            .and_then(|slot| slot.holder.as_mut())
+            .filter(|h| h.token == lease.token() && h.is_live(sent_at))
+        else {
+            return Ok(false);
+        };
+        holder.expires_at = sent_at + ttl;
+        lease.renewed(ttl, sent_at);
+        Ok(true)
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        let now = Instant::now();
+        let mut slots = self.slots();
+        let Some(slot) = slots.get_mut(lease.key()) else {
+            return Ok(false);
+        };
+        let Some(holder) = slot.holder.filter(|h| h.token == lease.token()) else {
+            return Ok(false);
+        };
+        slot.holder = None;
+        slot.released.notify_waiters();
+        if Arc::strong_count(&slot.released) == 1 {
+            slots.remove(lease.key());
+        }
+        Ok(holder.is_live(now))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_notified_wait(true)
+            .with_server_clock(true)
+    }
+}

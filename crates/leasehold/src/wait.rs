@@ -1,0 +1,124 @@
+//! Deadlines, jitter and the polling fallback for [`DistributedLock::acquire`].
+//!
+//! Backend authors use these to wait the way every backend waits: never past the caller's
+//! deadline, with jittered retries so contenders do not move in lockstep.
+
+use std::{
+    collections::hash_map::RandomState,
+    hash::{BuildHasher, Hasher},
+    time::{Duration, Instant},
+};
+
+use crate::{backend::DistributedLock, error::LockError, key::LockKey, lease::Lease};
+
+/// The first pause of [`poll_acquire`]'s backoff.
+pub const POLL_FIRST: Duration = Duration::from_millis(5);
+/// The longest pause of [`poll_acquire`]'s backoff.
+pub const POLL_MAX: Duration = Duration::from_millis(250);
+
+/// The end of a wait that started at [`Deadline::after`].
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    started: Instant,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// A deadline `wait` from now; `None` inside when `wait` is too large to represent ("forever").
+    pub fn after(wait: Duration) -> Self {
+        let started = Instant::now();
+        Self {
+            started,
+            at: started.checked_add(wait),
+        }
+    }
+
+    /// The deadline, or `None` for no deadline.
+    pub fn at(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// Whether the deadline has passed.
+    pub fn has_passed(&self) -> bool {
+        self.at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// The earlier of `instant` and the deadline.
+    pub fn cap(&self, instant: Instant) -> Instant {
+        self.at.map_or(instant, |at| at.min(instant))
+    }
+
+    /// The [`LockError::Timeout`] for `key`, with the time waited so far.
+    pub fn timeout(&self, key: &LockKey) -> LockError {
+        LockError::Timeout {
+            key: key.clone(),
+            waited: self.started.elapsed(),
+        }
+    }
+}
+
+/// A random duration between `base / 2` and `base`, so that retrying clients spread out.
+pub fn jitter(base: Duration) -> Duration {
+    // RandomState is seeded per instance from the OS generator: enough randomness for spreading
+    // retries without another dependency.
+    let random = RandomState::new().build_hasher().finish();
+    let half = base / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(if nanos == 0 { 0 } else { random % (nanos + 1) })
+}
+
+/// Acquires by polling `try_acquire`: the default of [`DistributedLock::acquire`].
+///
+/// Tries at once, then after jittered pauses that double from [`POLL_FIRST`] up to
+/// [`POLL_MAX`], and once more at the deadline; never sleeps past the deadline.
+///
+/// # Errors
+///
+/// [`LockError::Timeout`] when the deadline passes, and whatever `try_acquire` returns.
+///
+/// # Cancel safety
+///
+/// As [`DistributedLock::try_acquire`]: nothing is left behind while sleeping.
+pub async fn poll_acquire<L: DistributedLock + ?Sized>(
+    lock: &L,
+    key: &LockKey,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<Lease, LockError> {
+    let deadline = Deadline::after(wait);
+    let mut pause = POLL_FIRST;
+    loop {
+        if let Some(lease) = lock.try_acquire(key, ttl).await? {
+            return Ok(lease);
+        }
+        if deadline.has_passed() {
+            return Err(deadline.timeout(key));
+        }
+        let wake = deadline.cap(Instant::now() + jitter(pause));
+        tokio::time::sleep_until(wake.into()).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_full() {
+        let base = Duration::from_millis(100);
+        for _ in 0..1000 {
+            let j = jitter(base);
+            assert!(j >= base / 2 && j <= base, "{j:?}");
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn huge_waits_mean_no_deadline() {
+        let deadline = Deadline::after(Duration::MAX);
+        assert!(deadline.at().is_none());
+        assert!(!deadline.has_passed());
+        assert!(Deadline::after(Duration::ZERO).has_passed());
+    }
+}
