@@ -1,0 +1,3 @@
+//! The whole suite against the in-memory backend.
+
+leasehold_conformance::suite!(async { leasehold::memory::MemoryLock::new() });

@@ -1,0 +1,307 @@
+//! Negative controls: deliberately broken backends must fail the cases that guard against
+//! their flaw. A suite that passes a broken backend is worth nothing.
+//!
+//! The same naive backend without a flaw must pass every case, so each failure below is caused
+//! by the flaw alone.
+
+use std::{
+    collections::HashMap,
+    panic::{self, AssertUnwindSafe},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use leasehold::{ttl, Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey};
+use leasehold_conformance::{all_cases, run};
+
+/// One way to get a lock backend wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flaw {
+    None,
+    /// Release deletes the key whoever holds it.
+    ReleaseWithoutTokenCheck,
+    /// Extend sets the holder again without checking token or expiry.
+    ExtendWithoutTokenCheck,
+    /// Acquire reads, yields, then writes: two tasks can both see the key free.
+    NonAtomicAcquire,
+    /// The ttl is never enforced.
+    NoExpiry,
+    /// Fences restart at 1 whenever the key is free.
+    FenceResetsWhenFree,
+    /// Every acquisition gets the same token.
+    FixedToken,
+    /// Bad ttls are passed to the "server" instead of rejected.
+    NoTtlValidation,
+    /// Braces are stripped from keys (a naive hash-tag "fix"), so distinct keys collide.
+    KeysLoseBraces,
+    /// Claims notified waiting but polls once a second.
+    SlowWaiters,
+    /// An attempt first stores a lock with a 100x ttl, then fixes it: cancellation leaves a ghost.
+    GhostOnCancel,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    holder: Option<(LeaseToken, Instant)>,
+    fence: u64,
+}
+
+#[derive(Debug)]
+struct Naive {
+    flaw: Flaw,
+    keys: Mutex<HashMap<String, Entry>>,
+}
+
+impl Naive {
+    fn new(flaw: Flaw) -> Self {
+        Self {
+            flaw,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn stored_key(&self, key: &LockKey) -> String {
+        if self.flaw == Flaw::KeysLoseBraces {
+            key.as_str().replace(['{', '}'], "")
+        } else {
+            key.as_str().to_owned()
+        }
+    }
+
+    fn with_entry<T>(&self, key: &LockKey, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let mut keys = self.keys.lock().unwrap();
+        f(keys.entry(self.stored_key(key)).or_default())
+    }
+
+    fn live(&self, entry: &Entry, now: Instant) -> Option<LeaseToken> {
+        entry
+            .holder
+            .filter(|(_, until)| self.flaw == Flaw::NoExpiry || now < *until)
+            .map(|(token, _)| token)
+    }
+
+    fn check_ttl(&self, ttl: Duration) -> Result<Duration, LockError> {
+        if self.flaw == Flaw::NoTtlValidation {
+            Ok(ttl.min(Duration::from_secs(3600)))
+        } else {
+            ttl::check(ttl)
+        }
+    }
+}
+
+#[async_trait]
+impl DistributedLock for Naive {
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let ttl = self.check_ttl(ttl)?;
+        let sent_at = Instant::now();
+        let token = if self.flaw == Flaw::FixedToken {
+            LeaseToken::from_bytes([7; 16])
+        } else {
+            LeaseToken::random()?
+        };
+        if self.flaw == Flaw::NonAtomicAcquire {
+            let free = self.with_entry(key, |e| self.live(e, Instant::now()).is_none());
+            tokio::task::yield_now().await;
+            if !free {
+                return Ok(None);
+            }
+        }
+        let ghost = self.flaw == Flaw::GhostOnCancel;
+        let granted = self.with_entry(key, |e| {
+            if self.flaw != Flaw::NonAtomicAcquire && self.live(e, sent_at).is_some() {
+                return None;
+            }
+            if self.flaw == Flaw::FenceResetsWhenFree && e.holder.is_none() {
+                e.fence = 0;
+            }
+            e.fence += 1;
+            let lifetime = if ghost { ttl * 100 } else { ttl };
+            e.holder = Some((token, sent_at + lifetime));
+            Some(e.fence)
+        });
+        let Some(fence) = granted else {
+            return Ok(None);
+        };
+        if ghost {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.with_entry(key, |e| e.holder = Some((token, sent_at + ttl)));
+        }
+        Ok(Some(Lease::new(key.clone(), token, fence, ttl, sent_at)))
+    }
+
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        if self.flaw != Flaw::SlowWaiters {
+            return leasehold::wait::poll_acquire(self, key, ttl, wait).await;
+        }
+        let deadline = leasehold::wait::Deadline::after(wait);
+        loop {
+            if let Some(lease) = self.try_acquire(key, ttl).await? {
+                return Ok(lease);
+            }
+            if deadline.has_passed() {
+                return Err(deadline.timeout(key));
+            }
+            let wake = deadline.cap(Instant::now() + Duration::from_secs(1));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        let ttl = self.check_ttl(ttl)?;
+        let sent_at = Instant::now();
+        let unchecked = self.flaw == Flaw::ExtendWithoutTokenCheck;
+        let extended = self.with_entry(lease.key(), |e| {
+            if !unchecked && self.live(e, sent_at) != Some(lease.token()) {
+                return false;
+            }
+            e.holder = Some((lease.token(), sent_at + ttl));
+            true
+        });
+        if extended {
+            lease.renewed(ttl, sent_at);
+        }
+        Ok(extended)
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        let now = Instant::now();
+        let unchecked = self.flaw == Flaw::ReleaseWithoutTokenCheck;
+        Ok(self.with_entry(lease.key(), |e| {
+            let held = self.live(e, now);
+            if unchecked {
+                e.holder = None;
+                return held.is_some();
+            }
+            if held == Some(lease.token()) {
+                e.holder = None;
+                return true;
+            }
+            false
+        }))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().with_notified_wait(self.flaw == Flaw::SlowWaiters)
+    }
+}
+
+/// Runs the named cases against a backend with `flaw`; returns the names of those that failed.
+fn failing_cases(flaw: Flaw, names: &[&str]) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    for case in all_cases()
+        .iter()
+        .filter(|c| names.is_empty() || names.contains(&c.name))
+    {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            run(async { Naive::new(flaw) }, case.run);
+        }));
+        if outcome.is_err() {
+            failed.push(case.name);
+        }
+    }
+    failed
+}
+
+fn assert_caught(flaw: Flaw, expected: &[&str]) {
+    for name in expected {
+        assert!(
+            all_cases().iter().any(|c| c.name == *name),
+            "no case named {name}"
+        );
+    }
+    let failed = failing_cases(flaw, expected);
+    let missed: Vec<_> = expected.iter().filter(|n| !failed.contains(n)).collect();
+    assert!(missed.is_empty(), "{flaw:?} slipped through {missed:?}");
+}
+
+#[test]
+fn the_naive_backend_without_flaws_passes_every_case() {
+    let failed = failing_cases(Flaw::None, &[]);
+    assert!(failed.is_empty(), "the flawless control failed {failed:?}");
+}
+
+#[test]
+fn release_without_token_check_is_caught() {
+    assert_caught(
+        Flaw::ReleaseWithoutTokenCheck,
+        &["stale_release_and_extend_leave_new_holder_untouched"],
+    );
+}
+
+#[test]
+fn extend_without_token_check_is_caught() {
+    assert_caught(
+        Flaw::ExtendWithoutTokenCheck,
+        &[
+            "stale_release_and_extend_leave_new_holder_untouched",
+            "extend_after_expiry_returns_false_and_does_not_resurrect",
+            "guard_lost_fires_when_lease_taken_away",
+            "with_lock_cancels_body_on_loss",
+        ],
+    );
+}
+
+#[test]
+fn non_atomic_acquire_is_caught() {
+    assert_caught(Flaw::NonAtomicAcquire, &["stress_mutual_exclusion"]);
+}
+
+#[test]
+fn missing_expiry_is_caught() {
+    assert_caught(
+        Flaw::NoExpiry,
+        &[
+            "expiry_frees_the_key",
+            "waiting_acquire_gets_lock_when_holder_expires",
+            "guard_reports_lost_when_validity_ends",
+        ],
+    );
+}
+
+#[test]
+fn fences_that_reset_are_caught() {
+    assert_caught(
+        Flaw::FenceResetsWhenFree,
+        &["fences_increase_across_holders"],
+    );
+}
+
+#[test]
+fn repeated_tokens_are_caught() {
+    assert_caught(Flaw::FixedToken, &["tokens_are_unique"]);
+}
+
+#[test]
+fn unchecked_ttls_are_caught() {
+    assert_caught(Flaw::NoTtlValidation, &["bad_ttls_are_rejected_alike"]);
+}
+
+#[test]
+fn colliding_keys_are_caught() {
+    assert_caught(
+        Flaw::KeysLoseBraces,
+        &["special_character_keys_work_and_do_not_collide"],
+    );
+}
+
+#[test]
+fn slow_waiters_claiming_notification_are_caught() {
+    assert_caught(
+        Flaw::SlowWaiters,
+        &["waiting_acquire_gets_lock_soon_after_release"],
+    );
+}
+
+#[test]
+fn ghost_locks_left_by_cancellation_are_caught() {
+    assert_caught(
+        Flaw::GhostOnCancel,
+        &["dropped_acquire_leaves_no_lock_beyond_its_ttl"],
+    );
+}
