@@ -13,6 +13,11 @@ pub mod wait;
 
 pub use async_trait::async_trait;
 
+/// The workspace README's quickstart, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;
+
 pub use crate::{
     backend::DistributedLock,
     capabilities::Capabilities,
