@@ -1,0 +1,45 @@
+//! A test backend shared by the guard tests.
+
+use std::{
+    sync::{atomic::AtomicBool, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use leasehold::{memory::MemoryLock, Capabilities, DistributedLock, Lease, LockError, LockKey};
+
+/// Passes through to `MemoryLock`, except that extend fails with a transient error while
+/// `failing` is set.
+#[derive(Debug, Default)]
+pub(crate) struct Flaky {
+    inner: MemoryLock,
+    pub(crate) failing: AtomicBool,
+    pub(crate) last_token: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl DistributedLock for Flaky {
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let lease = self.inner.try_acquire(key, ttl).await?;
+        if let Some(lease) = &lease {
+            *self.last_token.lock().unwrap() = Some(lease.token().to_hex());
+        }
+        Ok(lease)
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+            return Err(LockError::transient("flaky", refused));
+        }
+        self.inner.extend(lease, ttl).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        self.inner.release(lease).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}
