@@ -1,0 +1,317 @@
+//! Connecting: [`RedisLock::connect`] and [`RedisLockBuilder`].
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use leasehold::LockError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::{
+    error::map,
+    keys::{check_namespace, DEFAULT_NAMESPACE},
+    lock::{Inner, RedisLock},
+    subscriber::Subscriber,
+};
+
+/// The default time to wait for a reply before the call fails with a transient error.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The default time to wait for a connection to be established.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Source {
+    Url(String),
+    Client(redis::Client),
+    Connection(ConnectionManager, Option<redis::Client>),
+}
+
+/// Builds a [`RedisLock`] with settings beyond [`RedisLock::connect`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), leasehold::LockError> {
+/// use std::time::Duration;
+/// use leasehold_redis::RedisLock;
+///
+/// let locks = RedisLock::builder()
+///     .url("redis://locker:secret@127.0.0.1:6379/0")
+///     .namespace("billing")
+///     .response_timeout(Duration::from_secs(1))
+///     .build()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct RedisLockBuilder {
+    source: Option<Source>,
+    namespace: String,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+    check_eviction: bool,
+}
+
+impl fmt::Debug for RedisLockBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            None => "none".to_owned(),
+            Some(Source::Url(url)) => redact_url(url),
+            Some(Source::Client(client)) => client.get_connection_info().addr().to_string(),
+            Some(Source::Connection(..)) => "existing connection".to_owned(),
+        };
+        f.debug_struct("RedisLockBuilder")
+            .field("source", &source)
+            .field("namespace", &self.namespace)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl RedisLock {
+    /// Connects to the Redis server at `url` with default settings.
+    ///
+    /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://...` for TLS (with
+    /// the default `tls` feature), `redis+unix:///path/to/socket`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidConfig`] for a URL that cannot be parsed (the message never shows the
+    /// password); [`LockError::Backend`] when the server cannot be reached (transient) or
+    /// refuses the credentials (permanent).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the half-made connection; nothing else is left behind.
+    pub async fn connect(url: &str) -> Result<Self, LockError> {
+        Self::builder().url(url).build().await
+    }
+
+    /// A builder, to set the namespace, timeouts, or bring an existing client or connection.
+    pub fn builder() -> RedisLockBuilder {
+        RedisLockBuilder {
+            source: None,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            check_eviction: true,
+        }
+    }
+}
+
+impl RedisLockBuilder {
+    /// Connect to this URL (see [`RedisLock::connect`] for the forms).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.source = Some(Source::Url(url.into()));
+        self
+    }
+
+    /// Use this client: the lock opens its own connections from it.
+    pub fn client(mut self, client: redis::Client) -> Self {
+        self.source = Some(Source::Client(client));
+        self
+    }
+
+    /// Use an existing connection for commands. Waiting `acquire`s need a client for their
+    /// pub/sub connection: pass it as `subscribe_with`, or they poll (every 25-50 ms).
+    pub fn connection(
+        mut self,
+        connection: ConnectionManager,
+        subscribe_with: Option<redis::Client>,
+    ) -> Self {
+        self.source = Some(Source::Connection(connection, subscribe_with));
+        self
+    }
+
+    /// The prefix of every Redis key (default `leasehold`; see the crate docs for the layout).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long a command may wait for its reply (default 3 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether to check `maxmemory-policy` at connect and warn if Redis may evict locks
+    /// (default true; skipped quietly when the user may not run `CONFIG GET`).
+    pub fn check_eviction_policy(mut self, check: bool) -> Self {
+        self.check_eviction = check;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisLock::connect`], plus [`LockError::InvalidConfig`] for a bad namespace or when
+    /// no URL, client or connection was given.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the half-made connection; nothing else is left behind.
+    pub async fn build(self) -> Result<RedisLock, LockError> {
+        check_namespace(&self.namespace)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.response_timeout))
+            .set_connection_timeout(Some(self.connect_timeout));
+        let (conn, client) = match self.source {
+            None => {
+                return Err(LockError::invalid_config(
+                    "redis source",
+                    "give a URL, a client or a connection",
+                ))
+            }
+            Some(Source::Url(url)) => {
+                install_tls_provider(&url);
+                let client = redis::Client::open(url.as_str()).map_err(|e| {
+                    LockError::invalid_config(
+                        format!("redis URL {}", redact_url(&url)),
+                        e.to_string(),
+                    )
+                })?;
+                let conn = ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map_err(map)?;
+                (conn, Some(client))
+            }
+            Some(Source::Client(client)) => {
+                let conn = ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map_err(map)?;
+                (conn, Some(client))
+            }
+            Some(Source::Connection(conn, client)) => (conn, client),
+        };
+        let server = client.as_ref().map_or_else(
+            || "existing connection".to_owned(),
+            |c| c.get_connection_info().addr().to_string(),
+        );
+        let subscriber = client.map(|client| Subscriber::new(client, self.connect_timeout));
+        let lock = RedisLock {
+            inner: Arc::new(Inner {
+                conn,
+                namespace: self.namespace,
+                subscriber,
+                server,
+            }),
+        };
+        if self.check_eviction {
+            match lock.eviction_policy().await {
+                Ok(EvictionPolicy::Safe) => {}
+                Ok(EvictionPolicy::MayEvictLocks(policy)) => tracing::warn!(
+                    policy,
+                    "redis maxmemory-policy may evict lock keys under memory pressure, which can \
+                     hand a lock to two holders or reset fences; set it to noeviction"
+                ),
+                Ok(EvictionPolicy::Unknown) => {
+                    tracing::debug!("cannot read redis maxmemory-policy (CONFIG GET not permitted)")
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(lock)
+    }
+}
+
+/// What Redis does with lock keys when it runs out of memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvictionPolicy {
+    /// `noeviction`: writes fail instead, locks are never evicted.
+    Safe,
+    /// Any other policy: lock keys (they have a ttl) or fence counters may be evicted.
+    MayEvictLocks(String),
+    /// `CONFIG GET` is not permitted for this user.
+    Unknown,
+}
+
+impl RedisLock {
+    /// Reads `maxmemory-policy`: whether Redis may evict locks under memory pressure.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Backend`] when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Read-only; safe to drop.
+    pub async fn eviction_policy(&self) -> Result<EvictionPolicy, LockError> {
+        let mut conn = self.inner.conn.clone();
+        let reply: Result<Vec<String>, redis::RedisError> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await;
+        match reply {
+            Ok(pair) => Ok(match pair.get(1).map(String::as_str) {
+                Some("noeviction") => EvictionPolicy::Safe,
+                Some(policy) => EvictionPolicy::MayEvictLocks(policy.to_owned()),
+                None => EvictionPolicy::Unknown,
+            }),
+            Err(error) if crate::error::is_transient(&error) => Err(map(error)),
+            Err(_) => Ok(EvictionPolicy::Unknown),
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparsable URL)".to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None if userinfo.is_empty() => format!("@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(path) => format!(
+            "{scheme}://{authority}/{}",
+            path.split('?').next().unwrap_or("")
+        ),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+#[cfg(feature = "tls")]
+fn install_tls_provider(url: &str) {
+    if url.starts_with("rediss://") {
+        // Picks ring when the process has not chosen a provider; keeps one already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn install_tls_provider(_url: &str) {}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_never_show_passwords() {
+        assert_eq!(
+            redact_url("redis://u:hunter2@h:6379/0"),
+            "redis://u:***@h:6379/0"
+        );
+        assert_eq!(redact_url("redis://:hunter2@h"), "redis://:***@h");
+        assert_eq!(
+            redact_url("rediss://hunter2@h/1?x=hunter2"),
+            "rediss://***@h/1"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("hunter2"), "(unparsable URL)");
+    }
+}

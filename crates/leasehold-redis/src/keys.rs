@@ -1,0 +1,130 @@
+//! Where a lock lives in Redis.
+//!
+//! For namespace `ns` and user key `k`:
+//!
+//! | what | Redis name |
+//! |---|---|
+//! | lock (value: token, with PX ttl) | `{ns:E(k)}` |
+//! | fence counter (no ttl) | `{ns:E(k)}:fence` |
+//! | release notifications (pub/sub channel) | `{ns:E(k)}:released` |
+//!
+//! `E` percent-encodes `%`, `{` and `}` (as `%25`, `%7B`, `%7D`) and leaves everything else.
+//! So the braces of the name are always the library's: the whole `ns:E(k)` is the Redis Cluster
+//! hash tag, all three names of one lock share a slot, and a user key cannot pick another slot
+//! or another lock's name. `E` is injective, so distinct keys never collide.
+
+use leasehold::{LockError, LockKey};
+
+/// The default namespace.
+pub const DEFAULT_NAMESPACE: &str = "leasehold";
+
+/// Checks a namespace: 1 to 64 bytes, no braces, no control characters, no spaces.
+pub(crate) fn check_namespace(namespace: &str) -> Result<(), LockError> {
+    let bad = namespace.is_empty()
+        || namespace.len() > 64
+        || namespace
+            .chars()
+            .any(|c| c == '{' || c == '}' || c.is_control() || c.is_whitespace());
+    if bad {
+        return Err(LockError::invalid_config(
+            format!("redis namespace {namespace:?}"),
+            "must be 1 to 64 bytes without braces, spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The Redis names of one lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LockNames {
+    pub(crate) lock: String,
+    pub(crate) fence: String,
+    pub(crate) channel: String,
+}
+
+impl LockNames {
+    pub(crate) fn new(namespace: &str, key: &LockKey) -> Self {
+        let mut lock = String::with_capacity(namespace.len() + key.as_str().len() + 4);
+        lock.push('{');
+        lock.push_str(namespace);
+        lock.push(':');
+        for c in key.as_str().chars() {
+            match c {
+                '%' => lock.push_str("%25"),
+                '{' => lock.push_str("%7B"),
+                '}' => lock.push_str("%7D"),
+                c => lock.push(c),
+            }
+        }
+        lock.push('}');
+        Self {
+            fence: format!("{lock}:fence"),
+            channel: format!("{lock}:released"),
+            lock,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn names(key: &str) -> LockNames {
+        LockNames::new(DEFAULT_NAMESPACE, &LockKey::new(key).unwrap())
+    }
+
+    /// The hash tag as Redis Cluster computes it: between the first `{` and the next `}`.
+    fn hash_tag(name: &str) -> &str {
+        let open = name.find('{').unwrap();
+        let close = open + name[open..].find('}').unwrap();
+        &name[open + 1..close]
+    }
+
+    #[test]
+    fn all_names_of_a_lock_share_one_hash_tag() {
+        for key in ["plain", "{x}", "}{", "a}:fence", "%7B", "{leasehold:other}"] {
+            let n = names(key);
+            assert_eq!(hash_tag(&n.lock), hash_tag(&n.fence), "{key}");
+            assert_eq!(hash_tag(&n.lock), hash_tag(&n.channel), "{key}");
+            assert!(hash_tag(&n.lock).starts_with("leasehold:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_that_look_alike_never_collide() {
+        let keys = [
+            "a",
+            "{a}",
+            "%7Ba%7D",
+            "%7Ba}",
+            "a}:fence",
+            "a:fence",
+            "a}:released",
+            "%",
+            "%25",
+            "{",
+            "}",
+            "%7B",
+            "%7D",
+            "leasehold:a",
+            "{leasehold:a}",
+        ];
+        let mut seen = HashSet::new();
+        for key in keys {
+            let n = names(key);
+            for name in [n.lock, n.fence, n.channel] {
+                assert!(seen.insert(name.clone()), "{name} produced twice");
+            }
+        }
+    }
+
+    #[test]
+    fn namespaces_with_braces_or_spaces_are_rejected() {
+        for bad in ["", "{x", "x}", "a b", "a\nb", &"n".repeat(65)] {
+            assert!(check_namespace(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_namespace("myapp:locks").is_ok());
+    }
+}

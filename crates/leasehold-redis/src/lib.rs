@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod builder;
+mod error;
+mod keys;
+mod lock;
+mod scripts;
+mod subscriber;
+
+pub use leasehold;
+pub use redis;
+
+pub use crate::{
+    builder::{
+        EvictionPolicy, RedisLockBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+    },
+    keys::DEFAULT_NAMESPACE,
+    lock::RedisLock,
+};

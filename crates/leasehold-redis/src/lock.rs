@@ -1,0 +1,300 @@
+//! [`RedisLock`]: the `DistributedLock` implementation.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use leasehold::{
+    async_trait, ttl, wait::jitter, wait::Deadline, Capabilities, DistributedLock, Lease,
+    LeaseToken, LockError, LockKey,
+};
+use redis::aio::ConnectionManager;
+
+use crate::{
+    error::{self, map, unexpected_reply},
+    keys::LockNames,
+    scripts,
+    subscriber::{Subscriber, Watch},
+};
+
+/// How long a subscribed waiter sleeps at most between attempts, in case a release
+/// notification was lost (jittered down to half).
+const FALLBACK_RETRY: Duration = Duration::from_millis(500);
+/// How long a waiter without a working subscription sleeps between attempts (jittered).
+const POLL_RETRY: Duration = Duration::from_millis(50);
+
+/// Locks in one Redis server (or Cluster-compatible layout), through the `redis` crate.
+///
+/// Cheap to clone: clones share one multiplexed, auto-reconnecting connection and one pub/sub
+/// subscriber connection (opened on the first wait). See the crate docs for the key layout,
+/// the ACL it needs and what Redis persistence means for fences.
+#[derive(Clone)]
+pub struct RedisLock {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) namespace: String,
+    pub(crate) subscriber: Option<Subscriber>,
+    /// `host:port` (never credentials), for `Debug`.
+    pub(crate) server: String,
+}
+
+impl fmt::Debug for RedisLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLock")
+            .field("server", &self.inner.server)
+            .field("namespace", &self.inner.namespace)
+            .field("notified_wait", &self.inner.subscriber.is_some())
+            .finish()
+    }
+}
+
+enum Attempt {
+    Won(u64),
+    /// The holder's remaining ttl, if Redis reported one.
+    Busy(Option<Duration>),
+}
+
+/// Releases a lock whose acquisition may or may not have happened, when dropped armed.
+///
+/// Armed while an acquire script is in flight; if the caller gives up (the future is dropped)
+/// or the reply is lost (timeout, dropped connection), the script may still run on the server
+/// and leave a lock with a token nobody knows. The token-checked release sent on the same
+/// connection runs after it, so no ghost lock outlives this cleanup.
+struct GhostCleanup<'a> {
+    lock: &'a RedisLock,
+    names: &'a LockNames,
+    token: LeaseToken,
+    armed: bool,
+}
+
+impl Drop for GhostCleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lock = self.lock.clone();
+        let names = self.names.clone();
+        let token = self.token;
+        runtime.spawn(async move {
+            match lock.release_token(&names, token).await {
+                Ok(true) => tracing::debug!("released a lock whose acquisition was abandoned"),
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "cleanup of an abandoned acquisition failed; it ends with its ttl"),
+            }
+        });
+    }
+}
+
+impl RedisLock {
+    pub(crate) fn names(&self, key: &LockKey) -> LockNames {
+        LockNames::new(&self.inner.namespace, key)
+    }
+
+    /// The namespace every key of this lock lives under.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// One run of the acquire script, with cleanup if its outcome becomes unknown.
+    async fn attempt(
+        &self,
+        names: &LockNames,
+        token: LeaseToken,
+        ttl: Duration,
+    ) -> Result<Attempt, LockError> {
+        let mut cleanup = GhostCleanup {
+            lock: self,
+            names,
+            token,
+            armed: true,
+        };
+        let mut conn = self.inner.conn.clone();
+        let reply: Result<Vec<i64>, redis::RedisError> = scripts::ACQUIRE
+            .key(&names.lock)
+            .key(&names.fence)
+            .arg(token.to_hex())
+            .arg(ttl::whole_millis(ttl))
+            .invoke_async(&mut conn)
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                // Only a transient failure can mean "sent, but the reply was lost".
+                cleanup.armed = error::is_transient(&error);
+                return Err(map(error));
+            }
+        };
+        cleanup.armed = false;
+        match reply.as_slice() {
+            [1, fence] => u64::try_from(*fence)
+                .map(Attempt::Won)
+                .map_err(|_| unexpected_reply("acquire (negative fence)", &reply)),
+            [0, pttl] => Ok(Attempt::Busy(
+                u64::try_from(*pttl).ok().map(Duration::from_millis),
+            )),
+            _ => Err(unexpected_reply("acquire", &reply)),
+        }
+    }
+
+    /// `attempt`, given up at the deadline (which cleans up after it).
+    async fn attempt_until(
+        &self,
+        key: &LockKey,
+        names: &LockNames,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<Result<Lease, Option<Duration>>, LockError> {
+        let token = LeaseToken::random()?;
+        let sent_at = Instant::now();
+        let attempt = self.attempt(names, token, ttl);
+        let outcome = match deadline.at() {
+            Some(at) => tokio::time::timeout_at(at.into(), attempt)
+                .await
+                .map_err(|_| deadline.timeout(key))??,
+            None => attempt.await?,
+        };
+        Ok(match outcome {
+            Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
+            Attempt::Busy(pttl) => Err(pttl),
+        })
+    }
+
+    pub(crate) async fn release_token(
+        &self,
+        names: &LockNames,
+        token: LeaseToken,
+    ) -> Result<bool, LockError> {
+        let mut conn = self.inner.conn.clone();
+        let released: i64 = scripts::RELEASE
+            .key(&names.lock)
+            .arg(token.to_hex())
+            .arg(&names.channel)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(map)?;
+        Ok(released == 1)
+    }
+}
+
+#[async_trait]
+impl DistributedLock for RedisLock {
+    /// One `EVALSHA` round trip. See the trait for the contract.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped while the script is in flight, a token-checked release is sent
+    /// in the background, so the lock does not linger until its ttl.
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let names = self.names(key);
+        let token = LeaseToken::random()?;
+        let sent_at = Instant::now();
+        Ok(match self.attempt(&names, token, ttl).await? {
+            Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
+            Attempt::Busy(_) => None,
+        })
+    }
+
+    /// Tries once (one round trip when the lock is free); if it is held, subscribes to the
+    /// lock's release channel, tries again (so a release in between is not missed) and then
+    /// retries on every release message, when the holder's ttl runs out, and on a jittered
+    /// fallback timer, never past the deadline.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while it waits leaves nothing behind; an attempt in flight is
+    /// cleaned up as in [`try_acquire`](Self::try_acquire).
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let deadline = Deadline::after(wait);
+        let names = self.names(key);
+        if let Ok(lease) = self.attempt_until(key, &names, ttl, &deadline).await? {
+            return Ok(lease);
+        }
+        tracing::trace!(key = %key, "lock busy; waiting for its release");
+        let watch = self
+            .inner
+            .subscriber
+            .as_ref()
+            .map(|s| s.watch(&names.channel));
+        loop {
+            if deadline.has_passed() {
+                return Err(deadline.timeout(key));
+            }
+            let subscribed = match (&watch, deadline.at()) {
+                (None, _) => false,
+                (Some(watch), None) => watch.subscribed().await,
+                (Some(watch), Some(at)) => tokio::time::timeout_at(at.into(), watch.subscribed())
+                    .await
+                    .unwrap_or(false),
+            };
+            // Registered before the attempt, so a release right after it still wakes us.
+            let wake = watch.as_ref().map(Watch::next_wake);
+            let holder_ttl = match self.attempt_until(key, &names, ttl, &deadline).await? {
+                Ok(lease) => return Ok(lease),
+                Err(left) => left,
+            };
+            if deadline.has_passed() {
+                return Err(deadline.timeout(key));
+            }
+            let retry = jitter(if subscribed {
+                FALLBACK_RETRY
+            } else {
+                POLL_RETRY
+            });
+            let retry = holder_ttl.map_or(retry, |left| retry.min(left + Duration::from_millis(1)));
+            let wake_at = deadline.cap(Instant::now() + retry);
+            match wake {
+                Some(wake) if subscribed => tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep_until(wake_at.into()) => {}
+                },
+                _ => tokio::time::sleep_until(wake_at.into()).await,
+            }
+        }
+    }
+
+    /// One `EVALSHA` round trip: compare token, then `PEXPIRE`.
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let names = self.names(lease.key());
+        let sent_at = Instant::now();
+        let mut conn = self.inner.conn.clone();
+        let extended: i64 = scripts::EXTEND
+            .key(&names.lock)
+            .arg(lease.token().to_hex())
+            .arg(ttl::whole_millis(ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(map)?;
+        if extended == 1 {
+            lease.renewed(ttl, sent_at);
+        }
+        Ok(extended == 1)
+    }
+
+    /// One `EVALSHA` round trip: compare token, then `DEL` and `PUBLISH` to wake waiters.
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        self.release_token(&self.names(lease.key()), lease.token())
+            .await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_notified_wait(self.inner.subscriber.is_some())
+            .with_server_clock(true)
+    }
+}

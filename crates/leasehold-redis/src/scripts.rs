@@ -1,0 +1,20 @@
+//! The Lua scripts, sent with EVALSHA (reloaded on NOSCRIPT by `redis::Script`).
+//!
+//! Each touches only keys of one lock, which share a hash slot, so they run unchanged on
+//! Redis Cluster. Data travels in KEYS and ARGV, never inside the script text.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// `SET NX PX` + `INCR` fence, or the holder's `PTTL`: see `scripts/acquire.lua`.
+pub(crate) static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
+
+/// Compare token, then `PEXPIRE`: see `scripts/extend.lua`.
+pub(crate) static EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/extend.lua")));
+
+/// Compare token, then `DEL` + `PUBLISH`: see `scripts/release.lua`.
+pub(crate) static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/release.lua")));

@@ -1,0 +1,280 @@
+//! One shared pub/sub connection per `RedisLock` that wakes the waiters of released locks.
+//!
+//! Waiters register a [`Watch`] on a lock's channel. The first watch of a channel subscribes,
+//! the last one to leave unsubscribes. All SUBSCRIBE and UNSUBSCRIBE commands go through one
+//! driver task, in order, so an unsubscribe can never overtake a later subscribe. The
+//! connection is opened on the first watch, and reopened (with every watched channel
+//! subscribed again) if it drops; when it drops, every waiter is woken to retry at once, since
+//! messages may have been lost meanwhile.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use tokio::{
+    sync::{futures::OwnedNotified, mpsc, oneshot, Notify},
+    task::JoinHandle,
+};
+
+/// A task that is aborted when this handle is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The shared subscriber of one `RedisLock` (and its clones).
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    shared: Arc<Shared>,
+    _driver: Arc<AbortOnDrop>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    channels: Mutex<HashMap<String, Channel>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    watchers: usize,
+    subscribed: bool,
+    wake: Arc<Notify>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Subscribe(String, oneshot::Sender<bool>),
+    Unsubscribe(String),
+    Disconnected,
+}
+
+impl Shared {
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+        // Updates are single assignments; a poisoned map is still consistent.
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wake(&self, channel: &str) {
+        if let Some(entry) = self.channels().get(channel) {
+            entry.wake.notify_waiters();
+        }
+    }
+
+    fn wake_all_and_forget_subscriptions(&self) {
+        for entry in self.channels().values_mut() {
+            entry.subscribed = false;
+            entry.wake.notify_waiters();
+        }
+    }
+}
+
+impl Subscriber {
+    /// Starts the driver; no connection is opened until the first watch.
+    pub(crate) fn new(client: redis::Client, connect_timeout: Duration) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            channels: Mutex::new(HashMap::new()),
+            commands,
+        });
+        let driver = Driver {
+            shared: Arc::clone(&shared),
+            client,
+            connect_timeout,
+            sink: None,
+            reader: None,
+        };
+        let task = tokio::spawn(driver.run(receiver));
+        Self {
+            shared,
+            _driver: Arc::new(AbortOnDrop(task)),
+        }
+    }
+
+    /// Registers interest in `channel` until the returned watch is dropped.
+    pub(crate) fn watch(&self, channel: &str) -> Watch {
+        let mut channels = self.shared.channels();
+        let entry = channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| Channel {
+                watchers: 0,
+                subscribed: false,
+                wake: Arc::new(Notify::new()),
+            });
+        entry.watchers += 1;
+        Watch {
+            shared: Arc::clone(&self.shared),
+            channel: channel.to_owned(),
+            wake: Arc::clone(&entry.wake),
+        }
+    }
+}
+
+/// A waiter's registration on one channel.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    shared: Arc<Shared>,
+    channel: String,
+    wake: Arc<Notify>,
+}
+
+impl Watch {
+    /// Makes sure the channel is subscribed; true once the server confirmed it.
+    ///
+    /// Free when it already is; otherwise asks the driver, which may first have to connect.
+    pub(crate) async fn subscribed(&self) -> bool {
+        let subscribed = self
+            .shared
+            .channels()
+            .get(&self.channel)
+            .is_some_and(|entry| entry.subscribed);
+        if subscribed {
+            return true;
+        }
+        let (ack, confirmed) = oneshot::channel();
+        if self
+            .shared
+            .commands
+            .send(Command::Subscribe(self.channel.clone(), ack))
+            .is_err()
+        {
+            return false;
+        }
+        confirmed.await.unwrap_or(false)
+    }
+
+    /// A future that completes on the next message on the channel (or a reconnect). It counts
+    /// from the moment it is created, so create it *before* trying the lock.
+    pub(crate) fn next_wake(&self) -> OwnedNotified {
+        Arc::clone(&self.wake).notified_owned()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut channels = self.shared.channels();
+        let Some(entry) = channels.get_mut(&self.channel) else {
+            return;
+        };
+        entry.watchers = entry.watchers.saturating_sub(1);
+        if entry.watchers == 0 {
+            // The driver re-checks the count: a new watcher may arrive before it gets to this.
+            let _ = self
+                .shared
+                .commands
+                .send(Command::Unsubscribe(self.channel.clone()));
+        }
+    }
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    client: redis::Client,
+    connect_timeout: Duration,
+    sink: Option<PubSubSink>,
+    /// Reads the current connection's messages; aborted with the driver.
+    reader: Option<AbortOnDrop>,
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Subscribe(channel, ack) => {
+                    let confirmed = self.subscribe(&channel).await;
+                    let _ = ack.send(confirmed);
+                }
+                Command::Unsubscribe(channel) => self.unsubscribe(&channel).await,
+                Command::Disconnected => {
+                    tracing::debug!("redis pub/sub connection lost; waiters retry and resubscribe");
+                    self.sink = None;
+                    self.reader = None;
+                    self.shared.wake_all_and_forget_subscriptions();
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> bool {
+        let already = match self.shared.channels().get(channel) {
+            None => return false, // every watcher left meanwhile
+            Some(entry) => entry.subscribed,
+        };
+        if already {
+            return true;
+        }
+        if self.sink.is_none() {
+            self.connect().await;
+        }
+        let Some(sink) = self.sink.as_mut() else {
+            return false;
+        };
+        match sink.subscribe(channel).await {
+            Ok(()) => {
+                if let Some(entry) = self.shared.channels().get_mut(channel) {
+                    entry.subscribed = true;
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis SUBSCRIBE failed; waiters fall back to polling");
+                false
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) {
+        let was_subscribed = {
+            let mut channels = self.shared.channels();
+            match channels.get(channel) {
+                Some(entry) if entry.watchers == 0 => channels
+                    .remove(channel)
+                    .is_some_and(|entry| entry.subscribed),
+                _ => return,
+            }
+        };
+        if let (true, Some(sink)) = (was_subscribed, self.sink.as_mut()) {
+            if let Err(error) = sink.unsubscribe(channel).await {
+                tracing::debug!(%error, "redis UNSUBSCRIBE failed");
+            }
+        }
+    }
+
+    async fn connect(&mut self) {
+        let connecting = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub());
+        let pubsub = match connecting.await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "redis pub/sub connection failed; waiters fall back to polling");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("redis pub/sub connection timed out; waiters fall back to polling");
+                return;
+            }
+        };
+        let (sink, mut stream) = pubsub.split();
+        let shared = Arc::downgrade(&self.shared);
+        let reader = tokio::spawn(async move {
+            while let Some(message) = stream.next().await {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.wake(message.get_channel_name());
+            }
+            if let Some(shared) = shared.upgrade() {
+                let _ = shared.commands.send(Command::Disconnected);
+            }
+        });
+        self.sink = Some(sink);
+        self.reader = Some(AbortOnDrop(reader));
+    }
+}
