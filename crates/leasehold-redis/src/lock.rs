@@ -7,8 +7,9 @@ use std::{
 };
 
 use leasehold::{
-    async_trait, ttl, wait::jitter, wait::Deadline, Capabilities, DistributedLock, Lease,
-    LeaseToken, LockError, LockKey,
+    async_trait, ttl,
+    wait::{jitter, keep_waiting, Deadline},
+    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use redis::aio::ConnectionManager;
 
@@ -208,6 +209,10 @@ impl DistributedLock for RedisLock {
     /// retries on every release message, when the holder's ttl runs out, and on a jittered
     /// fallback timer, never past the deadline.
     ///
+    /// Transient failures (a dropped connection, a reply timeout) are retried until the
+    /// deadline; if it passes while the server is still failing, the last such error is
+    /// returned instead of [`LockError::Timeout`].
+    ///
     /// # Cancel safety
     ///
     /// Dropping the future while it waits leaves nothing behind; an attempt in flight is
@@ -221,8 +226,11 @@ impl DistributedLock for RedisLock {
         let ttl = ttl::check(ttl)?;
         let deadline = Deadline::after(wait);
         let names = self.names(key);
-        if let Ok(lease) = self.attempt_until(key, &names, ttl, &deadline).await? {
-            return Ok(lease);
+        let mut failure = None;
+        match self.attempt_until(key, &names, ttl, &deadline).await {
+            Ok(Ok(lease)) => return Ok(lease),
+            Ok(Err(_)) => {}
+            Err(error) => keep_waiting(error, &mut failure)?,
         }
         tracing::trace!(key = %key, "lock busy; waiting for its release");
         let watch = self
@@ -232,7 +240,7 @@ impl DistributedLock for RedisLock {
             .map(|s| s.watch(&names.channel));
         loop {
             if deadline.has_passed() {
-                return Err(deadline.timeout(key));
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
             }
             let subscribed = match (&watch, deadline.at()) {
                 (None, _) => false,
@@ -243,22 +251,26 @@ impl DistributedLock for RedisLock {
             };
             // Registered before the attempt, so a release right after it still wakes us.
             let wake = watch.as_ref().map(Watch::next_wake);
-            let holder_ttl = match self.attempt_until(key, &names, ttl, &deadline).await? {
-                Ok(lease) => return Ok(lease),
-                Err(left) => left,
+            let holder_ttl = match self.attempt_until(key, &names, ttl, &deadline).await {
+                Ok(Ok(lease)) => return Ok(lease),
+                Ok(Err(left)) => {
+                    failure = None;
+                    left
+                }
+                Err(error) => {
+                    keep_waiting(error, &mut failure)?;
+                    None
+                }
             };
             if deadline.has_passed() {
-                return Err(deadline.timeout(key));
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
             }
-            let retry = jitter(if subscribed {
-                FALLBACK_RETRY
-            } else {
-                POLL_RETRY
-            });
+            let healthy = subscribed && failure.is_none();
+            let retry = jitter(if healthy { FALLBACK_RETRY } else { POLL_RETRY });
             let retry = holder_ttl.map_or(retry, |left| retry.min(left + Duration::from_millis(1)));
             let wake_at = deadline.cap(Instant::now() + retry);
             match wake {
-                Some(wake) if subscribed => tokio::select! {
+                Some(wake) if healthy => tokio::select! {
                     () = wake => {}
                     () = tokio::time::sleep_until(wake_at.into()) => {}
                 },

@@ -40,10 +40,14 @@ pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
     /// The default polls [`try_acquire`](Self::try_acquire) with jittered exponential backoff
     /// (see [`wait::poll_acquire`]); backends override it with notification-based waiting.
     ///
+    /// Transient backend failures during the wait (a dropped connection, a reply timeout) are
+    /// retried until the deadline, as [`wait::keep_waiting`] decides.
+    ///
     /// # Errors
     ///
-    /// [`LockError::Timeout`] when `wait` has passed without getting the lock, and the errors
-    /// of [`try_acquire`](Self::try_acquire).
+    /// [`LockError::Timeout`] when `wait` has passed without getting the lock; the last
+    /// transient [`LockError::Backend`] instead if the deadline passed while attempts were
+    /// failing; other errors of [`try_acquire`](Self::try_acquire) at once.
     ///
     /// # Cancel safety
     ///

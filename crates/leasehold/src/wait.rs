@@ -57,6 +57,25 @@ impl Deadline {
     }
 }
 
+/// Decides what a waiting `acquire` does with a failed attempt: keep waiting through a
+/// transient failure (remembered in `last_failure`, to return if the deadline passes while the
+/// server is still failing), end the wait on anything else.
+///
+/// # Errors
+///
+/// `error` itself when it is not transient, or is a [`LockError::Timeout`].
+pub fn keep_waiting(
+    error: LockError,
+    last_failure: &mut Option<LockError>,
+) -> Result<(), LockError> {
+    if matches!(error, LockError::Timeout { .. }) || !error.is_transient() {
+        return Err(error);
+    }
+    tracing::debug!(%error, "lock attempt failed; retrying until the deadline");
+    *last_failure = Some(error);
+    Ok(())
+}
+
 /// A random duration between `base / 2` and `base`, so that retrying clients spread out.
 pub fn jitter(base: Duration) -> Duration {
     // RandomState is seeded per instance from the OS generator: enough randomness for spreading
@@ -70,11 +89,13 @@ pub fn jitter(base: Duration) -> Duration {
 /// Acquires by polling `try_acquire`: the default of [`DistributedLock::acquire`].
 ///
 /// Tries at once, then after jittered pauses that double from [`POLL_FIRST`] up to
-/// [`POLL_MAX`], and once more at the deadline; never sleeps past the deadline.
+/// [`POLL_MAX`], and once more at the deadline; never sleeps past the deadline. Transient
+/// failures are retried (see [`keep_waiting`]).
 ///
 /// # Errors
 ///
-/// [`LockError::Timeout`] when the deadline passes, and whatever `try_acquire` returns.
+/// [`LockError::Timeout`] when the deadline passes; the last transient error instead if the
+/// deadline passes while attempts are failing; any other error of `try_acquire` at once.
 ///
 /// # Cancel safety
 ///
@@ -87,12 +108,15 @@ pub async fn poll_acquire<L: DistributedLock + ?Sized>(
 ) -> Result<Lease, LockError> {
     let deadline = Deadline::after(wait);
     let mut pause = POLL_FIRST;
+    let mut failure = None;
     loop {
-        if let Some(lease) = lock.try_acquire(key, ttl).await? {
-            return Ok(lease);
+        match lock.try_acquire(key, ttl).await {
+            Ok(Some(lease)) => return Ok(lease),
+            Ok(None) => failure = None,
+            Err(error) => keep_waiting(error, &mut failure)?,
         }
         if deadline.has_passed() {
-            return Err(deadline.timeout(key));
+            return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
         }
         let wake = deadline.cap(Instant::now() + jitter(pause));
         tokio::time::sleep_until(wake.into()).await;
