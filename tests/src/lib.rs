@@ -8,8 +8,20 @@ use std::sync::{Arc, Mutex};
 use leasehold::{memory::MemoryLock, DistributedLock};
 
 /// One instance of every backend under test, with its name.
-pub fn backends() -> Vec<(&'static str, Arc<dyn DistributedLock>)> {
-    vec![("memory", Arc::new(MemoryLock::new()))]
+///
+/// # Panics
+///
+/// When a server is unreachable, with a message saying how to start it.
+pub async fn backends() -> Vec<(&'static str, Arc<dyn DistributedLock>)> {
+    let redis_url =
+        std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = leasehold_redis::RedisLock::connect(&redis_url).await.unwrap_or_else(|e| {
+        panic!("cannot reach Redis at {redis_url}: {e}; start it with scripts/services.sh or run scripts/test.sh")
+    });
+    vec![
+        ("memory", Arc::new(MemoryLock::new())),
+        ("redis", Arc::new(redis)),
+    ]
 }
 
 /// A resource protected by fences: it accepts a write only when the write's fence is at least

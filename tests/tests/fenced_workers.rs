@@ -7,7 +7,7 @@ use leasehold_tests::{backends, FencedResource};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contending_guards_never_write_with_a_stale_fence() {
-    for (name, backend) in backends() {
+    for (name, backend) in backends().await {
         let locker = Locker::from_arc(Arc::clone(&backend));
         let resource = Arc::new(FencedResource::default());
         let key = format!(

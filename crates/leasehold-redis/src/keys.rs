@@ -34,12 +34,11 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<(), LockError> {
     Ok(())
 }
 
-/// The Redis names of one lock.
+/// The Redis names of one lock. Only the lock's name is built up front; the others are
+/// derived when a call needs them (each script needs two of the three).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LockNames {
     pub(crate) lock: String,
-    pub(crate) fence: String,
-    pub(crate) channel: String,
 }
 
 impl LockNames {
@@ -57,11 +56,17 @@ impl LockNames {
             }
         }
         lock.push('}');
-        Self {
-            fence: format!("{lock}:fence"),
-            channel: format!("{lock}:released"),
-            lock,
-        }
+        Self { lock }
+    }
+
+    /// The fence counter's name.
+    pub(crate) fn fence(&self) -> String {
+        format!("{}:fence", self.lock)
+    }
+
+    /// The release channel's name.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}:released", self.lock)
     }
 }
 
@@ -86,8 +91,8 @@ mod tests {
     fn all_names_of_a_lock_share_one_hash_tag() {
         for key in ["plain", "{x}", "}{", "a}:fence", "%7B", "{leasehold:other}"] {
             let n = names(key);
-            assert_eq!(hash_tag(&n.lock), hash_tag(&n.fence), "{key}");
-            assert_eq!(hash_tag(&n.lock), hash_tag(&n.channel), "{key}");
+            assert_eq!(hash_tag(&n.lock), hash_tag(&n.fence()), "{key}");
+            assert_eq!(hash_tag(&n.lock), hash_tag(&n.channel()), "{key}");
             assert!(hash_tag(&n.lock).starts_with("leasehold:"), "{key}");
         }
     }
@@ -114,7 +119,7 @@ mod tests {
         let mut seen = HashSet::new();
         for key in keys {
             let n = names(key);
-            for name in [n.lock, n.fence, n.channel] {
+            for name in [n.fence(), n.channel(), n.lock] {
                 assert!(seen.insert(name.clone()), "{name} produced twice");
             }
         }

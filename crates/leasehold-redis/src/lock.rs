@@ -120,7 +120,7 @@ impl RedisLock {
         let mut conn = self.inner.conn.clone();
         let reply: Result<Vec<i64>, redis::RedisError> = scripts::ACQUIRE
             .key(&names.lock)
-            .key(&names.fence)
+            .key(names.fence())
             .arg(token.to_hex())
             .arg(ttl::whole_millis(ttl))
             .invoke_async(&mut conn)
@@ -177,7 +177,7 @@ impl RedisLock {
         let released: i64 = scripts::RELEASE
             .key(&names.lock)
             .arg(token.to_hex())
-            .arg(&names.channel)
+            .arg(names.channel())
             .invoke_async(&mut conn)
             .await
             .map_err(map)?;
@@ -237,7 +237,7 @@ impl DistributedLock for RedisLock {
             .inner
             .subscriber
             .as_ref()
-            .map(|s| s.watch(&names.channel));
+            .map(|s| s.watch(&names.channel()));
         loop {
             if deadline.has_passed() {
                 return Err(failure.unwrap_or_else(|| deadline.timeout(key)));

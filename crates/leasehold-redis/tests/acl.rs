@@ -10,15 +10,36 @@ use support::PrivateRedis;
 
 /// The ACL line documented in the README, for user `locker` with password `s3cret-pw`.
 const LOCKER_ACL: &[&str] = &[
-    "locker", "on", ">s3cret-pw", "resetkeys", "~{leasehold:*", "resetchannels", "&{leasehold:*",
-    "-@all", "+evalsha", "+script|load", "+set", "+get", "+del", "+incr", "+pttl",
-    "+pexpire", "+publish", "+subscribe", "+unsubscribe", "+ping",
+    "locker",
+    "on",
+    ">s3cret-pw",
+    "resetkeys",
+    "~{leasehold:*",
+    "resetchannels",
+    "&{leasehold:*",
+    "-@all",
+    "+evalsha",
+    "+script|load",
+    "+set",
+    "+get",
+    "+del",
+    "+incr",
+    "+pttl",
+    "+pexpire",
+    "+publish",
+    "+subscribe",
+    "+unsubscribe",
+    "+ping",
 ];
 
 fn server_with_users() -> PrivateRedis {
     let server = PrivateRedis::start(&[]);
     let mut admin = server.admin();
-    let _: () = redis::cmd("ACL").arg("SETUSER").arg(LOCKER_ACL).query(&mut admin).unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(LOCKER_ACL)
+        .query(&mut admin)
+        .unwrap();
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&["powerless", "on", ">pw", "resetkeys", "-@all", "+ping"][..])
@@ -47,7 +68,10 @@ fn core_cases_pass_as_the_least_privilege_user() {
         "stress_mutual_exclusion",
         "guard_lost_fires_when_lease_taken_away",
     ];
-    for case in leasehold_conformance::all_cases().iter().filter(|c| core.contains(&c.name)) {
+    for case in leasehold_conformance::all_cases()
+        .iter()
+        .filter(|c| core.contains(&c.name))
+    {
         let url = url.clone();
         leasehold_conformance::run(
             async move { RedisLock::connect(&url).await.expect("connect as locker") },
@@ -60,10 +84,19 @@ fn core_cases_pass_as_the_least_privilege_user() {
 async fn the_least_privilege_user_cannot_touch_other_keys_and_skips_the_eviction_check() {
     let server = server_with_users();
     let lock = RedisLock::connect(&locker_url(&server)).await.unwrap();
-    assert_eq!(lock.eviction_policy().await.unwrap(), EvictionPolicy::Unknown);
-    let mut conn = redis::Client::open(locker_url(&server)).unwrap().get_connection().unwrap();
+    assert_eq!(
+        lock.eviction_policy().await.unwrap(),
+        EvictionPolicy::Unknown
+    );
+    let mut conn = redis::Client::open(locker_url(&server))
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let denied: redis::RedisResult<()> = redis::cmd("SET").arg("other:a").arg(1).query(&mut conn);
-    assert!(denied.is_err(), "the documented ACL lets the user write outside the namespace");
+    assert!(
+        denied.is_err(),
+        "the documented ACL lets the user write outside the namespace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +113,10 @@ async fn a_user_without_rights_gets_a_clear_permanent_error() {
         LockError::Backend { kind, .. } => assert_eq!(*kind, FailureKind::Permanent, "{err}"),
         other => panic!("expected a backend error, got {other:?}"),
     }
-    assert!(err.to_string().contains("NOPERM") || err.to_string().to_lowercase().contains("permission"), "{err}");
+    assert!(
+        err.to_string().contains("NOPERM") || err.to_string().to_lowercase().contains("permission"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +126,9 @@ async fn wrong_credentials_are_a_permanent_error_that_hides_the_password() {
     let err = RedisLock::connect(&url).await.unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
-    let err = RedisLock::connect("redis://u:hunter2@[bad").await.unwrap_err();
+    let err = RedisLock::connect("redis://u:hunter2@[bad")
+        .await
+        .unwrap_err();
     assert!(matches!(err, LockError::InvalidConfig { .. }), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
@@ -99,11 +137,21 @@ async fn wrong_credentials_are_a_permanent_error_that_hides_the_password() {
 async fn debug_output_shows_neither_password_nor_token() {
     let server = server_with_users();
     let lock = RedisLock::connect(&locker_url(&server)).await.unwrap();
-    let lease = lock.try_acquire(&LockKey::new("k").unwrap(), Duration::from_secs(5)).await.unwrap().unwrap();
-    let shown = format!("{lock:?} {lease:?} {:?}", Arc::new(lock.clone()) as Arc<dyn DistributedLock>);
+    let lease = lock
+        .try_acquire(&LockKey::new("k").unwrap(), Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let shown = format!(
+        "{lock:?} {lease:?} {:?}",
+        Arc::new(lock.clone()) as Arc<dyn DistributedLock>
+    );
     assert!(!shown.contains("s3cret-pw"), "{shown}");
     assert!(!shown.contains(&lease.token().to_hex()[4..]), "{shown}");
-    assert!(shown.contains(&format!("127.0.0.1:{}", server.port)), "{shown}");
+    assert!(
+        shown.contains(&format!("127.0.0.1:{}", server.port)),
+        "{shown}"
+    );
     let builder = RedisLock::builder().url(locker_url(&server));
     assert!(!format!("{builder:?}").contains("s3cret-pw"));
 }

@@ -1,0 +1,179 @@
+//! The implementations measured side by side, behind one small interface.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use leasehold::{DistributedLock, Lease, LeaseToken, LockKey};
+use leasehold_redis::RedisLock;
+use redis::{aio::ConnectionManager, Script};
+
+/// The ttl every contender uses.
+pub(crate) const TTL: Duration = Duration::from_secs(30);
+
+/// A held lock, whatever took it.
+pub(crate) enum Held {
+    Raw { key: String, token: String },
+    Leasehold(Lease),
+    Rslock(rslock::Lock),
+}
+
+/// One implementation under test.
+#[async_trait]
+pub(crate) trait Contender: Send + Sync {
+    /// The name in the report.
+    fn name(&self) -> String;
+    /// One attempt; `None` if the key is held.
+    async fn try_acquire(&self, key: &str) -> Option<Held>;
+    /// Whether [`acquire`](Self::acquire) can wait for a held key.
+    fn can_wait(&self) -> bool {
+        true
+    }
+    /// Waits until the key is ours (`None` if this contender cannot wait).
+    async fn acquire(&self, key: &str) -> Option<Held>;
+    async fn release(&self, held: Held);
+}
+
+/// The floor: `SET NX PX` and an `EVALSHA` compare-and-delete, written by hand on the same
+/// multiplexed connection type leasehold uses.
+pub(crate) struct Raw {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) unlock: Script,
+}
+
+impl Raw {
+    pub(crate) fn new(conn: ConnectionManager) -> Self {
+        let unlock = Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        Self { conn, unlock }
+    }
+}
+
+#[async_trait]
+impl Contender for Raw {
+    fn name(&self) -> String {
+        "raw redis (SET NX PX + EVALSHA)".into()
+    }
+
+    async fn try_acquire(&self, key: &str) -> Option<Held> {
+        let token = LeaseToken::random().expect("os random").to_hex();
+        let key = format!("raw:{key}");
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .expect("raw SET");
+        set.map(|_| Held::Raw { key, token })
+    }
+
+    fn can_wait(&self) -> bool {
+        false
+    }
+
+    async fn acquire(&self, _key: &str) -> Option<Held> {
+        None
+    }
+
+    async fn release(&self, held: Held) {
+        let Held::Raw { key, token } = held else {
+            unreachable!("raw releases its own")
+        };
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .unlock
+            .key(key)
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await
+            .expect("raw unlock");
+    }
+}
+
+/// leasehold-redis, through the `DistributedLock` trait object users inject.
+pub(crate) struct Leasehold {
+    pub(crate) lock: std::sync::Arc<dyn DistributedLock>,
+}
+
+impl Leasehold {
+    pub(crate) fn new(lock: RedisLock) -> Self {
+        Self {
+            lock: std::sync::Arc::new(lock),
+        }
+    }
+}
+
+#[async_trait]
+impl Contender for Leasehold {
+    fn name(&self) -> String {
+        "leasehold-redis".into()
+    }
+
+    async fn try_acquire(&self, key: &str) -> Option<Held> {
+        let key = LockKey::new(key).expect("bench key");
+        self.lock
+            .try_acquire(&key, TTL)
+            .await
+            .expect("leasehold try_acquire")
+            .map(Held::Leasehold)
+    }
+
+    async fn acquire(&self, key: &str) -> Option<Held> {
+        let key = LockKey::new(key).expect("bench key");
+        let lease = self
+            .lock
+            .acquire(&key, TTL, Duration::from_secs(60))
+            .await
+            .expect("leasehold acquire");
+        Some(Held::Leasehold(lease))
+    }
+
+    async fn release(&self, held: Held) {
+        let Held::Leasehold(lease) = held else {
+            unreachable!("leasehold releases its own")
+        };
+        self.lock.release(lease).await.expect("leasehold release");
+    }
+}
+
+/// rslock, the most used Rust Redis lock crate, with its retry settings.
+pub(crate) struct Rslock {
+    pub(crate) manager: rslock::LockManager,
+    pub(crate) label: &'static str,
+}
+
+#[async_trait]
+impl Contender for Rslock {
+    fn name(&self) -> String {
+        format!("rslock 0.10 ({})", self.label)
+    }
+
+    async fn try_acquire(&self, key: &str) -> Option<Held> {
+        self.manager
+            .lock(format!("rslock:{key}").as_str(), TTL)
+            .await
+            .ok()
+            .map(Held::Rslock)
+    }
+
+    async fn acquire(&self, key: &str) -> Option<Held> {
+        // rslock's own "loop until acquired": lock() with its retries, again and again.
+        let resource = format!("rslock:{key}");
+        loop {
+            if let Ok(lock) = self.manager.lock(resource.as_str(), TTL).await {
+                return Some(Held::Rslock(lock));
+            }
+        }
+    }
+
+    async fn release(&self, held: Held) {
+        let Held::Rslock(lock) = held else {
+            unreachable!("rslock releases its own")
+        };
+        self.manager.unlock(&lock).await;
+    }
+}
