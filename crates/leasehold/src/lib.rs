@@ -10,6 +10,7 @@ mod lease;
 pub mod memory;
 pub mod ttl;
 pub mod wait;
+mod wakers;
 
 pub use async_trait::async_trait;
 
@@ -25,6 +26,7 @@ pub use crate::{
     guard::{GuardState, LeaseView, LockGuard, LockOptions, Locker},
     key::{IntoLockKey, LockKey, MAX_KEY_LEN},
     lease::{Lease, LeaseToken},
+    wakers::{WakeHandle, Wakers},
 };
 
 #[cfg(test)]
