@@ -111,8 +111,12 @@ mod tests {
         let woken = a.next_wake();
         let not_woken = b.next_wake();
         wakers.wake("a");
-        tokio::time::timeout(Duration::from_secs(1), woken).await.expect("a woken");
-        assert!(tokio::time::timeout(Duration::from_millis(50), not_woken).await.is_err());
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("a woken");
+        assert!(tokio::time::timeout(Duration::from_millis(50), not_woken)
+            .await
+            .is_err());
         assert_eq!(wakers.len(), 2);
         drop((a, b));
         assert!(wakers.is_empty());

@@ -1,0 +1,299 @@
+//! Connecting: [`PostgresLock::connect`], [`PostgresLockBuilder`] and [`PostgresLock::migrate`].
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use leasehold::LockError;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+
+use crate::{
+    error::map,
+    ident::Ident,
+    listener::Listener,
+    lock::{Inner, PostgresLock},
+    sql::Statements,
+};
+
+/// The default schema.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// The default lease table.
+pub const DEFAULT_TABLE: &str = "leasehold_locks";
+/// The default notification channel.
+pub const DEFAULT_CHANNEL: &str = "leasehold_released";
+
+/// Serialises concurrent migrations (`CREATE TABLE IF NOT EXISTS` can race): a fixed advisory
+/// key, "leasehol" in ASCII.
+const MIGRATION_LOCK: i64 = 0x6c65_6173_6568_6f6c;
+
+enum Source {
+    Url(String),
+    Pool(PgPool),
+}
+
+/// Builds a [`PostgresLock`] with settings beyond [`PostgresLock::connect`].
+///
+/// Names are checked when [`build`](Self::build) starts, before any SQL runs.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), leasehold::LockError> {
+/// use leasehold_postgres::PostgresLock;
+///
+/// let locks = PostgresLock::builder()
+///     .url("postgres://app@db.internal/app?sslmode=verify-full")
+///     .schema("locking")
+///     .table("leases")
+///     .build()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct PostgresLockBuilder {
+    source: Option<Source>,
+    schema: String,
+    table: String,
+    channel: String,
+    migrate: bool,
+    notifications: bool,
+    max_connections: u32,
+}
+
+impl std::fmt::Debug for PostgresLockBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLockBuilder")
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("channel", &self.channel)
+            .field("migrate", &self.migrate)
+            .field("notifications", &self.notifications)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresLock {
+    /// Connects with default settings and creates the lease table if it is missing.
+    ///
+    /// `url`: `postgres://user[:password]@host[:port]/database[?sslmode=verify-full]`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidConfig`] for a URL that cannot be parsed (never showing the
+    /// password); [`LockError::Backend`] when the server cannot be reached (transient) or
+    /// refuses (permanent).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the table created; nothing else.
+    pub async fn connect(url: &str) -> Result<Self, LockError> {
+        Self::builder().url(url).build().await
+    }
+
+    /// A builder, for an existing pool, schema, table, channel and migration settings.
+    pub fn builder() -> PostgresLockBuilder {
+        PostgresLockBuilder {
+            source: None,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            table: DEFAULT_TABLE.to_owned(),
+            channel: DEFAULT_CHANNEL.to_owned(),
+            migrate: true,
+            notifications: true,
+            max_connections: 10,
+        }
+    }
+
+    /// Creates the schema (unless `public`) and the lease table if they are missing.
+    /// `connect` runs it unless told not to; the SQL is [`migration_sql`](Self::migration_sql).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Backend`] when the server cannot be reached or refuses (e.g. no `CREATE`
+    /// privilege).
+    ///
+    /// # Cancel safety
+    ///
+    /// Runs in one transaction: dropping the future rolls it back.
+    pub async fn migrate(&self) -> Result<(), LockError> {
+        let mut tx = self.inner.pool.begin().await.map_err(|e| map(e, None))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map(e, None))?;
+        for sql in self
+            .inner
+            .statements
+            .create_schema
+            .iter()
+            .chain([&self.inner.statements.create_table])
+        {
+            sqlx::query(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map(e, None))?;
+        }
+        tx.commit().await.map_err(|e| map(e, None))
+    }
+
+    /// The SQL that [`migrate`](Self::migrate) runs, for people who manage schemas themselves.
+    pub fn migration_sql(&self) -> String {
+        let statements = &self.inner.statements;
+        let mut sql = String::new();
+        for statement in statements
+            .create_schema
+            .iter()
+            .chain([&statements.create_table])
+        {
+            sql.push_str(statement);
+            sql.push_str(";\n");
+        }
+        sql
+    }
+}
+
+impl PostgresLockBuilder {
+    /// Connect to this URL with a pool of its own.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.source = Some(Source::Url(url.into()));
+        self
+    }
+
+    /// Use an existing pool. The `LISTEN` connection is taken from it and kept.
+    pub fn pool(mut self, pool: PgPool) -> Self {
+        self.source = Some(Source::Pool(pool));
+        self
+    }
+
+    /// Schema of the lease table (default `public`).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Name of the lease table (default `leasehold_locks`).
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// `NOTIFY` channel for releases (default `leasehold_released`).
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Whether `build` runs [`PostgresLock::migrate`] (default true).
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Whether waiters use `LISTEN`/`NOTIFY` (default true). Turn it off behind a transaction
+    /// pooler (PgBouncer) that cannot keep a `LISTEN` session: waiters then poll.
+    pub fn notifications(mut self, notifications: bool) -> Self {
+        self.notifications = notifications;
+        self
+    }
+
+    /// Size of the pool made for a URL (default 10; the `LISTEN` connection is extra).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Checks the names, connects, and migrates unless told not to.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidConfig`] for a bad schema, table or channel name (no SQL is run) or a
+    /// bad URL; otherwise as [`PostgresLock::connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`PostgresLock::connect`].
+    pub async fn build(self) -> Result<PostgresLock, LockError> {
+        let schema = Ident::new("schema", &self.schema)?;
+        let table = Ident::new("table", &self.table)?;
+        let channel = Ident::new("channel", &self.channel)?;
+        let pool = match self.source {
+            None => {
+                return Err(LockError::invalid_config(
+                    "postgres source",
+                    "give a URL or a pool",
+                ))
+            }
+            Some(Source::Pool(pool)) => pool,
+            Some(Source::Url(url)) => {
+                let options = PgConnectOptions::from_str(&url).map_err(|e| {
+                    LockError::invalid_config(
+                        format!("postgres URL {}", redact_url(&url)),
+                        e.to_string(),
+                    )
+                })?;
+                PgPoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| map(e, None))?
+            }
+        };
+        let options = pool.connect_options();
+        let server = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let listener = self
+            .notifications
+            .then(|| Listener::start(pool.clone(), channel.as_str().to_owned()));
+        let lock = PostgresLock {
+            inner: Arc::new(Inner {
+                statements: Statements::new(&schema, &table),
+                table: format!("{}.{}", schema.as_str(), table.as_str()),
+                pool,
+                channel,
+                listener,
+                server,
+            }),
+        };
+        if self.migrate {
+            lock.migrate().await?;
+        }
+        Ok(lock)
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparsable URL)".to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let path = path.split('?').next().unwrap_or("");
+    format!("{scheme}://{authority}/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_never_show_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:hunter2@h:5432/db?password=hunter2"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("hunter2"), "(unparsable URL)");
+    }
+}

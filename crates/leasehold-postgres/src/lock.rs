@@ -1,0 +1,250 @@
+//! [`PostgresLock`]: the lease-table strategy.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use leasehold::{
+    async_trait, ttl,
+    wait::{jitter, keep_waiting, Deadline},
+    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
+};
+use sqlx::{PgPool, Row};
+
+use crate::{
+    error::{is_contention, map},
+    ident::Ident,
+    listener::Listener,
+    sql::Statements,
+};
+
+/// How long a waiter with a working listener sleeps at most between attempts, in case a
+/// notification was lost (jittered down to half).
+const FALLBACK_RETRY: Duration = Duration::from_millis(500);
+/// How long a waiter without a listener sleeps between attempts (jittered).
+const POLL_RETRY: Duration = Duration::from_millis(50);
+
+/// Locks in a PostgreSQL lease table, through `sqlx`.
+///
+/// Cheap to clone: clones share the pool and one `LISTEN` connection. See the crate docs for
+/// the table, the SQL and the trade-offs.
+#[derive(Clone)]
+pub struct PostgresLock {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) statements: Statements,
+    pub(crate) channel: Ident,
+    pub(crate) table: String,
+    pub(crate) listener: Option<Listener>,
+    /// `host:port/database` (never credentials), for `Debug`.
+    pub(crate) server: String,
+}
+
+impl fmt::Debug for PostgresLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresLock")
+            .field("server", &self.inner.server)
+            .field("table", &self.inner.table)
+            .field("channel", &self.inner.channel.as_str())
+            .field("notified_wait", &self.inner.listener.is_some())
+            .finish()
+    }
+}
+
+enum Attempt {
+    Won(u64),
+    /// The holder's remaining time, when the row could be read back.
+    Busy(Option<Duration>),
+}
+
+impl PostgresLock {
+    /// The pool this lock runs its statements on.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    async fn attempt(
+        &self,
+        key: &LockKey,
+        token: LeaseToken,
+        ttl: Duration,
+    ) -> Result<Attempt, LockError> {
+        let rows = sqlx::query(&self.inner.statements.acquire)
+            .bind(key.as_str())
+            .bind(token.to_bytes().as_slice())
+            .bind(ttl::whole_millis(ttl) as f64)
+            .fetch_all(&self.inner.pool)
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) if is_contention(&error) => return Ok(Attempt::Busy(None)),
+            Err(error) => return Err(map(error, Some(key))),
+        };
+        let Some(row) = rows.first() else {
+            // The key was inserted by a concurrent winner after our snapshot was taken.
+            return Ok(Attempt::Busy(None));
+        };
+        let fence: Option<i64> = row.try_get(0).map_err(|e| map(e, Some(key)))?;
+        let holder_ms: Option<i64> = row.try_get(1).map_err(|e| map(e, Some(key)))?;
+        Ok(match fence {
+            Some(fence) => Attempt::Won(u64::try_from(fence).map_err(|_| {
+                LockError::permanent(
+                    crate::error::BACKEND,
+                    format!("negative fence {fence} in the lease table"),
+                )
+            })?),
+            None => Attempt::Busy(
+                holder_ms
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map(Duration::from_millis),
+            ),
+        })
+    }
+
+    /// `attempt`, given up at the deadline. A statement cut short is rolled back by the server
+    /// (it runs in its own implicit transaction), so nothing is left behind.
+    async fn attempt_until(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<Result<Lease, Option<Duration>>, LockError> {
+        let token = LeaseToken::random()?;
+        let sent_at = Instant::now();
+        let attempt = self.attempt(key, token, ttl);
+        let outcome = match deadline.at() {
+            Some(at) => tokio::time::timeout_at(at.into(), attempt)
+                .await
+                .map_err(|_| deadline.timeout(key))??,
+            None => attempt.await?,
+        };
+        Ok(match outcome {
+            Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
+            Attempt::Busy(left) => Err(left),
+        })
+    }
+}
+
+#[async_trait]
+impl DistributedLock for PostgresLock {
+    /// One statement (an upsert that only takes a free or expired row).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped after the statement reached the server, the statement may
+    /// still commit: the lock is then held by nobody until its ttl ends.
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let token = LeaseToken::random()?;
+        let sent_at = Instant::now();
+        Ok(match self.attempt(key, token, ttl).await? {
+            Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
+            Attempt::Busy(_) => None,
+        })
+    }
+
+    /// Tries once; if the key is held, registers for the key's release notification, tries
+    /// again, then retries on each notification, when the holder's expiry passes, and on a
+    /// jittered fallback timer; never past the deadline. Transient failures are retried until
+    /// the deadline.
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let deadline = Deadline::after(wait);
+        let mut failure = None;
+        match self.attempt_until(key, ttl, &deadline).await {
+            Ok(Ok(lease)) => return Ok(lease),
+            Ok(Err(_)) => {}
+            Err(error) => keep_waiting(error, &mut failure)?,
+        }
+        let listener = self.inner.listener.as_ref();
+        let waiter = listener.map(|l| l.wakers.register(key.as_str()));
+        loop {
+            if deadline.has_passed() {
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
+            }
+            let listening = match (listener, deadline.at()) {
+                (None, _) => false,
+                (Some(l), _) if l.is_listening() => true,
+                (Some(l), None) => l.ready().await,
+                (Some(l), Some(at)) => tokio::time::timeout_at(at.into(), l.ready())
+                    .await
+                    .unwrap_or(false),
+            };
+            // Registered before the attempt, so a release right after it still wakes us.
+            let wake = waiter.as_ref().map(leasehold::WakeHandle::next_wake);
+            let holder_left = match self.attempt_until(key, ttl, &deadline).await {
+                Ok(Ok(lease)) => return Ok(lease),
+                Ok(Err(left)) => {
+                    failure = None;
+                    left
+                }
+                Err(error) => {
+                    keep_waiting(error, &mut failure)?;
+                    None
+                }
+            };
+            if deadline.has_passed() {
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
+            }
+            let healthy = listening && failure.is_none();
+            let retry = jitter(if healthy { FALLBACK_RETRY } else { POLL_RETRY });
+            let retry =
+                holder_left.map_or(retry, |left| retry.min(left + Duration::from_millis(1)));
+            let wake_at = deadline.cap(Instant::now() + retry);
+            match wake {
+                Some(wake) if healthy => tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep_until(wake_at.into()) => {}
+                },
+                _ => tokio::time::sleep_until(wake_at.into()).await,
+            }
+        }
+    }
+
+    /// One `UPDATE`, only while the token holds an unexpired lease.
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let sent_at = Instant::now();
+        let done = sqlx::query(&self.inner.statements.extend)
+            .bind(lease.key().as_str())
+            .bind(lease.token().to_bytes().as_slice())
+            .bind(ttl::whole_millis(ttl) as f64)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| map(e, Some(lease.key())))?;
+        let extended = done.rows_affected() == 1;
+        if extended {
+            lease.renewed(ttl, sent_at);
+        }
+        Ok(extended)
+    }
+
+    /// One statement: clears the holder (the row and its fence stay) and notifies waiters.
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        let released = sqlx::query(&self.inner.statements.release)
+            .bind(lease.key().as_str())
+            .bind(lease.token().to_bytes().as_slice())
+            .bind(self.inner.channel.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| map(e, Some(lease.key())))?;
+        Ok(released.is_some())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .with_notified_wait(self.inner.listener.is_some())
+            .with_server_clock(true)
+            .with_durable_fences(true)
+    }
+}
