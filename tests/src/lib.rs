@@ -18,9 +18,15 @@ pub async fn backends() -> Vec<(&'static str, Arc<dyn DistributedLock>)> {
     let redis = leasehold_redis::RedisLock::connect(&redis_url).await.unwrap_or_else(|e| {
         panic!("cannot reach Redis at {redis_url}: {e}; start it with scripts/services.sh or run scripts/test.sh")
     });
+    let pg_url = std::env::var("LEASEHOLD_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let postgres = leasehold_postgres::PostgresLock::connect(&pg_url).await.unwrap_or_else(|e| {
+        panic!("cannot reach PostgreSQL at {pg_url}: {e}; start it with scripts/services.sh or run scripts/test.sh")
+    });
     vec![
         ("memory", Arc::new(MemoryLock::new())),
         ("redis", Arc::new(redis)),
+        ("postgres", Arc::new(postgres)),
     ]
 }
 

@@ -1,0 +1,177 @@
+//! Test support: the shared PostgreSQL of the suite, and private clusters (initdb + pg_ctl in a
+//! temp dir on a free loopback port) that fault tests may restart.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use leasehold_postgres::PostgresLock;
+
+pub fn shared_url() -> String {
+    std::env::var("LEASEHOLD_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub async fn shared_lock() -> PostgresLock {
+    let url = shared_url();
+    PostgresLock::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach PostgreSQL at {url}: {e}\n\
+             start it with `scripts/services.sh` (or run the tests through `scripts/test.sh`), \
+             or point LEASEHOLD_POSTGRES_URL at a running server"
+        )
+    })
+}
+
+fn pg_bin() -> PathBuf {
+    let dirs = std::fs::read_dir("/usr/lib/postgresql").unwrap_or_else(|e| {
+        panic!("no /usr/lib/postgresql ({e}): install PostgreSQL with `apt-get install postgresql` or run scripts/services.sh")
+    });
+    dirs.filter_map(Result::ok)
+        .map(|d| d.path().join("bin"))
+        .find(|bin| bin.join("initdb").exists())
+        .expect("initdb not found under /usr/lib/postgresql/*/bin")
+}
+
+/// A private PostgreSQL cluster, stopped and removed when dropped.
+pub struct PrivateCluster {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
+fn run_pg(bin: &Path, tool: &str, args: &[&str]) {
+    let tool = bin.join(tool);
+    let status = if nix_is_root() {
+        Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .arg(&tool)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+    } else {
+        Command::new(&tool)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+    }
+    .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
+    assert!(status.success(), "{} {args:?} failed", tool.display());
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+impl PrivateCluster {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let dir =
+            std::env::temp_dir().join(format!("leasehold-pg-test-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        if nix_is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let bin = pg_bin();
+        let data = dir.join("data");
+        run_pg(
+            &bin,
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+            ],
+        );
+        let cluster = Self { port, dir, bin };
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    fn pg_ctl_start(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        run_pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `pg_ctl stop -m immediate` (a crash, as far as clients can tell), then start again.
+    pub fn restart_immediately(&self) {
+        let data = self.dir.join("data");
+        run_pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        self.pg_ctl_start();
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        run_pg(
+            &self.bin,
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
