@@ -9,6 +9,7 @@ use sqlx::{
 };
 
 use crate::{
+    advisory::Advisory,
     error::map,
     ident::Ident,
     listener::Listener,
@@ -26,6 +27,20 @@ pub const DEFAULT_CHANNEL: &str = "leasehold_released";
 /// Serialises concurrent migrations (`CREATE TABLE IF NOT EXISTS` can race): a fixed advisory
 /// key, "leasehol" in ASCII.
 const MIGRATION_LOCK: i64 = 0x6c65_6173_6568_6f6c;
+
+/// How locks are kept in PostgreSQL. See the crate docs for when to pick which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// A row per key with token, fence and server-clock expiry (default). Holds no connection
+    /// while a lock is held; works through PgBouncer in transaction pooling.
+    #[default]
+    LeaseTable,
+    /// `pg_advisory_xact_lock` in an open transaction on a connection of its own per held
+    /// lock; the server ends an idle holder's session after the ttl. Instant, fair hand-off
+    /// through the server's lock queue; costs one connection per held lock.
+    Advisory,
+}
 
 enum Source {
     Url(String),
@@ -58,6 +73,7 @@ pub struct PostgresLockBuilder {
     migrate: bool,
     notifications: bool,
     max_connections: u32,
+    strategy: Strategy,
 }
 
 impl std::fmt::Debug for PostgresLockBuilder {
@@ -68,6 +84,7 @@ impl std::fmt::Debug for PostgresLockBuilder {
             .field("channel", &self.channel)
             .field("migrate", &self.migrate)
             .field("notifications", &self.notifications)
+            .field("strategy", &self.strategy)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +117,7 @@ impl PostgresLock {
             migrate: true,
             notifications: true,
             max_connections: 10,
+            strategy: Strategy::LeaseTable,
         }
     }
 
@@ -121,13 +139,10 @@ impl PostgresLock {
             .execute(&mut *tx)
             .await
             .map_err(|e| map(e, None))?;
-        for sql in self
-            .inner
-            .statements
-            .create_schema
-            .iter()
-            .chain([&self.inner.statements.create_table])
-        {
+        for sql in self.inner.statements.create_schema.iter().chain([
+            &self.inner.statements.create_table,
+            &self.inner.statements.create_sequence,
+        ]) {
             sqlx::query(sql)
                 .execute(&mut *tx)
                 .await
@@ -143,7 +158,7 @@ impl PostgresLock {
         for statement in statements
             .create_schema
             .iter()
-            .chain([&statements.create_table])
+            .chain([&statements.create_table, &statements.create_sequence])
         {
             sql.push_str(statement);
             sql.push_str(";\n");
@@ -196,6 +211,12 @@ impl PostgresLockBuilder {
         self
     }
 
+    /// The strategy (default [`Strategy::LeaseTable`]).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
     /// Size of the pool made for a URL (default 10; the `LISTEN` connection is extra).
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max;
@@ -216,6 +237,7 @@ impl PostgresLockBuilder {
         let schema = Ident::new("schema", &self.schema)?;
         let table = Ident::new("table", &self.table)?;
         let channel = Ident::new("channel", &self.channel)?;
+        let sequence = Ident::new("fence sequence", &format!("{}_fence", self.table))?;
         let pool = match self.source {
             None => {
                 return Err(LockError::invalid_config(
@@ -246,12 +268,14 @@ impl PostgresLockBuilder {
             options.get_port(),
             options.get_database().unwrap_or("")
         );
-        let listener = self
-            .notifications
+        let advisory = self.strategy == Strategy::Advisory;
+        // The advisory strategy waits in the server's lock queue: no listener needed.
+        let listener = (self.notifications && !advisory)
             .then(|| Listener::start(pool.clone(), channel.as_str().to_owned()));
         let lock = PostgresLock {
             inner: Arc::new(Inner {
-                statements: Statements::new(&schema, &table),
+                statements: Statements::new(&schema, &table, &sequence),
+                advisory: advisory.then(Advisory::default),
                 table: format!("{}.{}", schema.as_str(), table.as_str()),
                 pool,
                 channel,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod advisory;
 mod builder;
 mod error;
 mod ident;
@@ -11,6 +12,6 @@ pub use leasehold;
 pub use sqlx;
 
 pub use crate::{
-    builder::{PostgresLockBuilder, DEFAULT_CHANNEL, DEFAULT_SCHEMA, DEFAULT_TABLE},
+    builder::{PostgresLockBuilder, Strategy, DEFAULT_CHANNEL, DEFAULT_SCHEMA, DEFAULT_TABLE},
     lock::PostgresLock,
 };

@@ -14,6 +14,7 @@ use leasehold::{
 use sqlx::{PgPool, Row};
 
 use crate::{
+    advisory::Advisory,
     error::{is_contention, map},
     ident::Ident,
     listener::Listener,
@@ -41,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) channel: Ident,
     pub(crate) table: String,
     pub(crate) listener: Option<Listener>,
+    /// Set for the advisory strategy: the transactions of held leases.
+    pub(crate) advisory: Option<Advisory>,
     /// `host:port/database` (never credentials), for `Debug`.
     pub(crate) server: String,
 }
@@ -50,6 +53,7 @@ impl fmt::Debug for PostgresLock {
         f.debug_struct("PostgresLock")
             .field("server", &self.inner.server)
             .field("table", &self.inner.table)
+            .field("advisory", &self.inner.advisory.is_some())
             .field("channel", &self.inner.channel.as_str())
             .field("notified_wait", &self.inner.listener.is_some())
             .finish()
@@ -140,6 +144,12 @@ impl DistributedLock for PostgresLock {
     /// still commit: the lock is then held by nobody until its ttl ends.
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let ttl = ttl::check(ttl)?;
+        if let Some(advisory) = &self.inner.advisory {
+            let inner = &self.inner;
+            return advisory
+                .try_acquire(&inner.pool, &inner.statements, &inner.table, key, ttl)
+                .await;
+        }
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
         Ok(match self.attempt(key, token, ttl).await? {
@@ -159,6 +169,12 @@ impl DistributedLock for PostgresLock {
         wait: Duration,
     ) -> Result<Lease, LockError> {
         let ttl = ttl::check(ttl)?;
+        if let Some(advisory) = &self.inner.advisory {
+            let inner = &self.inner;
+            return advisory
+                .acquire(&inner.pool, &inner.statements, &inner.table, key, ttl, wait)
+                .await;
+        }
         let deadline = Deadline::after(wait);
         let mut failure = None;
         match self.attempt_until(key, ttl, &deadline).await {
@@ -214,6 +230,9 @@ impl DistributedLock for PostgresLock {
     /// One `UPDATE`, only while the token holds an unexpired lease.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = ttl::check(ttl)?;
+        if let Some(advisory) = &self.inner.advisory {
+            return advisory.extend(lease, ttl).await;
+        }
         let sent_at = Instant::now();
         let done = sqlx::query(&self.inner.statements.extend)
             .bind(lease.key().as_str())
@@ -231,6 +250,9 @@ impl DistributedLock for PostgresLock {
 
     /// One statement: clears the holder (the row and its fence stay) and notifies waiters.
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        if let Some(advisory) = &self.inner.advisory {
+            return advisory.release(&lease).await;
+        }
         let released = sqlx::query(&self.inner.statements.release)
             .bind(lease.key().as_str())
             .bind(lease.token().to_bytes().as_slice())
@@ -242,9 +264,11 @@ impl DistributedLock for PostgresLock {
     }
 
     fn capabilities(&self) -> Capabilities {
+        let advisory = self.inner.advisory.is_some();
         Capabilities::new()
-            .with_notified_wait(self.inner.listener.is_some())
+            .with_notified_wait(advisory || self.inner.listener.is_some())
             .with_server_clock(true)
             .with_durable_fences(true)
+            .with_lost_with_connection(advisory)
     }
 }

@@ -13,11 +13,17 @@ pub(crate) struct Statements {
     pub(crate) acquire: String,
     pub(crate) extend: String,
     pub(crate) release: String,
+    pub(crate) create_sequence: String,
+    pub(crate) advisory_try: String,
+    pub(crate) advisory_wait: String,
 }
 
 impl Statements {
-    pub(crate) fn new(schema: &Ident, table: &Ident) -> Self {
+    pub(crate) fn new(schema: &Ident, table: &Ident, sequence: &Ident) -> Self {
         let t = format!("{}.{}", schema.quoted(), table.quoted());
+        let seq = format!("{}.{}", schema.quoted(), sequence.quoted());
+        // nextval takes the sequence as text: quote it as SQL text, the identifiers are safe.
+        let nextval = format!("nextval('{seq}')");
         Self {
             create_schema: (schema.as_str() != "public")
                 .then(|| format!("CREATE SCHEMA IF NOT EXISTS {}", schema.quoted())),
@@ -64,6 +70,25 @@ impl Statements {
                     RETURNING key
                 )
                 SELECT released.key FROM released, LATERAL (SELECT pg_notify($3, released.key)) AS notified"
+            ),
+            // Fences of the advisory strategy. nextval is never rolled back, so a killed
+            // holder's fence is never handed out again.
+            create_sequence: format!("CREATE SEQUENCE IF NOT EXISTS {seq}"),
+            // Advisory, one attempt: the fence only if the lock was taken, and the server ends
+            // the session (freeing the lock) when it idles for the ttl.
+            // $1 advisory key, $2 ttl ("<n>ms").
+            advisory_try: format!(
+                "SELECT CASE WHEN got THEN {nextval} END,
+                        set_config('idle_in_transaction_session_timeout', $2, true)
+                 FROM (SELECT pg_try_advisory_xact_lock($1) AS got) AS attempt"
+            ),
+            // Advisory, waiting in the server's queue (first come, first served) for at most
+            // lock_timeout; the innermost subquery runs first. $1 advisory key, $2 ttl,
+            // $3 lock_timeout ("<n>ms", "0" = no limit).
+            advisory_wait: format!(
+                "SELECT {nextval}, set_config('idle_in_transaction_session_timeout', $2, true)
+                 FROM (SELECT pg_advisory_xact_lock($1)
+                       FROM (SELECT set_config('lock_timeout', $3, true)) AS limited) AS locked"
             ),
         }
     }

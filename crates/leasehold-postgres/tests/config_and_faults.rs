@@ -199,3 +199,105 @@ async fn an_immediate_restart_keeps_leases_and_fences_and_nothing_panics() {
     );
     next.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_holders_whose_backend_is_terminated_lose_the_lock_at_once() {
+    let tag = format!("leasehold-advisory-terminate-{}", std::process::id());
+    let options: sqlx::postgres::PgConnectOptions = shared_url().parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options.application_name(&tag))
+        .await
+        .unwrap();
+    let lock = PostgresLock::builder()
+        .pool(pool)
+        .strategy(leasehold_postgres::Strategy::Advisory)
+        .build()
+        .await
+        .unwrap();
+    let other = PostgresLock::builder()
+        .url(shared_url())
+        .strategy(leasehold_postgres::Strategy::Advisory)
+        .build()
+        .await
+        .unwrap();
+    let locker = Locker::new(lock.clone());
+    let options = LockOptions::default()
+        .with_ttl(Duration::from_secs(30))
+        .with_renew_every(Duration::from_millis(300));
+    let key = unique("advisory-terminate");
+    let guard = locker.lock(&key, options).await.unwrap();
+    assert!(other
+        .try_acquire(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_none());
+    let admin = sqlx::PgPool::connect(&shared_url()).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = $1 AND state = 'idle in transaction'",
+    )
+    .bind(&tag)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        killed, 1,
+        "the holder's connection is the one idle in transaction"
+    );
+    // Free at once for others, long before the 30 s ttl ...
+    let started = Instant::now();
+    let taken = other
+        .acquire(&key, Duration::from_secs(5), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    // ... and the guard sees the loss at its next renewal.
+    let state = timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .expect("the guard did not see the loss");
+    assert_eq!(state, GuardState::Lost);
+    assert!(!guard.release().await.unwrap());
+    assert!(other.release(taken).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_waiters_are_served_first_come_first_served() {
+    let lock = Arc::new(
+        PostgresLock::builder()
+            .url(shared_url())
+            .strategy(leasehold_postgres::Strategy::Advisory)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let key = unique("fifo");
+    let held = lock
+        .try_acquire(&key, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 0..4 {
+        let (lock, key, order) = (Arc::clone(&lock), key.clone(), Arc::clone(&order));
+        waiters.push(tokio::spawn(async move {
+            let lease = lock
+                .acquire(&key, Duration::from_secs(10), Duration::from_secs(10))
+                .await
+                .unwrap();
+            order.lock().unwrap().push(n);
+            lock.release(lease).await.unwrap();
+        }));
+        sleep(Duration::from_millis(150)).await; // queue up in a known order
+    }
+    lock.release(held).await.unwrap();
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
+}

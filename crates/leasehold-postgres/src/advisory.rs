@@ -1,0 +1,248 @@
+//! The advisory strategy: a held lease is an open transaction holding
+//! `pg_advisory_xact_lock` on a connection of its own.
+//!
+//! `Lease` is plain data, so the transactions live here, in a map keyed by token. The server
+//! ends a holder's session when it idles for the ttl (`idle_in_transaction_session_timeout`),
+//! which frees the lock even if this process hangs or is cut off; extend runs a statement on the
+//! connection (resetting that timer); release ends the transaction.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use leasehold::{ttl, wait::Deadline, Lease, LeaseToken, LockError, LockKey};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::{error::map, sql::Statements};
+
+/// How long past its ttl a forgotten lease's connection is kept before it is dropped here (the
+/// server has long ended its session by then).
+const FORGOTTEN_AFTER: Duration = Duration::from_secs(5);
+
+/// The 64-bit advisory key of `key`: the first 8 bytes (big-endian) of
+/// SHA-256("leasehold" NUL namespace NUL key). Two keys that collide only contend with each
+/// other; they can never both be held by two holders.
+pub(crate) fn advisory_key(namespace: &str, key: &LockKey) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(b"leasehold\0")
+        .chain_update(namespace.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(key.as_str().as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+struct Held {
+    tx: Transaction<'static, Postgres>,
+    /// Our conservative view of when the server ends the session.
+    ends: Instant,
+}
+
+/// A held lease's transaction. Behind an async mutex so that an `extend` cut short (its future
+/// dropped mid-statement) leaves the transaction where it is, instead of dropping it and with it
+/// the lock.
+type Slot = Arc<tokio::sync::Mutex<Held>>;
+
+/// The transactions of the leases this process holds.
+#[derive(Default)]
+pub(crate) struct Advisory {
+    held: Mutex<HashMap<LeaseToken, Slot>>,
+}
+
+impl std::fmt::Debug for Advisory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Advisory")
+            .field("held", &self.held().len())
+            .finish()
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", ttl::whole_millis(duration).max(1))
+}
+
+/// A server-side timeout that ends no earlier than `duration` from now (rounded up).
+fn millis_at_least(duration: Duration) -> String {
+    format!("{}ms", ttl::whole_millis(duration) + 1)
+}
+
+impl Advisory {
+    fn held(&self) -> MutexGuard<'_, HashMap<LeaseToken, Slot>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops the transactions of leases that were never released and whose session the server
+    /// has ended by now.
+    fn forget_abandoned(&self) {
+        let now = Instant::now();
+        // A slot in use (locked) is not abandoned.
+        self.held().retain(|_, slot| {
+            slot.try_lock()
+                .map_or(true, |held| held.ends + FORGOTTEN_AFTER > now)
+        });
+    }
+
+    fn keep(&self, token: LeaseToken, tx: Transaction<'static, Postgres>, ends: Instant) {
+        let slot = Arc::new(tokio::sync::Mutex::new(Held { tx, ends }));
+        self.held().insert(token, slot);
+    }
+
+    pub(crate) async fn try_acquire(
+        &self,
+        pool: &PgPool,
+        statements: &Statements,
+        namespace: &str,
+        key: &LockKey,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LockError> {
+        self.forget_abandoned();
+        let token = LeaseToken::random()?;
+        let sent_at = Instant::now();
+        let mut tx = pool.begin().await.map_err(|e| map(e, Some(key)))?;
+        let (fence, _): (Option<i64>, String) = sqlx::query_as(&statements.advisory_try)
+            .bind(advisory_key(namespace, key))
+            .bind(millis(ttl))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| map(e, Some(key)))?;
+        let Some(fence) = fence else {
+            // Ends the transaction; nothing was locked.
+            return Ok(None);
+        };
+        let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
+        self.keep(token, tx, sent_at + ttl);
+        Ok(Some(lease))
+    }
+
+    /// Waits in the server's lock queue, bounded by `lock_timeout` and by the deadline here.
+    ///
+    /// A lock granted at the very moment `lock_timeout` fires still errors; the error aborts
+    /// the transaction, and ending it releases whatever it held, so no orphan lock remains.
+    pub(crate) async fn acquire(
+        &self,
+        pool: &PgPool,
+        statements: &Statements,
+        namespace: &str,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        self.forget_abandoned();
+        let deadline = Deadline::after(wait);
+        let token = LeaseToken::random()?;
+        let attempt = async {
+            loop {
+                let mut tx = pool.begin().await.map_err(|e| map(e, Some(key)))?;
+                let lock_timeout = deadline.at().map_or_else(
+                    || "0".to_owned(),
+                    |at| millis_at_least(at.saturating_duration_since(Instant::now())),
+                );
+                let sent_at = Instant::now();
+                let fenced: Result<(i64, String), sqlx::Error> =
+                    sqlx::query_as(&statements.advisory_wait)
+                        .bind(advisory_key(namespace, key))
+                        .bind(millis(ttl))
+                        .bind(lock_timeout)
+                        .fetch_one(&mut *tx)
+                        .await;
+                match fenced {
+                    Ok((fence, _)) => return Ok((tx, fence, sent_at)),
+                    // The server's clock may run a little ahead of ours: wait out our deadline.
+                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
+                        if deadline.has_passed() {
+                            return Err(deadline.timeout(key));
+                        }
+                    }
+                    Err(error) => return Err(map(error, Some(key))),
+                }
+            }
+        };
+        // The server's lock_timeout ends the wait; this bounds a server that does not answer.
+        let (tx, fence, sent_at) = match deadline.at() {
+            Some(at) => tokio::time::timeout_at((at + Duration::from_millis(50)).into(), attempt)
+                .await
+                .map_err(|_| deadline.timeout(key))??,
+            None => attempt.await?,
+        };
+        let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
+        self.keep(token, tx, sent_at + ttl);
+        Ok(lease)
+    }
+
+    /// Any failure on the lease's connection means its session (and so its lock) is gone.
+    ///
+    /// Cancel safe: the transaction stays in its slot if the future is dropped.
+    pub(crate) async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        let Some(slot) = self.held().get(&lease.token()).cloned() else {
+            return Ok(false);
+        };
+        let mut held = slot.lock().await;
+        let sent_at = Instant::now();
+        let reset =
+            sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+                .bind(millis(ttl))
+                .execute(&mut *held.tx)
+                .await;
+        match reset {
+            Ok(_) => {
+                held.ends = sent_at + ttl;
+                lease.renewed(ttl, sent_at);
+                Ok(true)
+            }
+            Err(error) => {
+                tracing::warn!(key = %lease.key(), %error, "advisory lock's connection failed: lease lost");
+                drop(held);
+                self.held().remove(&lease.token());
+                Ok(false)
+            }
+        }
+    }
+
+    pub(crate) async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        let Some(slot) = self.held().remove(&lease.token()) else {
+            return Ok(false);
+        };
+        // Waits for an extend in flight on this lease, if any.
+        let held = slot.lock().await;
+        drop(held);
+        let Some(held) = Arc::into_inner(slot) else {
+            // Another task still holds the slot (an extend racing this release): the lock ends
+            // when it lets go and the transaction is dropped.
+            return Ok(true);
+        };
+        // Ending the transaction releases the xact lock; if the session is already gone, so is
+        // the lock.
+        Ok(held.into_inner().tx.rollback().await.is_ok())
+    }
+}
+
+fn fence_of(fence: i64) -> Result<u64, LockError> {
+    u64::try_from(fence).map_err(|_| {
+        LockError::permanent(
+            crate::error::BACKEND,
+            format!("negative fence {fence} from the sequence"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advisory_keys_are_stable_and_namespaced() {
+        let key = LockKey::new("nightly-report").unwrap();
+        assert_eq!(advisory_key("t", &key), advisory_key("t", &key));
+        assert_ne!(advisory_key("t", &key), advisory_key("u", &key));
+        // The NUL separator keeps ("ab", "c") apart from ("a", "bc").
+        assert_ne!(
+            advisory_key("ab", &LockKey::new("c").unwrap()),
+            advisory_key("a", &LockKey::new("bc").unwrap())
+        );
+    }
+}
