@@ -2,6 +2,8 @@
 # Makes Redis and PostgreSQL available on loopback for the tests, and exports their URLs:
 #   LEASEHOLD_REDIS_URL     (default redis://127.0.0.1:6379)
 #   LEASEHOLD_POSTGRES_URL  (default postgres://postgres@127.0.0.1:5432/postgres)
+#   LEASEHOLD_PGBOUNCER_URL (default postgres://postgres@127.0.0.1:6432/postgres: PgBouncer in
+#                            transaction pooling in front of that PostgreSQL)
 # A server that already answers at the URL is used as it is. Otherwise the script installs the
 # Debian package if the binary is missing (apt-get, as root) and starts a private server under
 # $LEASEHOLD_SERVICES_DIR (default /tmp/leasehold-services). Idempotent: a second run finds the
@@ -90,6 +92,49 @@ if ! pg_answers; then
   fi
 fi
 
+# ---- PgBouncer (transaction pooling) in front of PostgreSQL --------------------------------------
+bouncer_url="${LEASEHOLD_PGBOUNCER_URL:-postgres://postgres@127.0.0.1:6432/postgres}"
+bouncer_port=$(port_of "$bouncer_url" 6432)
+
+bouncer_answers() {
+  psql "$bouncer_url" -XtAc 'select 1' >/dev/null 2>&1
+}
+
+if ! bouncer_answers; then
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+  bouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  bdir="$services_dir/pgbouncer"
+  mkdir -p "$bdir"
+  printf '"postgres" ""\n' > "$bdir/userlist.txt"
+  cat > "$bdir/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=$pg_port
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $bdir/userlist.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 60
+ignore_startup_parameters = extra_float_digits
+logfile = $bdir/pgbouncer.log
+pidfile = $bdir/pgbouncer.pid
+INI
+  log "starting PgBouncer (transaction pooling) on 127.0.0.1:$bouncer_port"
+  if [ "$(id -u)" -eq 0 ]; then
+    # PgBouncer refuses to run as root.
+    chown -R postgres: "$bdir"
+    runuser -u postgres -- "$bouncer_bin" -d "$bdir/pgbouncer.ini" >/dev/null
+  else
+    "$bouncer_bin" -d "$bdir/pgbouncer.ini" >/dev/null
+  fi
+  for _ in $(seq 50); do bouncer_answers && break; sleep 0.1; done
+  bouncer_answers || { log "PgBouncer did not start: see $bdir/pgbouncer.log"; exit 1; }
+fi
+
+export LEASEHOLD_PGBOUNCER_URL="$bouncer_url"
 export LEASEHOLD_REDIS_URL="$redis_url"
 export LEASEHOLD_POSTGRES_URL="$pg_url"
-log "redis at $LEASEHOLD_REDIS_URL, postgres at $LEASEHOLD_POSTGRES_URL"
+log "redis at $LEASEHOLD_REDIS_URL, postgres at $LEASEHOLD_POSTGRES_URL, pgbouncer at $LEASEHOLD_PGBOUNCER_URL"

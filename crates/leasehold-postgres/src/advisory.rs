@@ -105,6 +105,7 @@ impl Advisory {
         let sent_at = Instant::now();
         let mut tx = pool.begin().await.map_err(|e| map(e, Some(key)))?;
         let (fence, _): (Option<i64>, String) = sqlx::query_as(&statements.advisory_try)
+            .persistent(statements.persistent)
             .bind(advisory_key(namespace, key))
             .bind(millis(ttl))
             .fetch_one(&mut *tx)
@@ -145,6 +146,7 @@ impl Advisory {
                 let sent_at = Instant::now();
                 let fenced: Result<(i64, String), sqlx::Error> =
                     sqlx::query_as(&statements.advisory_wait)
+                        .persistent(statements.persistent)
                         .bind(advisory_key(namespace, key))
                         .bind(millis(ttl))
                         .bind(lock_timeout)
@@ -177,17 +179,22 @@ impl Advisory {
     /// Any failure on the lease's connection means its session (and so its lock) is gone.
     ///
     /// Cancel safe: the transaction stays in its slot if the future is dropped.
-    pub(crate) async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+    pub(crate) async fn extend(
+        &self,
+        statements: &Statements,
+        lease: &mut Lease,
+        ttl: Duration,
+    ) -> Result<bool, LockError> {
         let Some(slot) = self.held().get(&lease.token()).cloned() else {
             return Ok(false);
         };
         let mut held = slot.lock().await;
         let sent_at = Instant::now();
-        let reset =
-            sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
-                .bind(millis(ttl))
-                .execute(&mut *held.tx)
-                .await;
+        let reset = sqlx::query(&statements.advisory_extend)
+            .persistent(statements.persistent)
+            .bind(millis(ttl))
+            .execute(&mut *held.tx)
+            .await;
         match reset {
             Ok(_) => {
                 held.ends = sent_at + ttl;

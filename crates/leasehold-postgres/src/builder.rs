@@ -74,6 +74,7 @@ pub struct PostgresLockBuilder {
     notifications: bool,
     max_connections: u32,
     strategy: Strategy,
+    prepared_statements: bool,
 }
 
 impl std::fmt::Debug for PostgresLockBuilder {
@@ -118,6 +119,7 @@ impl PostgresLock {
             notifications: true,
             max_connections: 10,
             strategy: Strategy::LeaseTable,
+            prepared_statements: true,
         }
     }
 
@@ -135,6 +137,7 @@ impl PostgresLock {
     pub async fn migrate(&self) -> Result<(), LockError> {
         let mut tx = self.inner.pool.begin().await.map_err(|e| map(e, None))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .persistent(false)
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
             .await
@@ -144,6 +147,7 @@ impl PostgresLock {
             &self.inner.statements.create_sequence,
         ]) {
             sqlx::query(sql)
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| map(e, None))?;
@@ -211,6 +215,18 @@ impl PostgresLockBuilder {
         self
     }
 
+    /// Set when the URL or pool goes through a pooler in transaction mode (PgBouncer with
+    /// `pool_mode = transaction`), default false. Statements are then sent unnamed and each runs
+    /// in an explicit transaction (two more round trips), so that a statement's messages stay on
+    /// one server connection; and waiters poll instead of `LISTEN`ing, which needs a session.
+    pub fn transaction_pooler(mut self, behind_pooler: bool) -> Self {
+        self.prepared_statements = !behind_pooler;
+        if behind_pooler {
+            self.notifications = false;
+        }
+        self
+    }
+
     /// The strategy (default [`Strategy::LeaseTable`]).
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
@@ -274,7 +290,7 @@ impl PostgresLockBuilder {
             .then(|| Listener::start(pool.clone(), channel.as_str().to_owned()));
         let lock = PostgresLock {
             inner: Arc::new(Inner {
-                statements: Statements::new(&schema, &table, &sequence),
+                statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
                 advisory: advisory.then(Advisory::default),
                 table: format!("{}.{}", schema.as_str(), table.as_str()),
                 pool,

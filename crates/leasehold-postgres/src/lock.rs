@@ -60,6 +60,30 @@ impl fmt::Debug for PostgresLock {
     }
 }
 
+/// Runs `$body` (which uses `$exec` as its executor) on the pool, or, behind a transaction
+/// pooler, inside an explicit transaction: sqlx describes an unnamed statement and binds it in
+/// separate round trips, and only a transaction keeps both on one server connection.
+macro_rules! on_pool {
+    ($lock:expr, $exec:ident => $body:expr) => {{
+        let inner = &$lock.inner;
+        if inner.statements.persistent {
+            let $exec = &inner.pool;
+            $body
+        } else {
+            match inner.pool.begin().await {
+                Err(error) => Err(error),
+                Ok(mut tx) => {
+                    let $exec = &mut *tx;
+                    match $body {
+                        Ok(out) => tx.commit().await.map(|()| out),
+                        Err(error) => Err(error),
+                    }
+                }
+            }
+        }
+    }};
+}
+
 enum Attempt {
     Won(u64),
     /// The holder's remaining time, when the row could be read back.
@@ -78,12 +102,14 @@ impl PostgresLock {
         token: LeaseToken,
         ttl: Duration,
     ) -> Result<Attempt, LockError> {
-        let rows = sqlx::query(&self.inner.statements.acquire)
+        let statements = &self.inner.statements;
+        let rows = on_pool!(self, exec => sqlx::query(&statements.acquire)
+            .persistent(statements.persistent)
             .bind(key.as_str())
             .bind(token.to_bytes().as_slice())
             .bind(ttl::whole_millis(ttl) as f64)
-            .fetch_all(&self.inner.pool)
-            .await;
+            .fetch_all(exec)
+            .await);
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) if is_contention(&error) => return Ok(Attempt::Busy(None)),
@@ -231,16 +257,18 @@ impl DistributedLock for PostgresLock {
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = ttl::check(ttl)?;
         if let Some(advisory) = &self.inner.advisory {
-            return advisory.extend(lease, ttl).await;
+            return advisory.extend(&self.inner.statements, lease, ttl).await;
         }
         let sent_at = Instant::now();
-        let done = sqlx::query(&self.inner.statements.extend)
+        let statements = &self.inner.statements;
+        let done = on_pool!(self, exec => sqlx::query(&statements.extend)
+            .persistent(statements.persistent)
             .bind(lease.key().as_str())
             .bind(lease.token().to_bytes().as_slice())
             .bind(ttl::whole_millis(ttl) as f64)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(|e| map(e, Some(lease.key())))?;
+            .execute(exec)
+            .await)
+        .map_err(|e| map(e, Some(lease.key())))?;
         let extended = done.rows_affected() == 1;
         if extended {
             lease.renewed(ttl, sent_at);
@@ -253,13 +281,15 @@ impl DistributedLock for PostgresLock {
         if let Some(advisory) = &self.inner.advisory {
             return advisory.release(&lease).await;
         }
-        let released = sqlx::query(&self.inner.statements.release)
+        let statements = &self.inner.statements;
+        let released = on_pool!(self, exec => sqlx::query(&statements.release)
+            .persistent(statements.persistent)
             .bind(lease.key().as_str())
             .bind(lease.token().to_bytes().as_slice())
             .bind(self.inner.channel.as_str())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| map(e, Some(lease.key())))?;
+            .fetch_optional(exec)
+            .await)
+        .map_err(|e| map(e, Some(lease.key())))?;
         Ok(released.is_some())
     }
 

@@ -16,10 +16,14 @@ pub(crate) struct Statements {
     pub(crate) create_sequence: String,
     pub(crate) advisory_try: String,
     pub(crate) advisory_wait: String,
+    pub(crate) advisory_extend: String,
+    /// Whether statements are prepared under a name and cached per connection (faster), or
+    /// sent unnamed (needed behind PgBouncer before 1.21 in transaction pooling).
+    pub(crate) persistent: bool,
 }
 
 impl Statements {
-    pub(crate) fn new(schema: &Ident, table: &Ident, sequence: &Ident) -> Self {
+    pub(crate) fn new(schema: &Ident, table: &Ident, sequence: &Ident, persistent: bool) -> Self {
         let t = format!("{}.{}", schema.quoted(), table.quoted());
         let seq = format!("{}.{}", schema.quoted(), sequence.quoted());
         // nextval takes the sequence as text: quote it as SQL text, the identifiers are safe.
@@ -90,6 +94,10 @@ impl Statements {
                  FROM (SELECT pg_advisory_xact_lock($1)
                        FROM (SELECT set_config('lock_timeout', $3, true)) AS limited) AS locked"
             ),
+            // Advisory extend: any statement resets the idle timer; this one also sets the new
+            // ttl. $1 ttl ("<n>ms").
+            advisory_extend: "SELECT set_config('idle_in_transaction_session_timeout', $1, true)".to_owned(),
+            persistent,
         }
     }
 }

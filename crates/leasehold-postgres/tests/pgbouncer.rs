@@ -1,0 +1,56 @@
+//! Both strategies pass the core conformance cases through PgBouncer in transaction pooling
+//! (started by `scripts/services.sh`, URL in `LEASEHOLD_PGBOUNCER_URL`).
+
+use leasehold_postgres::{PostgresLock, Strategy};
+
+const CORE: &[&str] = &[
+    "exclusive_try_acquire",
+    "distinct_keys_are_independent",
+    "release_then_reacquire",
+    "stale_release_and_extend_leave_new_holder_untouched",
+    "extend_keeps_lease_past_original_ttl",
+    "extend_after_expiry_returns_false_and_does_not_resurrect",
+    "expiry_frees_the_key",
+    "fences_increase_across_holders",
+    "waiting_acquire_gets_lock_soon_after_release",
+    "waiting_acquire_honours_deadline",
+    "stress_mutual_exclusion",
+];
+
+fn bouncer_url() -> String {
+    std::env::var("LEASEHOLD_PGBOUNCER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".to_owned())
+}
+
+async fn through_pgbouncer(strategy: Strategy) -> PostgresLock {
+    let url = bouncer_url();
+    PostgresLock::builder()
+        .url(&url)
+        .strategy(strategy)
+        .transaction_pooler(true)
+        .max_connections(40)
+        .build()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach PgBouncer at {url}: {e}\nstart it with `scripts/services.sh` (it installs and starts pgbouncer)")
+        })
+}
+
+fn run_core(strategy: Strategy) {
+    for case in leasehold_conformance::all_cases()
+        .iter()
+        .filter(|c| CORE.contains(&c.name))
+    {
+        leasehold_conformance::run(through_pgbouncer(strategy), case.run);
+    }
+}
+
+#[test]
+fn the_lease_table_strategy_works_through_pgbouncer_transaction_pooling() {
+    run_core(Strategy::LeaseTable);
+}
+
+#[test]
+fn the_advisory_strategy_works_through_pgbouncer_transaction_pooling() {
+    run_core(Strategy::Advisory);
+}
