@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold::{DistributedLock, Lease, LeaseToken, LockKey};
-use leasehold_redis::RedisLock;
 use redis::{aio::ConnectionManager, Script};
 
 /// The ttl every contender uses.
@@ -94,15 +93,17 @@ impl Contender for Raw {
     }
 }
 
-/// leasehold-redis, through the `DistributedLock` trait object users inject.
+/// A leasehold backend, through the `DistributedLock` trait object users inject.
 pub(crate) struct Leasehold {
     pub(crate) lock: std::sync::Arc<dyn DistributedLock>,
+    pub(crate) label: &'static str,
 }
 
 impl Leasehold {
-    pub(crate) fn new(lock: RedisLock) -> Self {
+    pub(crate) fn new(lock: impl DistributedLock, label: &'static str) -> Self {
         Self {
             lock: std::sync::Arc::new(lock),
+            label,
         }
     }
 }
@@ -110,7 +111,7 @@ impl Leasehold {
 #[async_trait]
 impl Contender for Leasehold {
     fn name(&self) -> String {
-        "leasehold-redis".into()
+        self.label.into()
     }
 
     async fn try_acquire(&self, key: &str) -> Option<Held> {
@@ -175,5 +176,119 @@ impl Contender for Rslock {
             unreachable!("rslock releases its own")
         };
         self.manager.unlock(&lock).await;
+    }
+}
+
+/// One server round trip, the unit hand-off latency is compared with.
+#[async_trait]
+pub(crate) trait RoundTrip: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn once(&self);
+}
+
+/// Redis `PING`.
+pub(crate) struct Ping(pub(crate) ConnectionManager);
+
+#[async_trait]
+impl RoundTrip for Ping {
+    fn name(&self) -> &'static str {
+        "redis PING"
+    }
+
+    async fn once(&self) {
+        let mut conn = self.0.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("PING");
+    }
+}
+
+/// PostgreSQL `SELECT 1` (one statement).
+pub(crate) struct SelectOne(pub(crate) sqlx::PgPool);
+
+#[async_trait]
+impl RoundTrip for SelectOne {
+    fn name(&self) -> &'static str {
+        "postgres SELECT 1"
+    }
+
+    async fn once(&self) {
+        let _: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&self.0)
+            .await
+            .expect("SELECT 1");
+    }
+}
+
+/// The floor for PostgreSQL: the lease-table upsert and the token-checked release, written by
+/// hand with `sqlx` on a table of its own (no notification, no holder time read back).
+pub(crate) struct RawSqlx {
+    pub(crate) pool: sqlx::PgPool,
+}
+
+impl RawSqlx {
+    pub(crate) async fn new(pool: sqlx::PgPool) -> Self {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS bench_raw_locks (key text PRIMARY KEY, token bytea, fence bigint NOT NULL, expires_at timestamptz)",
+        )
+        .execute(&pool)
+        .await
+        .expect("create bench_raw_locks");
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl Contender for RawSqlx {
+    fn name(&self) -> String {
+        "raw sqlx (upsert + token-checked update)".into()
+    }
+
+    fn can_wait(&self) -> bool {
+        false
+    }
+
+    async fn try_acquire(&self, key: &str) -> Option<Held> {
+        let token = LeaseToken::random().expect("os random").to_bytes().to_vec();
+        let fence: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO bench_raw_locks AS l (key, token, fence, expires_at)
+             VALUES ($1, $2, 1, clock_timestamp() + interval '30 seconds')
+             ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, fence = l.fence + 1, expires_at = EXCLUDED.expires_at
+             WHERE l.token IS NULL OR l.expires_at <= clock_timestamp()
+             RETURNING fence",
+        )
+        .bind(key)
+        .bind(&token)
+        .fetch_optional(&self.pool)
+        .await
+        .expect("raw upsert");
+        fence.map(|_| Held::Raw {
+            key: key.to_owned(),
+            token: LeaseToken::from_bytes(token.try_into().expect("16 bytes")).to_hex(),
+        })
+    }
+
+    async fn acquire(&self, _key: &str) -> Option<Held> {
+        None
+    }
+
+    async fn release(&self, held: Held) {
+        let Held::Raw { key, token } = held else {
+            unreachable!("raw releases its own")
+        };
+        let token = LeaseToken::from_hex(&token)
+            .expect("hex token")
+            .to_bytes()
+            .to_vec();
+        sqlx::query(
+            "UPDATE bench_raw_locks SET token = NULL, expires_at = NULL
+             WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()",
+        )
+        .bind(key)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .expect("raw release");
     }
 }

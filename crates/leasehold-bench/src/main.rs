@@ -12,15 +12,20 @@ mod scenarios;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
-use contenders::{Contender, Leasehold, Raw, Rslock};
+use contenders::{Contender, Leasehold, Ping, Raw, RawSqlx, RoundTrip, Rslock, SelectOne};
+use leasehold_postgres::{PostgresLock, Strategy};
 use redis::aio::ConnectionManager;
 use report::{Report, Row};
 use scenarios::Measured;
+use sqlx::postgres::PgPoolOptions;
 
-/// Benchmarks leasehold-redis against a raw `redis` baseline and rslock.
+/// Benchmarks leasehold backends against raw baselines and peers, side by side.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// Which backends to measure.
+    #[arg(long, value_enum, default_value_t = Backend::All)]
+    backend: Backend,
     /// Redis to measure against.
     #[arg(
         long,
@@ -28,42 +33,91 @@ struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// PostgreSQL to measure against.
+    #[arg(
+        long,
+        env = "LEASEHOLD_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres_url: String,
     /// How long each scenario runs, per repetition (e.g. 3s, 500ms).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Repetitions; the report shows the median.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Where to write the JSON report.
-    #[arg(long, default_value = "target/bench/redis.json")]
-    json: PathBuf,
-    /// Where to write the SVG chart.
-    #[arg(long, default_value = "target/bench/redis.svg")]
-    svg: PathBuf,
+    /// Where to write `<backend>.json` and `<backend>.svg`.
+    #[arg(long, default_value = "target/bench")]
+    out_dir: PathBuf,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Redis,
+    Postgres,
+    All,
+}
+
+/// Pool size for every PostgreSQL contender, so that none has more connections than another.
+const PG_POOL: u32 = 16;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let client = redis::Client::open(args.redis_url.as_str())?;
-    let conn = ConnectionManager::new(client.clone()).await?;
-    let leasehold = leasehold_redis::RedisLock::connect(&args.redis_url).await?;
-    let mut rslock_tuned = rslock::LockManager::new(vec![args.redis_url.clone()]);
-    rslock_tuned.set_retry(3, Duration::from_millis(1));
-    let contenders: Vec<Arc<dyn Contender>> = vec![
-        Arc::new(Raw::new(conn.clone())),
-        Arc::new(Leasehold::new(leasehold)),
-        Arc::new(Rslock {
-            manager: rslock::LockManager::new(vec![args.redis_url.clone()]),
-            label: "default retry: 3 x 200 ms",
-        }),
-        Arc::new(Rslock {
-            manager: rslock_tuned,
-            label: "tuned retry: 3 x 1 ms",
-        }),
-    ];
+    std::fs::create_dir_all(&args.out_dir)?;
+    if matches!(args.backend, Backend::Redis | Backend::All) {
+        let client = redis::Client::open(args.redis_url.as_str())?;
+        let conn = ConnectionManager::new(client).await?;
+        let leasehold = leasehold_redis::RedisLock::connect(&args.redis_url).await?;
+        let mut rslock_tuned = rslock::LockManager::new(vec![args.redis_url.clone()]);
+        rslock_tuned.set_retry(3, Duration::from_millis(1));
+        let contenders: Vec<Arc<dyn Contender>> = vec![
+            Arc::new(Raw::new(conn.clone())),
+            Arc::new(Leasehold::new(leasehold, "leasehold-redis")),
+            Arc::new(Rslock {
+                manager: rslock::LockManager::new(vec![args.redis_url.clone()]),
+                label: "default retry: 3 x 200 ms",
+            }),
+            Arc::new(Rslock {
+                manager: rslock_tuned,
+                label: "tuned retry: 3 x 1 ms",
+            }),
+        ];
+        let report = measure("redis", &Ping(conn), &contenders, &args).await;
+        write(&report, &args)?;
+    }
+    if matches!(args.backend, Backend::Postgres | Backend::All) {
+        let pool = || {
+            PgPoolOptions::new()
+                .max_connections(PG_POOL)
+                .connect(&args.postgres_url)
+        };
+        let lease = PostgresLock::builder().pool(pool().await?).build().await?;
+        let advisory = PostgresLock::builder()
+            .pool(pool().await?)
+            .strategy(Strategy::Advisory)
+            .build()
+            .await?;
+        let contenders: Vec<Arc<dyn Contender>> = vec![
+            Arc::new(RawSqlx::new(pool().await?).await),
+            Arc::new(Leasehold::new(lease, "leasehold-postgres (lease table)")),
+            Arc::new(Leasehold::new(advisory, "leasehold-postgres (advisory)")),
+        ];
+        let report = measure("postgres", &SelectOne(pool().await?), &contenders, &args).await;
+        write(&report, &args)?;
+    }
+    Ok(())
+}
+
+/// Runs every scenario for every contender, `args.reps` times in rotating order.
+async fn measure(
+    backend: &'static str,
+    round_trip: &dyn RoundTrip,
+    contenders: &[Arc<dyn Contender>],
+    args: &Args,
+) -> Report {
     let tag = format!("{}", std::process::id());
-    let mut pings = Vec::new();
+    let mut trips = Vec::new();
     let mut runs: Vec<(&'static str, usize, Vec<Measured>)> = Vec::new();
     let mut record = |scenario: &'static str, index: usize, m: Measured| match runs
         .iter_mut()
@@ -73,8 +127,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => runs.push((scenario, index, vec![m])),
     };
     for rep in 0..args.reps {
-        eprintln!("rep {}/{}", rep + 1, args.reps);
-        pings.push(scenarios::ping(&conn, args.duration).await);
+        eprintln!("{backend}: rep {}/{}", rep + 1, args.reps);
+        trips.push(scenarios::round_trip(round_trip, args.duration).await);
         // Rotate the order each repetition, so no contender always runs first or last.
         for step in 0..contenders.len() {
             let index = (step + rep) % contenders.len();
@@ -98,7 +152,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let ping = median(&pings);
+    let trip = median(&trips);
     let mut rows = Vec::new();
     for (scenario, index, reps) in &runs {
         let median = median(reps);
@@ -123,33 +177,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             contender: contenders[*index].name(),
             median,
             ratio,
-            hand_off_in_rtts: contended.then(|| median.p50_us / ping.p50_us),
+            hand_off_in_rtts: contended.then(|| median.p50_us / trip.p50_us),
             reps: reps.clone(),
         });
     }
-    let report = Report {
+    Report {
+        backend,
         machine: machine(),
-        redis_url: args
-            .redis_url
-            .split('@')
-            .next_back()
-            .unwrap_or_default()
-            .to_owned(),
         run_for_ms: args.duration.as_millis(),
         reps: args.reps,
-        ping,
+        round_trip_name: round_trip.name(),
+        round_trip: trip,
         rows,
-    };
-    println!("{}", report::table(&report));
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
-    if let Some(dir) = args.svg.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    report::chart(&report, &args.svg)?;
-    eprintln!("wrote {} and {}", args.json.display(), args.svg.display());
+}
+
+fn write(report: &Report, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    println!("## {}\n\n{}", report.backend, report::table(report));
+    let json = args.out_dir.join(format!("{}.json", report.backend));
+    let svg = args.out_dir.join(format!("{}.svg", report.backend));
+    std::fs::write(&json, serde_json::to_string_pretty(report)?)?;
+    report::chart(report, &svg)?;
+    eprintln!("wrote {} and {}", json.display(), svg.display());
     Ok(())
 }
 

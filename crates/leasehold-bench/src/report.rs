@@ -23,11 +23,13 @@ pub(crate) struct Row {
 /// Everything one run measured.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
+    pub(crate) backend: &'static str,
     pub(crate) machine: String,
-    pub(crate) redis_url: String,
     pub(crate) run_for_ms: u128,
     pub(crate) reps: usize,
-    pub(crate) ping: Measured,
+    /// What the round trip is (`redis PING`, `postgres SELECT 1`).
+    pub(crate) round_trip_name: &'static str,
+    pub(crate) round_trip: Measured,
     pub(crate) rows: Vec<Row>,
 }
 
@@ -35,12 +37,12 @@ pub(crate) fn table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "PING round trip: p50 {:.0} us, {:.0} req/s (one task)\n",
-        report.ping.p50_us, report.ping.per_sec
+        "{} round trip: p50 {:.0} us, {:.0} req/s (one task)\n",
+        report.round_trip_name, report.round_trip.p50_us, report.round_trip.per_sec
     );
     let _ = writeln!(
         out,
-        "| scenario | contender | ops/s | p50 us | p99 us | ratio to raw | hand-off / PING p50 |"
+        "| scenario | contender | ops/s | p50 us | p99 us | ratio to raw | hand-off / round trip p50 |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
     let mut fairness = String::new();
@@ -103,7 +105,7 @@ pub(crate) fn chart(report: &Report, path: &Path) -> Result<(), Box<dyn std::err
     let max = rows.iter().filter_map(|r| r.ratio).fold(1.2_f64, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "throughput relative to the raw redis baseline (median of per-rep ratios)",
+            "throughput relative to the raw baseline (median of per-rep ratios)",
             ("sans-serif", 16),
         )
         .margin(10)

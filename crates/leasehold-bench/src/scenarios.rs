@@ -8,10 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::contenders::Contender;
+use crate::contenders::{Contender, RoundTrip};
 
 /// What one run of one scenario measured.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -63,17 +62,13 @@ fn measured(count: u64, elapsed: Duration, mut samples: Vec<Duration>) -> Measur
     }
 }
 
-/// The Redis round trip: one task sending PING.
-pub(crate) async fn ping(conn: &ConnectionManager, run_for: Duration) -> Measured {
-    let mut conn = conn.clone();
+/// The server round trip: one task, back to back.
+pub(crate) async fn round_trip(probe: &dyn RoundTrip, run_for: Duration) -> Measured {
     let mut samples = Vec::new();
     let started = Instant::now();
     while started.elapsed() < run_for {
         let sent = Instant::now();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .expect("PING");
+        probe.once().await;
         samples.push(sent.elapsed());
     }
     measured(samples.len() as u64, started.elapsed(), samples)
