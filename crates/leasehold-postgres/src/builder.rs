@@ -142,10 +142,7 @@ impl PostgresLock {
             .execute(&mut *tx)
             .await
             .map_err(|e| map(e, None))?;
-        for sql in self.inner.statements.create_schema.iter().chain([
-            &self.inner.statements.create_table,
-            &self.inner.statements.create_sequence,
-        ]) {
+        for sql in self.inner.statements.migration() {
             sqlx::query(sql)
                 .persistent(false)
                 .execute(&mut *tx)
@@ -159,11 +156,7 @@ impl PostgresLock {
     pub fn migration_sql(&self) -> String {
         let statements = &self.inner.statements;
         let mut sql = String::new();
-        for statement in statements
-            .create_schema
-            .iter()
-            .chain([&statements.create_table, &statements.create_sequence])
-        {
+        for statement in statements.migration() {
             sql.push_str(statement);
             sql.push_str(";\n");
         }

@@ -26,6 +26,8 @@ use crate::{
 const FALLBACK_RETRY: Duration = Duration::from_millis(500);
 /// How long a waiter without a listener sleeps between attempts (jittered).
 const POLL_RETRY: Duration = Duration::from_millis(50);
+/// The longest a waiting attempt marks a key as wanted.
+const MAX_WANTED: Duration = Duration::from_secs(60);
 
 /// Locks in a PostgreSQL lease table, through `sqlx`.
 ///
@@ -101,6 +103,7 @@ impl PostgresLock {
         key: &LockKey,
         token: LeaseToken,
         ttl: Duration,
+        wanted_for: Duration,
     ) -> Result<Attempt, LockError> {
         let statements = &self.inner.statements;
         let rows = on_pool!(self, exec => sqlx::query(&statements.acquire)
@@ -108,6 +111,7 @@ impl PostgresLock {
             .bind(key.as_str())
             .bind(token.to_bytes().as_slice())
             .bind(ttl::whole_millis(ttl) as f64)
+            .bind(ttl::whole_millis(wanted_for) as f64)
             .fetch_all(exec)
             .await);
         let rows = match rows {
@@ -143,10 +147,20 @@ impl PostgresLock {
         key: &LockKey,
         ttl: Duration,
         deadline: &Deadline,
+        waiting: bool,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
-        let attempt = self.attempt(key, token, ttl);
+        // A waiter that listens asks for a notification for as long as it may still wait (at
+        // most a minute; later attempts ask again).
+        let wanted_for = if waiting && self.inner.listener.is_some() {
+            deadline.at().map_or(MAX_WANTED, |at| {
+                at.saturating_duration_since(sent_at).min(MAX_WANTED)
+            })
+        } else {
+            Duration::ZERO
+        };
+        let attempt = self.attempt(key, token, ttl, wanted_for);
         let outcome = match deadline.at() {
             Some(at) => tokio::time::timeout_at(at.into(), attempt)
                 .await
@@ -178,7 +192,7 @@ impl DistributedLock for PostgresLock {
         }
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
-        Ok(match self.attempt(key, token, ttl).await? {
+        Ok(match self.attempt(key, token, ttl, Duration::ZERO).await? {
             Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(_) => None,
         })
@@ -203,7 +217,7 @@ impl DistributedLock for PostgresLock {
         }
         let deadline = Deadline::after(wait);
         let mut failure = None;
-        match self.attempt_until(key, ttl, &deadline).await {
+        match self.attempt_until(key, ttl, &deadline, false).await {
             Ok(Ok(lease)) => return Ok(lease),
             Ok(Err(_)) => {}
             Err(error) => keep_waiting(error, &mut failure)?,
@@ -224,7 +238,7 @@ impl DistributedLock for PostgresLock {
             };
             // Registered before the attempt, so a release right after it still wakes us.
             let wake = waiter.as_ref().map(leasehold::WakeHandle::next_wake);
-            let holder_left = match self.attempt_until(key, ttl, &deadline).await {
+            let holder_left = match self.attempt_until(key, ttl, &deadline, true).await {
                 Ok(Ok(lease)) => return Ok(lease),
                 Ok(Err(left)) => {
                     failure = None;

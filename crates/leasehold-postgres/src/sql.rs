@@ -10,6 +10,7 @@ use crate::ident::Ident;
 pub(crate) struct Statements {
     pub(crate) create_schema: Option<String>,
     pub(crate) create_table: String,
+    pub(crate) add_wanted: String,
     pub(crate) acquire: String,
     pub(crate) extend: String,
     pub(crate) release: String,
@@ -38,13 +39,17 @@ impl Statements {
                     key        text PRIMARY KEY,
                     token      bytea,
                     fence      bigint NOT NULL,
-                    expires_at timestamptz
+                    expires_at timestamptz,
+                    wanted_until timestamptz
                 )"
             ),
+            // Tables made by earlier versions lack the column.
+            add_wanted: format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS wanted_until timestamptz"),
             // ONE statement: insert a new key, or take over a free or expired row with
             // fence + 1. A held row is left alone; the row is then read back (from the
-            // statement's snapshot) for the holder's remaining time in ms.
-            // $1 key, $2 token, $3 ttl in ms.
+            // statement's snapshot) for the holder's remaining time in ms, and a waiting caller
+            // ($4 > 0) marks it wanted for $4 ms so that the release notifies.
+            // $1 key, $2 token, $3 ttl in ms, $4 wait in ms (0: not waiting).
             acquire: format!(
                 "WITH taken AS (
                     INSERT INTO {t} AS l (key, token, fence, expires_at)
@@ -53,6 +58,12 @@ impl Statements {
                         SET token = EXCLUDED.token, fence = l.fence + 1, expires_at = EXCLUDED.expires_at
                         WHERE l.token IS NULL OR l.expires_at <= clock_timestamp()
                     RETURNING fence
+                ),
+                wanted AS (
+                    UPDATE {t} SET wanted_until = greatest(
+                        coalesce(wanted_until, '-infinity'),
+                        clock_timestamp() + $4::float8 * interval '1 millisecond')
+                    WHERE key = $1 AND $4::float8 > 0 AND NOT EXISTS (SELECT 1 FROM taken)
                 )
                 SELECT fence, NULL::bigint AS holder_ms FROM taken
                 UNION ALL
@@ -66,14 +77,17 @@ impl Statements {
                  WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()"
             ),
             // Only while our token holds an unexpired lease; keeps the row (and its fence) and
-            // notifies waiters (NOTIFY is sent at commit). $1 key, $2 token, $3 channel.
+            // notifies waiters, if any said they wait. NOTIFY is sent at commit, and notifying
+            // commits are serialised by PostgreSQL (one lock, held through the commit flush),
+            // so releases nobody waits for do not notify. $1 key, $2 token, $3 channel.
             release: format!(
                 "WITH released AS (
                     UPDATE {t} SET token = NULL, expires_at = NULL
                     WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
-                    RETURNING key
+                    RETURNING key, wanted_until > clock_timestamp() AS wanted
                 )
-                SELECT released.key FROM released, LATERAL (SELECT pg_notify($3, released.key)) AS notified"
+                SELECT released.key FROM released
+                LEFT JOIN LATERAL (SELECT pg_notify($3, released.key) WHERE released.wanted) AS notified ON true"
             ),
             // Fences of the advisory strategy. nextval is never rolled back, so a killed
             // holder's fence is never handed out again.
@@ -99,5 +113,14 @@ impl Statements {
             advisory_extend: "SELECT set_config('idle_in_transaction_session_timeout', $1, true)".to_owned(),
             persistent,
         }
+    }
+
+    /// The migration, in order: schema, table, columns added since, fence sequence.
+    pub(crate) fn migration(&self) -> impl Iterator<Item = &String> {
+        self.create_schema.iter().chain([
+            &self.create_table,
+            &self.add_wanted,
+            &self.create_sequence,
+        ])
     }
 }
