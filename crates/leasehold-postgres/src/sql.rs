@@ -64,6 +64,9 @@ impl Statements {
                         coalesce(wanted_until, '-infinity'),
                         clock_timestamp() + $4::float8 * interval '1 millisecond')
                     WHERE key = $1 AND $4::float8 > 0 AND NOT EXISTS (SELECT 1 FROM taken)
+                      -- Rewrite the row (a commit to flush) only when half the mark is used up.
+                      AND coalesce(wanted_until, '-infinity')
+                          < clock_timestamp() + $4::float8 / 2 * interval '1 millisecond'
                 )
                 SELECT fence, NULL::bigint AS holder_ms FROM taken
                 UNION ALL
