@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod admin;
 mod backend;
 mod capabilities;
 mod error;
@@ -20,6 +21,7 @@ pub use async_trait::async_trait;
 pub struct WorkspaceReadme;
 
 pub use crate::{
+    admin::{LockAdmin, LockStatus},
     backend::DistributedLock,
     capabilities::Capabilities,
     error::{BoxError, FailureKind, InvalidKeyReason, InvalidTtlReason, LockError},

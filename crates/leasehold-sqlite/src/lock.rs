@@ -1,0 +1,364 @@
+//! [`SqliteLock`]: locks shared by every process on one machine through a database file.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use leasehold::{
+    async_trait, ttl,
+    wait::{jitter, keep_waiting, Deadline},
+    Capabilities, DistributedLock, Lease, LeaseToken, LockAdmin, LockError, LockKey, LockStatus,
+    Wakers,
+};
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
+    Row, SqlitePool,
+};
+
+use crate::{
+    error::{is_busy, map},
+    sql::{check_table, Statements},
+};
+
+/// The default table.
+pub const DEFAULT_TABLE: &str = "leasehold_locks";
+/// The default busy timeout: how long a statement waits for another process's write.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a waiter re-checks a lock held by another process (jittered down to half).
+const CROSS_PROCESS_POLL: Duration = Duration::from_millis(50);
+
+/// Locks in a SQLite database file (WAL mode), shared by every process that opens it.
+///
+/// Waiters in this process are woken the moment a lock is released here; waiters in other
+/// processes poll (every 25-50 ms, and exactly when the holder's lease ends). Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteLock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    statements: Statements,
+    path: PathBuf,
+    table: String,
+    wakers: Arc<Wakers>,
+}
+
+impl fmt::Debug for SqliteLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLock")
+            .field("path", &self.inner.path)
+            .field("table", &self.inner.table)
+            .finish()
+    }
+}
+
+/// Builds a [`SqliteLock`] with a table name or busy timeout of your own.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SqliteLockBuilder {
+    path: PathBuf,
+    table: String,
+    busy_timeout: Duration,
+}
+
+impl SqliteLockBuilder {
+    /// The table (default `leasehold_locks`).
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// How long a statement waits for another process's write before giving up (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Opens (creating the file and table if missing).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidConfig`] for a bad table name (nothing is opened) or a path that
+    /// cannot be opened; [`LockError::Backend`] for failures of SQLite itself.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave the file and table created; nothing else.
+    pub async fn open(self) -> Result<SqliteLock, LockError> {
+        check_table(&self.table)?;
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| map(e, None))?
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(self.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                LockError::invalid_config(
+                    format!("sqlite database {}", self.path.display()),
+                    e.to_string(),
+                )
+            })?;
+        let statements = Statements::new(&self.table);
+        sqlx::query(&statements.create_table)
+            .execute(&pool)
+            .await
+            .map_err(|e| map(e, None))?;
+        Ok(SqliteLock {
+            inner: Arc::new(Inner {
+                pool,
+                statements,
+                path: self.path,
+                table: self.table,
+                wakers: Wakers::new(),
+            }),
+        })
+    }
+}
+
+impl SqliteLock {
+    /// Opens the database at `path` (creating it and the table if missing) with defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteLockBuilder::open`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`SqliteLockBuilder::open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
+        Self::builder(path).open().await
+    }
+
+    /// A builder for the database at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteLockBuilder {
+        SqliteLockBuilder {
+            path: path.as_ref().to_path_buf(),
+            table: DEFAULT_TABLE.to_owned(),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+
+    /// The pool, for tests and tools.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.pool
+    }
+
+    /// One attempt. `Ok(Err(left))`: held by someone else, for `left` if known.
+    async fn attempt(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+    ) -> Result<Result<Lease, Option<Duration>>, LockError> {
+        let token = LeaseToken::random()?;
+        let sent_at = Instant::now();
+        let fence: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar(&self.inner.statements.acquire)
+                .bind(key.as_str())
+                .bind(token.to_bytes().as_slice())
+                .bind(ttl::whole_millis(ttl) as i64)
+                .fetch_optional(&self.inner.pool)
+                .await;
+        match fence {
+            Ok(Some(fence)) => {
+                let fence = u64::try_from(fence).map_err(|_| {
+                    LockError::permanent(crate::error::BACKEND, format!("negative fence {fence}"))
+                })?;
+                Ok(Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)))
+            }
+            Ok(None) => Ok(Err(None)),
+            // Another process held the write lock past the busy timeout: contention.
+            Err(error) if is_busy(&error) => Ok(Err(None)),
+            Err(error) => Err(map(error, Some(key))),
+        }
+    }
+
+    async fn holder_left(&self, key: &LockKey) -> Option<Duration> {
+        let left: Option<Option<i64>> = sqlx::query_scalar(&self.inner.statements.holder_left)
+            .bind(key.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .ok()
+            .flatten();
+        left.flatten()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis)
+    }
+
+    /// Runs an update, retrying a busy database a few times; returns the rows changed.
+    async fn update(
+        &self,
+        sql: &str,
+        key: &LockKey,
+        token: Option<LeaseToken>,
+        ttl: Option<Duration>,
+    ) -> Result<u64, LockError> {
+        let mut tries = 0;
+        loop {
+            let mut query = sqlx::query(sql).bind(key.as_str());
+            if let Some(token) = token {
+                query = query.bind(token.to_bytes().to_vec());
+            }
+            if let Some(ttl) = ttl {
+                query = query.bind(ttl::whole_millis(ttl) as i64);
+            }
+            match query.execute(&self.inner.pool).await {
+                Ok(done) => return Ok(done.rows_affected()),
+                Err(error) if is_busy(&error) && tries < 3 => tries += 1,
+                Err(error) => return Err(map(error, Some(key))),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DistributedLock for SqliteLock {
+    /// One statement (an upsert that only takes a free or expired row).
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let ttl = ttl::check(ttl)?;
+        Ok(self.attempt(key, ttl).await?.ok())
+    }
+
+    /// Waiters in this process are woken by releases in this process; a lock held by another
+    /// process is re-checked every 25-50 ms and exactly when its lease ends; never past the
+    /// deadline.
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let deadline = Deadline::after(wait);
+        let waker = self.inner.wakers.register(key.as_str());
+        let mut failure = None;
+        loop {
+            // Registered before the attempt, so a release right after it still wakes us.
+            let wake = waker.next_wake();
+            let busy = match self.attempt(key, ttl).await {
+                Ok(Ok(lease)) => return Ok(lease),
+                Ok(Err(_)) => {
+                    failure = None;
+                    true
+                }
+                Err(error) => {
+                    keep_waiting(error, &mut failure)?;
+                    false
+                }
+            };
+            if deadline.has_passed() {
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
+            }
+            let mut retry = jitter(CROSS_PROCESS_POLL);
+            if busy {
+                if let Some(left) = self.holder_left(key).await {
+                    retry = retry.min(left + Duration::from_millis(1));
+                }
+            }
+            let wake_at = deadline.cap(Instant::now() + retry);
+            tokio::select! {
+                () = wake => {}
+                () = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+        }
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        let ttl = ttl::check(ttl)?;
+        let sent_at = Instant::now();
+        let changed = self
+            .update(
+                &self.inner.statements.extend,
+                lease.key(),
+                Some(lease.token()),
+                Some(ttl),
+            )
+            .await?;
+        if changed == 1 {
+            lease.renewed(ttl, sent_at);
+        }
+        Ok(changed == 1)
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        let changed = self
+            .update(
+                &self.inner.statements.release,
+                lease.key(),
+                Some(lease.token()),
+                None,
+            )
+            .await?;
+        if changed == 1 {
+            self.inner.wakers.wake(lease.key().as_str());
+        }
+        Ok(changed == 1)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Other processes poll, so no notified_wait; one machine, one clock.
+        Capabilities::new()
+            .with_server_clock(true)
+            .with_durable_fences(true)
+    }
+}
+
+fn status_of(fence: Option<i64>, left_ms: Option<i64>) -> LockStatus {
+    LockStatus::new(
+        fence.and_then(|f| u64::try_from(f).ok()),
+        left_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis),
+    )
+}
+
+#[async_trait]
+impl LockAdmin for SqliteLock {
+    async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {
+        let row = sqlx::query(&self.inner.statements.status)
+            .bind(key.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| map(e, Some(key)))?;
+        Ok(match row {
+            None => LockStatus::new(None, None),
+            Some(row) => status_of(row.try_get(0).ok(), row.try_get(1).ok().flatten()),
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
+        let rows = sqlx::query(&self.inner.statements.list)
+            .bind(prefix)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| map(e, None))?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let key = LockKey::new(row.try_get::<String, _>(0).ok()?).ok()?;
+                Some((
+                    key,
+                    status_of(row.try_get(1).ok(), row.try_get(2).ok().flatten()),
+                ))
+            })
+            .collect())
+    }
+
+    async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
+        let changed = self
+            .update(&self.inner.statements.force_release, key, None, None)
+            .await?;
+        if changed == 1 {
+            self.inner.wakers.wake(key.as_str());
+        }
+        Ok(changed == 1)
+    }
+}
