@@ -1,0 +1,219 @@
+//! `leasehold`: hold a distributed lock while a command runs (like `flock(1)`, `consul lock`,
+//! `etcdctl lock`) on any leasehold backend; inspect and release locks.
+
+mod backends;
+mod run;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use leasehold::{LockError, LockKey, LockStatus};
+
+use crate::backends::{connect, DEFAULT_URL};
+
+/// Exit codes of `leasehold` itself (a command run under the lock exits with its own).
+pub(crate) mod exit {
+    /// The lock is held by someone else (`--no-wait`) or the wait timed out.
+    pub(crate) const BUSY: u8 = 75;
+    /// The lease was lost while the command ran; the command was stopped.
+    pub(crate) const LOST: u8 = 76;
+    /// Bad input: key, URL, ttl, or an operation the backend does not support.
+    pub(crate) const BAD_INPUT: u8 = 64;
+    /// The backend failed or could not be reached.
+    pub(crate) const BACKEND: u8 = 69;
+    /// The command could not be started.
+    pub(crate) const CANNOT_START: u8 = 127;
+}
+
+const AFTER_HELP: &str = "\
+URLs (--url or LEASEHOLD_URL):
+  sqlite://PATH          a database file shared by every process on this machine
+                         (default: sqlite://leasehold.db in the current directory)
+  redis://HOST[:PORT]    Redis; rediss:// for TLS
+  postgres://HOST/DB     PostgreSQL (lease table)
+  memory://              this process only, for trying things out
+
+Exit codes:
+  the command's own       when it ran (128 + N if it was killed by signal N)
+  75                      lock busy (--no-wait) or --wait timed out
+  76                      the lease was lost while the command ran; it was stopped
+  64                      bad input (key, URL, duration, unsupported operation)
+  69                      the backend failed or could not be reached
+  127                     the command could not be started
+  1                       release --force: the key was not held
+
+Examples:
+  leasehold run nightly-report -- ./report.sh
+  leasehold run --no-wait --ttl 1m backup -- pg_dump -f backup.sql app
+  leasehold --url redis://127.0.0.1 run --wait 5m migrate -- ./migrate.sh
+  leasehold status nightly-report --json
+  leasehold list jobs/
+  leasehold release --force nightly-report";
+
+/// Hold a distributed lock while a command runs, on any leasehold backend.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Backend URL.
+    #[arg(long, env = "LEASEHOLD_URL", default_value = DEFAULT_URL, global = true)]
+    url: String,
+    /// Print progress to stderr (waiting, acquired, renewed, released).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run COMMAND while holding KEY; exits with the command's exit code.
+    Run(run::RunArgs),
+    /// Show whether KEY is held, its fence and the time left.
+    Status {
+        /// The lock's key.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (starting with PREFIX), where the backend can list.
+    List {
+        /// Only keys starting with this.
+        prefix: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Free KEY whoever holds it (an administrator's action).
+    Release {
+        /// Required: says you mean to free someone else's lock.
+        #[arg(long, required = true)]
+        force: bool,
+        /// The lock's key.
+        key: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("leasehold: cannot start: {error}");
+            return ExitCode::from(exit::BACKEND);
+        }
+    };
+    runtime.block_on(async move {
+        match execute(cli).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("leasehold: {error}");
+                ExitCode::from(exit_code_for(&error))
+            }
+        }
+    })
+}
+
+/// The exit code for an error of leasehold itself.
+pub(crate) fn exit_code_for(error: &LockError) -> u8 {
+    match error {
+        LockError::Timeout { .. } => exit::BUSY,
+        LockError::LeaseLost { .. } => exit::LOST,
+        LockError::Backend { .. } => exit::BACKEND,
+        _ => exit::BAD_INPUT,
+    }
+}
+
+async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
+    let backend = connect(&cli.url).await?;
+    match cli.command {
+        Command::Run(args) => run::run(backend, args, cli.verbose).await,
+        Command::Status { key, json } => {
+            let key = LockKey::new(key)?;
+            let admin = admin_of(&backend, "status")?;
+            let status = admin.status(&key).await?;
+            println!(
+                "{}",
+                if json {
+                    status_json(&key, &status).to_string()
+                } else {
+                    status_line(&key, &status)
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { prefix, json } => {
+            let admin = admin_of(&backend, "list")?;
+            let listed = admin.list(prefix.as_deref().unwrap_or("")).await?;
+            if json {
+                let all: Vec<_> = listed
+                    .iter()
+                    .map(|(key, status)| status_json(key, status))
+                    .collect();
+                println!("{}", serde_json::Value::Array(all));
+            } else {
+                for (key, status) in &listed {
+                    println!("{}", status_line(key, status));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Release { force: _, key } => {
+            let key = LockKey::new(key)?;
+            let admin = admin_of(&backend, "release --force")?;
+            if admin.force_release(&key).await? {
+                eprintln!("leasehold: released \"{key}\"");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("leasehold: \"{key}\" was not held");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn admin_of<'b>(
+    backend: &'b backends::Backend,
+    what: &str,
+) -> Result<&'b dyn leasehold::LockAdmin, LockError> {
+    backend.admin.as_deref().ok_or_else(|| {
+        LockError::invalid_config(
+            format!("operation `{what}`"),
+            format!(
+                "the {} backend does not support it (sqlite does)",
+                backend.name
+            ),
+        )
+    })
+}
+
+fn status_line(key: &LockKey, status: &LockStatus) -> String {
+    match (status.remaining, status.last_fence) {
+        (Some(left), fence) => format!(
+            "{key}: held, fence {}, {:.1}s left",
+            fence.unwrap_or(0),
+            left.as_secs_f64()
+        ),
+        (None, Some(fence)) => format!("{key}: free (last fence {fence})"),
+        (None, None) => format!("{key}: free (never locked)"),
+    }
+}
+
+fn status_json(key: &LockKey, status: &LockStatus) -> serde_json::Value {
+    serde_json::json!({
+        "key": key.as_str(),
+        "held": status.is_held(),
+        "fence": status.last_fence,
+        "remaining_ms": status.remaining.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    })
+}
+
+/// Parses durations like `30s`, `5m`, `1h30m`, `250ms`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (use forms like 30s, 5m, 1h30m, 250ms)"))
+}

@@ -1,0 +1,245 @@
+//! The real `leasehold` binary, on a SQLite file in a temp directory.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+struct Env {
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("leasehold-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+        command
+            .current_dir(&self.dir)
+            .env_remove("LEASEHOLD_URL")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run leasehold")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().expect("spawn leasehold")
+    }
+
+    /// Waits until `key` shows as held (the spawned run has its lock).
+    fn wait_until_held(&self, key: &str) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.json_status(key)["held"] == true {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{key} was never held");
+    }
+
+    fn json_status(&self, key: &str) -> serde_json::Value {
+        let out = self.run(&["status", "--json", key]);
+        assert!(out.status.success(), "status failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_command_gets_key_and_fence_and_its_exit_code_is_passed_on() {
+    let env = Env::new("exit");
+    let out = env.run(&[
+        "run",
+        "job",
+        "--",
+        "sh",
+        "-c",
+        "echo $LEASEHOLD_KEY:$LEASEHOLD_FENCE; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout).trim(), "job:1");
+    assert!(
+        env.dir.join("leasehold.db").exists(),
+        "the default sqlite://leasehold.db was not used"
+    );
+    let out = env.run(&["run", "job", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(env.json_status("job")["fence"], 2);
+    assert_eq!(
+        env.json_status("job")["held"],
+        false,
+        "the lock was not released after the command"
+    );
+}
+
+#[test]
+fn a_second_run_exits_busy_without_waiting_and_succeeds_when_it_waits() {
+    let env = Env::new("busy");
+    let mut first = env.spawn(&["run", "job", "--", "sleep", "2"]);
+    env.wait_until_held("job");
+    let started = Instant::now();
+    let busy = env.run(&["run", "--no-wait", "job", "--", "echo", "never"]);
+    assert_eq!(busy.status.code(), Some(75), "{}", text(&busy.stderr));
+    assert!(
+        text(&busy.stderr).contains("held by someone else"),
+        "{}",
+        text(&busy.stderr)
+    );
+    assert!(
+        text(&busy.stdout).is_empty(),
+        "the command ran without the lock"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let timed_out = env.run(&["run", "--wait", "300ms", "job", "--", "echo", "never"]);
+    assert_eq!(
+        timed_out.status.code(),
+        Some(75),
+        "{}",
+        text(&timed_out.stderr)
+    );
+    let waited = env.run(&["run", "--wait", "20s", "job", "--", "echo", "after"]);
+    assert_eq!(waited.status.code(), Some(0), "{}", text(&waited.stderr));
+    assert_eq!(text(&waited.stdout).trim(), "after");
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_command_and_the_lock_released() {
+    let env = Env::new("signal");
+    let mut run = env.spawn(&["run", "job", "--", "sleep", "30"]);
+    env.wait_until_held("job");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(run.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    let status = run.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "the command's death by SIGTERM is reported as 143"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(env.json_status("job")["held"], false);
+}
+
+#[test]
+fn a_lost_lease_stops_the_command_with_its_own_exit_code() {
+    let env = Env::new("lost");
+    let mut run = env.spawn(&[
+        "run", "--ttl", "1s", "--grace", "2s", "job", "--", "sleep", "30",
+    ]);
+    env.wait_until_held("job");
+    let forced = env.run(&["release", "--force", "job"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let started = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("lost the lease"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn status_list_and_forced_release_report_in_text_and_json() {
+    let env = Env::new("admin");
+    assert!(env.run(&["run", "jobs/a", "--", "true"]).status.success());
+    let mut holder = env.spawn(&["run", "jobs/b", "--", "sleep", "30"]);
+    env.wait_until_held("jobs/b");
+    let status = env.run(&["status", "jobs/b"]);
+    assert!(
+        text(&status.stdout).starts_with("jobs/b: held, fence 1"),
+        "{}",
+        text(&status.stdout)
+    );
+    let never = env.run(&["status", "nope"]);
+    assert!(text(&never.stdout).contains("never locked"));
+    let list = env.run(&["list", "--json", "jobs/"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["key"], "jobs/a");
+    assert_eq!(list[0]["held"], false);
+    assert_eq!(list[1]["held"], true);
+    let plain = env.run(&["list"]);
+    assert_eq!(text(&plain.stdout).lines().count(), 2);
+    assert!(env.run(&["release", "--force", "jobs/b"]).status.success());
+    assert_eq!(
+        env.run(&["release", "--force", "jobs/b"]).status.code(),
+        Some(1)
+    );
+    let needs_force = env.run(&["release", "jobs/b"]);
+    assert_eq!(needs_force.status.code(), Some(2));
+    assert_eq!(holder.wait().unwrap().code(), Some(76));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_a_nonzero_code() {
+    let env = Env::new("bad");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["--url", "bogus://x", "status", "k"], 64, "invalid URL"),
+        (
+            &["--url", "sqlite://", "status", "k"],
+            64,
+            "needs a file path",
+        ),
+        (
+            &["run", "--ttl", "5x", "k", "--", "true"],
+            2,
+            "invalid value '5x'",
+        ),
+        (&["run", "k"], 2, "COMMAND"),
+        (&["run", "", "--", "true"], 64, "invalid lock key"),
+        (
+            &["run", "--ttl", "0s", "k", "--", "true"],
+            64,
+            "invalid ttl",
+        ),
+        (
+            &["run", "k", "--", "/nonexistent/command"],
+            127,
+            "cannot start",
+        ),
+        (&["--url", "memory://", "list"], 64, "does not support"),
+    ];
+    for (args, code, message) in cases {
+        let out = env.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let unreachable = env.run(&["--url", "redis://127.0.0.1:1", "run", "k", "--", "true"]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(69),
+        "{}",
+        text(&unreachable.stderr)
+    );
+}
