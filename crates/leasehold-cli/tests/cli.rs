@@ -139,7 +139,7 @@ fn sigterm_is_forwarded_to_the_command_and_the_lock_released() {
 #[test]
 fn a_lost_lease_stops_the_command_with_its_own_exit_code() {
     let env = Env::new("lost");
-    let mut run = env.spawn(&[
+    let run = env.spawn(&[
         "run", "--ttl", "1s", "--grace", "2s", "job", "--", "sleep", "30",
     ]);
     env.wait_until_held("job");
