@@ -37,12 +37,19 @@ impl Env {
         self.command(args).spawn().expect("spawn leasehold")
     }
 
-    /// Waits until `key` shows as held (the spawned run has its lock).
-    fn wait_until_held(&self, key: &str) {
+    /// Waits until `key` shows as held by `holder` (the spawned run has its lock).
+    fn wait_until_held(&self, key: &str, holder: &mut Child) {
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
+        while started.elapsed() < Duration::from_secs(20) {
             if self.json_status(key)["held"] == true {
                 return;
+            }
+            if let Ok(Some(status)) = holder.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = holder.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                panic!("the holder exited ({status}) before holding {key}: {stderr}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -91,7 +98,7 @@ fn the_command_gets_key_and_fence_and_its_exit_code_is_passed_on() {
 fn a_second_run_exits_busy_without_waiting_and_succeeds_when_it_waits() {
     let env = Env::new("busy");
     let mut first = env.spawn(&["run", "job", "--", "sleep", "2"]);
-    env.wait_until_held("job");
+    env.wait_until_held("job", &mut first);
     let started = Instant::now();
     let busy = env.run(&["run", "--no-wait", "job", "--", "echo", "never"]);
     assert_eq!(busy.status.code(), Some(75), "{}", text(&busy.stderr));
@@ -122,7 +129,7 @@ fn a_second_run_exits_busy_without_waiting_and_succeeds_when_it_waits() {
 fn sigterm_is_forwarded_to_the_command_and_the_lock_released() {
     let env = Env::new("signal");
     let mut run = env.spawn(&["run", "job", "--", "sleep", "30"]);
-    env.wait_until_held("job");
+    env.wait_until_held("job", &mut run);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(run.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let started = Instant::now();
@@ -139,10 +146,10 @@ fn sigterm_is_forwarded_to_the_command_and_the_lock_released() {
 #[test]
 fn a_lost_lease_stops_the_command_with_its_own_exit_code() {
     let env = Env::new("lost");
-    let run = env.spawn(&[
+    let mut run = env.spawn(&[
         "run", "--ttl", "1s", "--grace", "2s", "job", "--", "sleep", "30",
     ]);
-    env.wait_until_held("job");
+    env.wait_until_held("job", &mut run);
     let forced = env.run(&["release", "--force", "job"]);
     assert!(forced.status.success(), "{}", text(&forced.stderr));
     let started = Instant::now();
@@ -165,7 +172,7 @@ fn status_list_and_forced_release_report_in_text_and_json() {
     let env = Env::new("admin");
     assert!(env.run(&["run", "jobs/a", "--", "true"]).status.success());
     let mut holder = env.spawn(&["run", "jobs/b", "--", "sleep", "30"]);
-    env.wait_until_held("jobs/b");
+    env.wait_until_held("jobs/b", &mut holder);
     let status = env.run(&["status", "jobs/b"]);
     assert!(
         text(&status.stdout).starts_with("jobs/b: held, fence 1"),

@@ -97,21 +97,26 @@ impl SqliteLockBuilder {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(self.busy_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                LockError::invalid_config(
-                    format!("sqlite database {}", self.path.display()),
-                    e.to_string(),
-                )
-            })?;
         let statements = Statements::new(&self.table);
-        sqlx::query(&statements.create_table)
-            .execute(&pool)
-            .await
-            .map_err(|e| map(e, None))?;
+        // Opening switches the file to WAL and creates the table, which needs the write lock:
+        // when other processes open the same file at that moment, SQLite says busy. Retry
+        // within the busy timeout.
+        let started = Instant::now();
+        let pool = loop {
+            match self.connect(&options, &statements).await {
+                Ok(pool) => break pool,
+                Err(error) if is_busy(&error) && started.elapsed() < self.busy_timeout => {
+                    tokio::time::sleep(jitter(Duration::from_millis(50))).await;
+                }
+                Err(error) if is_busy(&error) => return Err(map(error, None)),
+                Err(error) => {
+                    return Err(LockError::invalid_config(
+                        format!("sqlite database {}", self.path.display()),
+                        error.to_string(),
+                    ))
+                }
+            }
+        };
         Ok(SqliteLock {
             inner: Arc::new(Inner {
                 pool,
@@ -121,6 +126,21 @@ impl SqliteLockBuilder {
                 wakers: Wakers::new(),
             }),
         })
+    }
+}
+
+impl SqliteLockBuilder {
+    async fn connect(
+        &self,
+        options: &SqliteConnectOptions,
+        statements: &Statements,
+    ) -> Result<SqlitePool, sqlx::Error> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::query(&statements.create_table).execute(&pool).await?;
+        Ok(pool)
     }
 }
 
