@@ -20,6 +20,14 @@ docs:
 bench:
     . scripts/services.sh && cargo run --release -p leasehold-bench
 
+# The safety harness: a fixed-seed run per backend (what CI runs).
+lockcheck duration="10s" seed="7":
+    . scripts/services.sh && for b in sqlite redis postgres postgres-advisory; do cargo run -q -p leasehold-tests --bin lockcheck -- --backend $b --duration {{duration}} --seed {{seed}}; done
+
+# A long soak of one backend under faults.
+soak backend="redis" duration="5m" seed="7":
+    . scripts/services.sh && cargo run -q --release -p leasehold-tests --bin lockcheck -- --backend {{backend}} --duration {{duration}} --seed {{seed}}
+
 # The contention example.
 example:
     cargo run -p leasehold --example contention

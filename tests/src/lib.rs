@@ -3,6 +3,8 @@
 //! [`backends`] lists one instance of each backend the workspace has, made from the URLs that
 //! `scripts/services.sh` exports; the tests in `tests/` run their scenario against each.
 
+pub mod harness;
+
 use std::sync::{Arc, Mutex};
 
 use leasehold::{memory::MemoryLock, DistributedLock};

@@ -1,0 +1,129 @@
+//! Backends by name for the harness, and deliberately broken ones for its negative controls.
+
+use std::{sync::Arc, time::Duration};
+
+use leasehold::{async_trait, Capabilities, DistributedLock, Lease, LockAdmin, LockError, LockKey};
+
+/// A deliberately broken backend, to prove the checker sees violations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// No flaw.
+    None,
+    /// Extend claims success without asking the server: holders believe in leases that ended.
+    ExtendBlind,
+    /// Release frees the key whoever holds it (no token check).
+    ReleaseAny,
+}
+
+impl Broken {
+    /// Parses `none`, `extend-blind`, `release-any`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "none" => Some(Self::None),
+            "extend-blind" => Some(Self::ExtendBlind),
+            "release-any" => Some(Self::ReleaseAny),
+            _ => None,
+        }
+    }
+}
+
+/// Connects to `url`: `sqlite://PATH`, `redis://...`, `postgres://...` (lease table) or
+/// `postgres+advisory://...` (advisory strategy), wrapped in `broken`'s flaw.
+///
+/// # Errors
+///
+/// When the backend cannot be reached, or the flaw needs what the backend lacks.
+pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLock>, LockError> {
+    let (lock, admin): (Arc<dyn DistributedLock>, Option<Arc<dyn LockAdmin>>) =
+        match url.split_once("://") {
+            Some(("sqlite", path)) => {
+                let lock = Arc::new(leasehold_sqlite::SqliteLock::open(path).await?);
+                (lock.clone(), Some(lock))
+            }
+            Some(("redis", _)) => (
+                Arc::new(leasehold_redis::RedisLock::connect(url).await?),
+                None,
+            ),
+            Some(("postgres", _)) => (
+                Arc::new(leasehold_postgres::PostgresLock::connect(url).await?),
+                None,
+            ),
+            Some(("postgres+advisory", rest)) => {
+                let lock = leasehold_postgres::PostgresLock::builder()
+                    .url(format!("postgres://{rest}"))
+                    .strategy(leasehold_postgres::Strategy::Advisory)
+                    .build()
+                    .await?;
+                (Arc::new(lock), None)
+            }
+            _ => {
+                return Err(LockError::invalid_config(
+                    format!("harness URL {url:?}"),
+                    "unknown scheme",
+                ))
+            }
+        };
+    Ok(match broken {
+        Broken::None => lock,
+        Broken::ExtendBlind => Arc::new(Flawed {
+            inner: lock,
+            admin: None,
+            flaw: broken,
+        }),
+        Broken::ReleaseAny => {
+            let admin = admin.ok_or_else(|| {
+                LockError::invalid_config(
+                    "negative control release-any",
+                    "needs a backend with LockAdmin (sqlite)",
+                )
+            })?;
+            Arc::new(Flawed {
+                inner: lock,
+                admin: Some(admin),
+                flaw: broken,
+            })
+        }
+    })
+}
+
+#[derive(Debug)]
+struct Flawed {
+    inner: Arc<dyn DistributedLock>,
+    admin: Option<Arc<dyn LockAdmin>>,
+    flaw: Broken,
+}
+
+#[async_trait]
+impl DistributedLock for Flawed {
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        self.inner.try_acquire(key, ttl).await
+    }
+
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        self.inner.acquire(key, ttl, wait).await
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        if self.flaw == Broken::ExtendBlind {
+            lease.renewed(ttl, std::time::Instant::now());
+            return Ok(true);
+        }
+        self.inner.extend(lease, ttl).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        match (&self.admin, self.flaw) {
+            (Some(admin), Broken::ReleaseAny) => admin.force_release(lease.key()).await,
+            _ => self.inner.release(lease).await,
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}

@@ -1,0 +1,8 @@
+//! The safety harness behind the `lockcheck` binary: histories, the fenced resource, backends
+//! (and broken ones), and the checker.
+
+pub mod backend;
+pub mod checker;
+pub mod history;
+pub mod resource;
+pub mod worker;

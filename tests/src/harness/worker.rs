@@ -1,0 +1,219 @@
+//! One `lockcheck` worker process (`lockcheck worker ...`): acquire, fenced write, fenced
+//! increment, hold (sometimes past the ttl, sometimes extending), release; every operation
+//! appended to its history.
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use leasehold::{DistributedLock, Lease, LockError, LockKey};
+
+use super::{
+    backend::{connect, Broken},
+    history::{instant_ns, monotonic_ns, Event, Op, Outcome},
+    resource::Client,
+};
+
+/// The worker's arguments (given by `lockcheck`).
+#[derive(Debug, Parser)]
+pub struct WorkerArgs {
+    /// Backend URL (see `backend::connect`).
+    #[arg(long)]
+    url: String,
+    /// This worker's number.
+    #[arg(long)]
+    worker: u32,
+    /// Its incarnation.
+    #[arg(long)]
+    life: u32,
+    /// How many keys to choose from.
+    #[arg(long)]
+    keys: u32,
+    /// The lease ttl in ms.
+    #[arg(long)]
+    ttl_ms: u64,
+    /// Stop when the monotonic clock passes this (ns).
+    #[arg(long)]
+    until_ns: u64,
+    /// Seed of its choices.
+    #[arg(long)]
+    seed: u64,
+    /// Its history file.
+    #[arg(long)]
+    history: PathBuf,
+    /// The resource's socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// A deliberate flaw (none, extend-blind, release-any).
+    #[arg(long, default_value = "none")]
+    broken: String,
+}
+
+/// xorshift64*: seeded, so a run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+struct Recorder {
+    file: std::fs::File,
+    worker: u32,
+    life: u32,
+}
+
+impl Recorder {
+    fn record(
+        &mut self,
+        key: &LockKey,
+        op: Op,
+        lease: Option<&Lease>,
+        start_ns: u64,
+        outcome: Outcome,
+    ) {
+        let event = Event {
+            worker: self.worker,
+            life: self.life,
+            key: key.as_str().to_owned(),
+            op,
+            fence: lease.map_or(0, Lease::fence),
+            start_ns,
+            end_ns: monotonic_ns(),
+            outcome,
+            valid_until_ns: lease.map_or(0, |l| instant_ns(l.valid_until())),
+        };
+        if let Ok(line) = serde_json::to_string(&event) {
+            // One write per line, flushed: a killed worker leaves whole lines behind.
+            let _ = self.file.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
+fn outcome_of(result: &Result<bool, LockError>) -> Outcome {
+    match result {
+        Ok(true) => Outcome::Ok,
+        Ok(false) => Outcome::Fail,
+        Err(_) => Outcome::Unknown,
+    }
+}
+
+/// Runs the worker loop until `until_ns`.
+pub async fn run(args: WorkerArgs) -> ExitCode {
+    let Some(broken) = Broken::parse(&args.broken) else {
+        eprintln!("lockcheck_worker: unknown --broken {}", args.broken);
+        return ExitCode::from(2);
+    };
+    let lock = match connect(&args.url, broken).await {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("lockcheck_worker: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let (Ok(mut resource), Ok(file)) = (
+        Client::connect(&args.socket).await,
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&args.history),
+    ) else {
+        eprintln!("lockcheck_worker: cannot reach the resource or the history file");
+        return ExitCode::from(1);
+    };
+    let mut recorder = Recorder {
+        file,
+        worker: args.worker,
+        life: args.life,
+    };
+    let mut rng = Rng(args.seed ^ (u64::from(args.worker) << 32) ^ u64::from(args.life) | 1);
+    let ttl = Duration::from_millis(args.ttl_ms);
+    while monotonic_ns() < args.until_ns {
+        let key =
+            LockKey::new(format!("lockcheck/{}", rng.below(u64::from(args.keys)))).expect("key");
+        let start = monotonic_ns();
+        let mut lease = match lock.acquire(&key, ttl, ttl * 2).await {
+            Ok(lease) => lease,
+            Err(LockError::Timeout { .. }) => {
+                recorder.record(&key, Op::Acquire, None, start, Outcome::Fail);
+                continue;
+            }
+            Err(_) => {
+                recorder.record(&key, Op::Acquire, None, start, Outcome::Unknown);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        recorder.record(&key, Op::Acquire, Some(&lease), start, Outcome::Ok);
+
+        let start = monotonic_ns();
+        let reply = resource
+            .call(&format!("W {} {}", key.as_str(), lease.fence()))
+            .await;
+        let written = if matches!(reply.as_deref(), Ok("OK")) {
+            Outcome::Ok
+        } else {
+            Outcome::Fail
+        };
+        recorder.record(&key, Op::Write, Some(&lease), start, written);
+
+        // Hold: 0 to 1.5 ttl, sometimes extending halfway; a hold past the ttl without a
+        // (working) extend is what makes other holders appear.
+        let start = monotonic_ns();
+        let read = resource.call(&format!("R {}", key.as_str())).await;
+        let value: u64 = read
+            .ok()
+            .and_then(|r| r.strip_prefix("V ").and_then(|v| v.parse().ok()))
+            .unwrap_or(0);
+        let hold = Duration::from_millis(rng.below(args.ttl_ms * 3 / 2));
+        let held_since = Instant::now();
+        if rng.below(3) == 0 {
+            tokio::time::sleep(hold / 2).await;
+            let extend_start = monotonic_ns();
+            let extended = lock.extend(&mut lease, ttl).await;
+            recorder.record(
+                &key,
+                Op::Extend,
+                Some(&lease),
+                extend_start,
+                outcome_of(&extended),
+            );
+        }
+        tokio::time::sleep(hold.saturating_sub(held_since.elapsed())).await;
+        let set = resource
+            .call(&format!(
+                "S {} {} {}",
+                key.as_str(),
+                value + 1,
+                lease.fence()
+            ))
+            .await;
+        let incremented = match set.as_deref() {
+            Ok("OK") => Outcome::Ok,
+            Ok(_) => Outcome::Fail,
+            Err(_) => Outcome::Unknown,
+        };
+        recorder.record(&key, Op::Increment, Some(&lease), start, incremented);
+
+        let start = monotonic_ns();
+        let snapshot = lease.clone();
+        let released = lock.release(lease).await;
+        recorder.record(
+            &key,
+            Op::Release,
+            Some(&snapshot),
+            start,
+            outcome_of(&released),
+        );
+    }
+    ExitCode::SUCCESS
+}
