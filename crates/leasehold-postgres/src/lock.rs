@@ -8,7 +8,7 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{jitter, keep_waiting, Deadline},
+    wait::{keep_waiting, Deadline, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use sqlx::{PgPool, Row};
@@ -21,11 +21,12 @@ use crate::{
     sql::Statements,
 };
 
-/// How long a waiter with a working listener sleeps at most between attempts, in case a
-/// notification was lost (jittered down to half).
-const FALLBACK_RETRY: Duration = Duration::from_millis(500);
-/// How long a waiter without a listener sleeps between attempts (jittered).
-const POLL_RETRY: Duration = Duration::from_millis(50);
+/// How waiters wait: at most 0.25-0.5 s between attempts while listening (in case a
+/// notification was lost), 25-50 ms without a listener.
+const WAIT: NotifiedWait = NotifiedWait {
+    fallback: Duration::from_millis(500),
+    poll: Duration::from_millis(50),
+};
 /// The longest a waiting attempt marks a key as wanted.
 const MAX_WANTED: Duration = Duration::from_secs(60);
 
@@ -224,47 +225,22 @@ impl DistributedLock for PostgresLock {
         }
         let listener = self.inner.listener.as_ref();
         let waiter = listener.map(|l| l.wakers.register(key.as_str()));
-        loop {
-            if deadline.has_passed() {
-                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
-            }
-            let listening = match (listener, deadline.at()) {
-                (None, _) => false,
-                (Some(l), _) if l.is_listening() => true,
-                (Some(l), None) => l.ready().await,
-                (Some(l), Some(at)) => tokio::time::timeout_at(at.into(), l.ready())
-                    .await
-                    .unwrap_or(false),
-            };
-            // Registered before the attempt, so a release right after it still wakes us.
-            let wake = waiter.as_ref().map(leasehold::WakeHandle::next_wake);
-            let holder_left = match self.attempt_until(key, ttl, &deadline, true).await {
-                Ok(Ok(lease)) => return Ok(lease),
-                Ok(Err(left)) => {
-                    failure = None;
-                    left
+        let waiter = waiter.as_ref();
+        WAIT.run(
+            key,
+            &deadline,
+            failure,
+            move || async move {
+                match listener {
+                    None => false,
+                    Some(l) if l.is_listening() => true,
+                    Some(l) => l.ready().await,
                 }
-                Err(error) => {
-                    keep_waiting(error, &mut failure)?;
-                    None
-                }
-            };
-            if deadline.has_passed() {
-                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
-            }
-            let healthy = listening && failure.is_none();
-            let retry = jitter(if healthy { FALLBACK_RETRY } else { POLL_RETRY });
-            let retry =
-                holder_left.map_or(retry, |left| retry.min(left + Duration::from_millis(1)));
-            let wake_at = deadline.cap(Instant::now() + retry);
-            match wake {
-                Some(wake) if healthy => tokio::select! {
-                    () = wake => {}
-                    () = tokio::time::sleep_until(wake_at.into()) => {}
-                },
-                _ => tokio::time::sleep_until(wake_at.into()).await,
-            }
-        }
+            },
+            || waiter.map(leasehold::WakeHandle::next_wake),
+            || self.attempt_until(key, ttl, &deadline, true),
+        )
+        .await
     }
 
     /// One `UPDATE`, only while the token holds an unexpired lease.

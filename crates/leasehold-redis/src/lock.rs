@@ -8,7 +8,7 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{jitter, keep_waiting, Deadline},
+    wait::{keep_waiting, Deadline, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use redis::aio::ConnectionManager;
@@ -20,11 +20,12 @@ use crate::{
     subscriber::{Subscriber, Watch},
 };
 
-/// How long a subscribed waiter sleeps at most between attempts, in case a release
-/// notification was lost (jittered down to half).
-const FALLBACK_RETRY: Duration = Duration::from_millis(500);
-/// How long a waiter without a working subscription sleeps between attempts (jittered).
-const POLL_RETRY: Duration = Duration::from_millis(50);
+/// How waiters wait: at most 0.25-0.5 s between attempts while subscribed (in case a release
+/// message was lost), 25-50 ms without a working subscription.
+const WAIT: NotifiedWait = NotifiedWait {
+    fallback: Duration::from_millis(500),
+    poll: Duration::from_millis(50),
+};
 
 /// Locks in one Redis server (or Cluster-compatible layout), through the `redis` crate.
 ///
@@ -238,45 +239,21 @@ impl DistributedLock for RedisLock {
             .subscriber
             .as_ref()
             .map(|s| s.watch(&names.channel()));
-        loop {
-            if deadline.has_passed() {
-                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
-            }
-            let subscribed = match (&watch, deadline.at()) {
-                (None, _) => false,
-                (Some(watch), None) => watch.subscribed().await,
-                (Some(watch), Some(at)) => tokio::time::timeout_at(at.into(), watch.subscribed())
-                    .await
-                    .unwrap_or(false),
-            };
-            // Registered before the attempt, so a release right after it still wakes us.
-            let wake = watch.as_ref().map(Watch::next_wake);
-            let holder_ttl = match self.attempt_until(key, &names, ttl, &deadline).await {
-                Ok(Ok(lease)) => return Ok(lease),
-                Ok(Err(left)) => {
-                    failure = None;
-                    left
+        let watch = watch.as_ref();
+        WAIT.run(
+            key,
+            &deadline,
+            failure,
+            move || async move {
+                match watch {
+                    Some(watch) => watch.subscribed().await,
+                    None => false,
                 }
-                Err(error) => {
-                    keep_waiting(error, &mut failure)?;
-                    None
-                }
-            };
-            if deadline.has_passed() {
-                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
-            }
-            let healthy = subscribed && failure.is_none();
-            let retry = jitter(if healthy { FALLBACK_RETRY } else { POLL_RETRY });
-            let retry = holder_ttl.map_or(retry, |left| retry.min(left + Duration::from_millis(1)));
-            let wake_at = deadline.cap(Instant::now() + retry);
-            match wake {
-                Some(wake) if healthy => tokio::select! {
-                    () = wake => {}
-                    () = tokio::time::sleep_until(wake_at.into()) => {}
-                },
-                _ => tokio::time::sleep_until(wake_at.into()).await,
-            }
-        }
+            },
+            || watch.map(Watch::next_wake),
+            || self.attempt_until(key, &names, ttl, &deadline),
+        )
+        .await
     }
 
     /// One `EVALSHA` round trip: compare token, then `PEXPIRE`.

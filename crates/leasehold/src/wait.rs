@@ -5,9 +5,12 @@
 
 use std::{
     collections::hash_map::RandomState,
+    future::Future,
     hash::{BuildHasher, Hasher},
     time::{Duration, Instant},
 };
+
+use tokio::sync::futures::OwnedNotified;
 
 use crate::{backend::DistributedLock, error::LockError, key::LockKey, lease::Lease};
 
@@ -121,6 +124,97 @@ pub async fn poll_acquire<L: DistributedLock + ?Sized>(
         let wake = deadline.cap(Instant::now() + jitter(pause));
         tokio::time::sleep_until(wake.into()).await;
         pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+/// One attempt of a waiting acquire: the lease, or the holder's remaining time when known.
+pub type Attempt = Result<Lease, Option<Duration>>;
+
+/// The wait loop of backends that learn about releases by notification (a pub/sub channel,
+/// `LISTEN`), shared so that every such backend waits the same way.
+///
+/// Each round: make sure notifications are flowing (bounded by the deadline), create the wake-up
+/// future *before* the attempt (so a release right after it still wakes us), attempt, then sleep
+/// until a notification, the holder's remaining time, or a jittered timer: `fallback` while
+/// notifications flow (in case one is lost), `poll` while they do not or attempts are failing.
+/// Never past the deadline; transient failures are retried as [`keep_waiting`] decides.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifiedWait {
+    /// The longest sleep between attempts while notifications flow (jittered down to half).
+    pub fallback: Duration,
+    /// The sleep between attempts without notifications (jittered down to half).
+    pub poll: Duration,
+}
+
+impl NotifiedWait {
+    /// Runs the loop after a first attempt found `key` busy (or failed transiently: pass that
+    /// error as `failure`).
+    ///
+    /// `listening` says whether notifications flow (it may wait to find out); `next_wake`
+    /// registers for the next notification (`None` without a notification source); `attempt`
+    /// tries once.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`] at the deadline, the last transient error instead if attempts were
+    /// failing then, and any other error of `attempt` at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// As the backend's `attempt`: nothing is left behind while sleeping.
+    pub async fn run<L, LFut, A, AFut>(
+        &self,
+        key: &LockKey,
+        deadline: &Deadline,
+        mut failure: Option<LockError>,
+        mut listening: L,
+        next_wake: impl Fn() -> Option<OwnedNotified>,
+        mut attempt: A,
+    ) -> Result<Lease, LockError>
+    where
+        L: FnMut() -> LFut,
+        LFut: Future<Output = bool>,
+        A: FnMut() -> AFut,
+        AFut: Future<Output = Result<Attempt, LockError>>,
+    {
+        loop {
+            if deadline.has_passed() {
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
+            }
+            let notified = match deadline.at() {
+                None => listening().await,
+                Some(at) => tokio::time::timeout_at(at.into(), listening())
+                    .await
+                    .unwrap_or(false),
+            };
+            let wake = next_wake();
+            let holder_left = match attempt().await {
+                Ok(Ok(lease)) => return Ok(lease),
+                Ok(Err(left)) => {
+                    failure = None;
+                    left
+                }
+                Err(error) => {
+                    keep_waiting(error, &mut failure)?;
+                    None
+                }
+            };
+            if deadline.has_passed() {
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
+            }
+            let healthy = notified && failure.is_none();
+            let retry = jitter(if healthy { self.fallback } else { self.poll });
+            let retry =
+                holder_left.map_or(retry, |left| retry.min(left + Duration::from_millis(1)));
+            let wake_at = deadline.cap(Instant::now() + retry);
+            match wake {
+                Some(wake) if healthy => tokio::select! {
+                    () = wake => {}
+                    () = tokio::time::sleep_until(wake_at.into()) => {}
+                },
+                _ => tokio::time::sleep_until(wake_at.into()).await,
+            }
+        }
     }
 }
 
