@@ -138,8 +138,8 @@ impl PrivateCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// `pg_ctl stop -m immediate` (a crash, as far as clients can tell), then start again.
-    pub fn restart_immediately(&self) {
+    /// `pg_ctl stop -m immediate`: a crash, as far as clients can tell.
+    fn stop_immediately(&self) {
         let data = self.dir.join("data");
         run_pg(
             &self.bin,
@@ -153,25 +153,18 @@ impl PrivateCluster {
                 "stop",
             ],
         );
+    }
+
+    /// Stops immediately, then starts again.
+    pub fn restart_immediately(&self) {
+        self.stop_immediately();
         self.pg_ctl_start();
     }
 }
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        run_pg(
-            &self.bin,
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        self.stop_immediately();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
