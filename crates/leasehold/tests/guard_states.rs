@@ -82,3 +82,14 @@ async fn bad_keys_and_options_are_rejected_before_any_backend_call() {
     assert!(matches!(err, LockError::InvalidConfig { .. }), "{err:?}");
     assert!(err.to_string().contains("renew interval 3s"), "{err}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn huge_waits_and_caps_are_accepted_without_panicking() {
+    let locker = Locker::new(MemoryLock::new());
+    let options = LockOptions::default()
+        .with_wait(Duration::MAX)
+        .with_max_hold(Duration::MAX);
+    let guard = locker.lock("huge", options).await.unwrap();
+    assert_eq!(guard.state(), GuardState::Held);
+    assert!(guard.release().await.unwrap());
+}

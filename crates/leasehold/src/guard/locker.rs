@@ -188,7 +188,10 @@ impl Locker {
         let (stop, stopped) = oneshot::channel();
         let renewal = Renewal {
             backend: Arc::clone(&self.backend),
-            renew_until: options.max_hold().map(|cap| Instant::now() + cap),
+            // A cap too large to represent is no cap.
+            renew_until: options
+                .max_hold()
+                .and_then(|cap| Instant::now().checked_add(cap)),
             renew_every: options.renew_every(),
             lease,
             view: view.clone(),
