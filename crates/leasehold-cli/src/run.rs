@@ -127,7 +127,10 @@ pub(crate) async fn run(
     let mut killed = false;
     let mut renewal_check = tokio::time::interval(Duration::from_millis(200));
     let status: std::io::Result<ExitStatus> = loop {
-        let kill_at = lost_at.filter(|_| !killed).map(|at| at + args.grace);
+        // A grace too large to add to now means the command is never killed.
+        let kill_at = lost_at
+            .filter(|_| !killed)
+            .and_then(|at| at.checked_add(args.grace));
         tokio::select! {
             status = child.wait() => break status,
             _ = interrupts.recv() => send(Signal::SIGINT),
