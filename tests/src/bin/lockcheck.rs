@@ -201,6 +201,7 @@ async fn main() -> ExitCode {
         .collect();
     let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut faults = Vec::new();
+    let mut deaths: HashMap<(u32, u32), u64> = HashMap::new();
     let quiet_from = until_ns.saturating_sub(u64::try_from((args.ttl * 3).as_nanos()).unwrap_or(0));
     while !kinds.is_empty() && monotonic_ns() < quiet_from {
         tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_500))).await;
@@ -220,6 +221,7 @@ async fn main() -> ExitCode {
         } else {
             let _ = child.kill();
             let _ = child.wait();
+            deaths.insert((worker as u32, *life), monotonic_ns());
             *life += 1;
             match spawn(worker as u32, *life) {
                 Ok(restarted) => *child = restarted,
@@ -257,7 +259,7 @@ async fn main() -> ExitCode {
         .iter()
         .map(|(key, s)| (key.clone(), (s.counter, s.rejected)))
         .collect();
-    let findings = check(&events, &counters);
+    let findings = check(&events, &counters, &deaths);
     let violations = findings.violations();
     let real = args.broken == "none";
     let passed = if real {
@@ -295,9 +297,9 @@ async fn main() -> ExitCode {
     );
     let f = &report.findings;
     println!(
-        "lockcheck {} (broken: {}) seed {} {:?} workers {} keys {} ttl {:?}\n  operations {:?}\n  holds {}  faults {:?}\n  validity overlaps {}  fence violations {}  lost updates {}  stale writes rejected {}\n  => {}  ({})",
+        "lockcheck {} (broken: {}) seed {} {:?} workers {} keys {} ttl {:?}\n  operations {:?}\n  holds {} (expired on arrival {})  faults {:?}\n  validity overlaps {}  fence violations {}  lost updates {}  stale writes rejected {}\n  => {}  ({})",
         report.backend, report.broken, report.seed, args.duration, report.workers, report.keys, args.ttl,
-        f.operations, f.holds, report.faults, f.validity_overlaps, f.fence_violations, f.lost_updates,
+        f.operations, f.holds, f.expired_on_arrival, report.faults, f.validity_overlaps, f.fence_violations, f.lost_updates,
         f.stale_writes_rejected, report.verdict, out.join("report.json").display()
     );
     if passed {

@@ -23,6 +23,9 @@ pub struct Findings {
     pub operations: HashMap<String, u64>,
     /// Successful acquisitions.
     pub holds: u64,
+    /// Acquisitions whose lease had already ended when the worker learned of it (a worker paused
+    /// while its request was answered): never valid, so left out of the overlap and fence checks.
+    pub expired_on_arrival: u64,
     /// Pairs of holders of one key whose validity intervals overlap: a library bug.
     pub validity_overlaps: u64,
     /// Grants whose fence is not above the previous grant's on that key.
@@ -41,7 +44,15 @@ impl Findings {
 }
 
 /// Checks `events` (all workers, any order) against the resource's final counters.
-pub fn check(events: &[Event], counters: &HashMap<String, (u64, u64)>) -> Findings {
+///
+/// `deaths` gives, per (worker, life), when the nemesis killed that process: a dead process
+/// believes nothing, so its hold ends there (backends that free a lock with its connection hand
+/// it on at once).
+pub fn check(
+    events: &[Event],
+    counters: &HashMap<String, (u64, u64)>,
+    deaths: &HashMap<(u32, u32), u64>,
+) -> Findings {
     let mut findings = Findings::default();
     let mut by_life: HashMap<(u32, u32), Vec<&Event>> = HashMap::new();
     for event in events {
@@ -90,13 +101,21 @@ pub fn check(events: &[Event], counters: &HashMap<String, (u64, u64)>) -> Findin
                 _ => {}
             }
         }
-        // A worker killed while holding: its belief ended with its validity.
+        // A worker killed while holding: its belief ended with its validity or its death.
         if let Some(mut hold) = current {
             hold.end_ns = valid_until;
             holds.push(hold);
         }
     }
     findings.holds = holds.len() as u64;
+    for hold in &mut holds {
+        if let Some(death) = deaths.get(&hold.holder) {
+            hold.end_ns = hold.end_ns.min(*death);
+        }
+    }
+    let valid = holds.len();
+    holds.retain(|hold| hold.end_ns > hold.start_ns);
+    findings.expired_on_arrival = (valid - holds.len()) as u64;
     let mut by_key: HashMap<&str, Vec<&Hold>> = HashMap::new();
     for hold in &holds {
         by_key.entry(hold.key.as_str()).or_default().push(hold);
@@ -164,7 +183,7 @@ mod tests {
             event(2, Op::Acquire, 2, 55, 70, 200),
             event(2, Op::Release, 2, 150, 160, 200),
         ];
-        let found = check(&events, &HashMap::new());
+        let found = check(&events, &HashMap::new(), &HashMap::new());
         assert_eq!(found.holds, 2);
         assert_eq!(found.violations(), 0, "{found:?}");
     }
@@ -181,22 +200,49 @@ mod tests {
             event(2, Op::Release, 5, 150, 160, 200),
         ];
         let counters = HashMap::from([("k".to_owned(), (1, 3))]);
-        let found = check(&events, &counters);
+        let found = check(&events, &counters, &HashMap::new());
         assert_eq!(found.validity_overlaps, 1);
         assert_eq!(found.fence_violations, 1);
         assert_eq!(found.lost_updates, 1);
         assert_eq!(found.stale_writes_rejected, 3);
         // Ending before the next grant removes the overlap.
         events[2].start_ns = 45;
-        assert_eq!(check(&events, &counters).validity_overlaps, 0);
+        assert_eq!(
+            check(&events, &counters, &HashMap::new()).validity_overlaps,
+            0
+        );
     }
 
     #[test]
-    fn a_killed_holder_believes_until_its_validity_ends() {
+    fn a_killed_holder_believes_until_its_validity_ends_or_its_death() {
         let events = vec![
             event(1, Op::Acquire, 1, 0, 10, 100),
             event(2, Op::Acquire, 2, 20, 80, 300),
         ];
-        assert_eq!(check(&events, &HashMap::new()).validity_overlaps, 1);
+        assert_eq!(
+            check(&events, &HashMap::new(), &HashMap::new()).validity_overlaps,
+            1
+        );
+        // Killed at 15, before worker 2 was granted the lock: no overlap.
+        let deaths = HashMap::from([((1, 0), 15)]);
+        assert_eq!(
+            check(&events, &HashMap::new(), &deaths).validity_overlaps,
+            0
+        );
+    }
+
+    #[test]
+    fn a_lease_that_ended_before_its_holder_heard_of_it_is_left_out_of_the_order() {
+        // Worker 1 was paused while its request was granted (fence 1, valid until 100) and
+        // heard of it at 500; worker 2 got fence 2 at 200 in between.
+        let events = vec![
+            event(2, Op::Acquire, 2, 150, 200, 400),
+            event(2, Op::Release, 2, 300, 310, 400),
+            event(1, Op::Acquire, 1, 0, 500, 100),
+            event(1, Op::Release, 1, 510, 520, 100),
+        ];
+        let found = check(&events, &HashMap::new(), &HashMap::new());
+        assert_eq!(found.expired_on_arrival, 1);
+        assert_eq!(found.violations(), 0, "{found:?}");
     }
 }
