@@ -165,12 +165,26 @@ impl Advisory {
             }
         };
         // The server's lock_timeout ends the wait; this bounds a server that does not answer.
-        let (tx, fence, sent_at) = match deadline.at() {
+        let (mut tx, fence, mut sent_at) = match deadline.at() {
             Some(at) => tokio::time::timeout_at((at + Duration::from_millis(50)).into(), attempt)
                 .await
                 .map_err(|_| deadline.timeout(key))??,
             None => attempt.await?,
         };
+        // The server's idle countdown started when the lock was granted, somewhere during the
+        // wait, but all we know is that it started after `sent_at`. After a long wait that bound
+        // leaves the lease little or no validity, so restart the countdown with one more
+        // statement and count from just before it.
+        if sent_at.elapsed() > ttl / 10 {
+            let touched_at = Instant::now();
+            sqlx::query(&statements.advisory_extend)
+                .persistent(statements.persistent)
+                .bind(millis(ttl))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map(e, Some(key)))?;
+            sent_at = touched_at;
+        }
         let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
         self.keep(token, tx, sent_at + ttl);
         Ok(lease)

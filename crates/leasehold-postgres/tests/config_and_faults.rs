@@ -301,3 +301,40 @@ async fn advisory_waiters_are_served_first_come_first_served() {
     }
     assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_lease_won_after_a_long_wait_still_has_its_validity() {
+    let lock = Arc::new(
+        PostgresLock::builder()
+            .url(shared_url())
+            .strategy(leasehold_postgres::Strategy::Advisory)
+            .build()
+            .await
+            .unwrap(),
+    );
+    let key = unique("long-wait");
+    let held = lock
+        .try_acquire(&key, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let releaser = {
+        let lock = Arc::clone(&lock);
+        tokio::spawn(async move {
+            sleep(Duration::from_millis(1_500)).await;
+            lock.release(held).await.unwrap();
+        })
+    };
+    // Waits 1.5 s, longer than the ttl it asks for.
+    let lease = lock
+        .acquire(&key, Duration::from_secs(1), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        lease.remaining() > Duration::from_millis(800),
+        "a 1 s lease won after a 1.5 s wait has only {:?} left",
+        lease.remaining()
+    );
+    releaser.await.unwrap();
+    assert!(lock.release(lease).await.unwrap());
+}

@@ -219,9 +219,11 @@ async fn main() -> ExitCode {
             tokio::time::sleep(args.ttl * 3 / 2).await;
             let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
         } else {
+            // Its beliefs end when the signal is sent: a lock freed by its death (advisory locks
+            // go with the connection) can only be granted after that.
+            deaths.insert((worker as u32, *life), start_ns);
             let _ = child.kill();
             let _ = child.wait();
-            deaths.insert((worker as u32, *life), monotonic_ns());
             *life += 1;
             match spawn(worker as u32, *life) {
                 Ok(restarted) => *child = restarted,
