@@ -1,5 +1,7 @@
 # Recipes for working on leasehold. `just --list` shows them.
 
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
 # Everything CI runs: servers, fmt, clippy, all tests.
 test:
     scripts/test.sh
