@@ -215,12 +215,7 @@ async fn advisory_holders_whose_backend_is_terminated_lose_the_lock_at_once() {
         .build()
         .await
         .unwrap();
-    let other = PostgresLock::builder()
-        .url(shared_url())
-        .strategy(leasehold_postgres::Strategy::Advisory)
-        .build()
-        .await
-        .unwrap();
+    let other = support::shared_advisory_lock().await;
     let locker = Locker::new(lock.clone());
     let options = LockOptions::default()
         .with_ttl(Duration::from_secs(30))
@@ -267,14 +262,7 @@ async fn advisory_holders_whose_backend_is_terminated_lose_the_lock_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisory_waiters_are_served_first_come_first_served() {
-    let lock = Arc::new(
-        PostgresLock::builder()
-            .url(shared_url())
-            .strategy(leasehold_postgres::Strategy::Advisory)
-            .build()
-            .await
-            .unwrap(),
-    );
+    let lock = Arc::new(support::shared_advisory_lock().await);
     let key = unique("fifo");
     let held = lock
         .try_acquire(&key, Duration::from_secs(10))
@@ -304,14 +292,7 @@ async fn advisory_waiters_are_served_first_come_first_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advisory_lease_won_after_a_long_wait_still_has_its_validity() {
-    let lock = Arc::new(
-        PostgresLock::builder()
-            .url(shared_url())
-            .strategy(leasehold_postgres::Strategy::Advisory)
-            .build()
-            .await
-            .unwrap(),
-    );
+    let lock = Arc::new(support::shared_advisory_lock().await);
     let key = unique("long-wait");
     let held = lock
         .try_acquire(&key, Duration::from_secs(10))

@@ -3,17 +3,13 @@
 mod support;
 
 async fn lock() -> leasehold_postgres::PostgresLock {
-    let url = support::shared_url();
-    leasehold_postgres::PostgresLock::builder()
-        .url(&url)
-        .strategy(leasehold_postgres::Strategy::Advisory)
-        // One connection per held lock plus one per waiter: the stress case needs 33.
-        .max_connections(40)
-        .build()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot reach PostgreSQL at {url}: {e}\nstart it with `scripts/services.sh`")
-        })
+    // One connection per held lock plus one per waiter: the stress case needs 33.
+    support::connect_shared(
+        leasehold_postgres::PostgresLock::builder()
+            .strategy(leasehold_postgres::Strategy::Advisory)
+            .max_connections(40),
+    )
+    .await
 }
 
 leasehold_conformance::suite!(lock());

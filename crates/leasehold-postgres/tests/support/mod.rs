@@ -9,7 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use leasehold_postgres::PostgresLock;
+use leasehold_postgres::{PostgresLock, PostgresLockBuilder, Strategy};
 
 pub fn shared_url() -> String {
     std::env::var("LEASEHOLD_POSTGRES_URL")
@@ -17,8 +17,18 @@ pub fn shared_url() -> String {
 }
 
 pub async fn shared_lock() -> PostgresLock {
+    connect_shared(PostgresLock::builder()).await
+}
+
+/// The advisory strategy on the shared server.
+pub async fn shared_advisory_lock() -> PostgresLock {
+    connect_shared(PostgresLock::builder().strategy(Strategy::Advisory)).await
+}
+
+/// Builds `builder` against the shared server, failing with instructions when it is not there.
+pub async fn connect_shared(builder: PostgresLockBuilder) -> PostgresLock {
     let url = shared_url();
-    PostgresLock::connect(&url).await.unwrap_or_else(|e| {
+    builder.url(&url).build().await.unwrap_or_else(|e| {
         panic!(
             "cannot reach PostgreSQL at {url}: {e}\n\
              start it with `scripts/services.sh` (or run the tests through `scripts/test.sh`), \
