@@ -48,10 +48,16 @@ struct Held {
 /// the lock.
 type Slot = Arc<tokio::sync::Mutex<Held>>;
 
+/// A user's own mapping from lock keys to advisory keys (see
+/// [`PostgresLockBuilder::advisory_keys`](crate::PostgresLockBuilder::advisory_keys)).
+pub(crate) type KeyFn = Arc<dyn Fn(&LockKey) -> i64 + Send + Sync>;
+
 /// The transactions of the leases this process holds.
-#[derive(Default)]
 pub(crate) struct Advisory {
     held: Mutex<HashMap<LeaseToken, Slot>>,
+    /// Mixed into the default key hash: the lease table's qualified name.
+    namespace: String,
+    custom: Option<KeyFn>,
 }
 
 impl std::fmt::Debug for Advisory {
@@ -72,6 +78,21 @@ fn millis_at_least(duration: Duration) -> String {
 }
 
 impl Advisory {
+    pub(crate) fn new(namespace: String, custom: Option<KeyFn>) -> Self {
+        Self {
+            held: Mutex::default(),
+            namespace,
+            custom,
+        }
+    }
+
+    fn key_of(&self, key: &LockKey) -> i64 {
+        match &self.custom {
+            Some(custom) => custom(key),
+            None => advisory_key(&self.namespace, key),
+        }
+    }
+
     fn held(&self) -> MutexGuard<'_, HashMap<LeaseToken, Slot>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -96,7 +117,6 @@ impl Advisory {
         &self,
         pool: &PgPool,
         statements: &Statements,
-        namespace: &str,
         key: &LockKey,
         ttl: Duration,
     ) -> Result<Option<Lease>, LockError> {
@@ -106,7 +126,7 @@ impl Advisory {
         let mut tx = pool.begin().await.map_err(|e| map(e, Some(key)))?;
         let (fence, _): (Option<i64>, String) = sqlx::query_as(&statements.advisory_try)
             .persistent(statements.persistent)
-            .bind(advisory_key(namespace, key))
+            .bind(self.key_of(key))
             .bind(millis(ttl))
             .fetch_one(&mut *tx)
             .await
@@ -128,7 +148,6 @@ impl Advisory {
         &self,
         pool: &PgPool,
         statements: &Statements,
-        namespace: &str,
         key: &LockKey,
         ttl: Duration,
         wait: Duration,
@@ -147,7 +166,7 @@ impl Advisory {
                 let fenced: Result<(i64, String), sqlx::Error> =
                     sqlx::query_as(&statements.advisory_wait)
                         .persistent(statements.persistent)
-                        .bind(advisory_key(namespace, key))
+                        .bind(self.key_of(key))
                         .bind(millis(ttl))
                         .bind(lock_timeout)
                         .fetch_one(&mut *tx)

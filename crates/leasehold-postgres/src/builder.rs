@@ -9,7 +9,7 @@ use sqlx::{
 };
 
 use crate::{
-    advisory::Advisory,
+    advisory::{Advisory, KeyFn},
     error::map,
     ident::Ident,
     listener::Listener,
@@ -75,6 +75,7 @@ pub struct PostgresLockBuilder {
     max_connections: u32,
     strategy: Strategy,
     prepared_statements: bool,
+    advisory_keys: Option<KeyFn>,
 }
 
 impl std::fmt::Debug for PostgresLockBuilder {
@@ -86,6 +87,7 @@ impl std::fmt::Debug for PostgresLockBuilder {
             .field("migrate", &self.migrate)
             .field("notifications", &self.notifications)
             .field("strategy", &self.strategy)
+            .field("custom_advisory_keys", &self.advisory_keys.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +122,7 @@ impl PostgresLock {
             max_connections: 10,
             strategy: Strategy::LeaseTable,
             prepared_statements: true,
+            advisory_keys: None,
         }
     }
 
@@ -226,6 +229,18 @@ impl PostgresLockBuilder {
         self
     }
 
+    /// Advisory strategy: map lock keys to 64-bit advisory keys with `key_of` instead of the
+    /// default hash (SHA-256, see the crate docs), e.g. to share locks with code that calls
+    /// `pg_advisory_lock(n)` itself. Keys that map to the same number contend with each other
+    /// (false contention), and can never both be held at once.
+    pub fn advisory_keys(
+        mut self,
+        key_of: impl Fn(&leasehold::LockKey) -> i64 + Send + Sync + 'static,
+    ) -> Self {
+        self.advisory_keys = Some(Arc::new(key_of));
+        self
+    }
+
     /// Size of the pool made for a URL (default 10; the `LISTEN` connection is extra).
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max;
@@ -279,13 +294,14 @@ impl PostgresLockBuilder {
         );
         let advisory = self.strategy == Strategy::Advisory;
         // The advisory strategy waits in the server's lock queue: no listener needed.
+        let qualified = format!("{}.{}", schema.as_str(), table.as_str());
         let listener = (self.notifications && !advisory)
             .then(|| Listener::start(pool.clone(), channel.as_str().to_owned()));
         let lock = PostgresLock {
             inner: Arc::new(Inner {
                 statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
-                advisory: advisory.then(Advisory::default),
-                table: format!("{}.{}", schema.as_str(), table.as_str()),
+                advisory: advisory.then(|| Advisory::new(qualified.clone(), self.advisory_keys)),
+                table: qualified,
                 pool,
                 channel,
                 listener,

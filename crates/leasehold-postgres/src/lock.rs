@@ -188,7 +188,7 @@ impl DistributedLock for PostgresLock {
         if let Some(advisory) = &self.inner.advisory {
             let inner = &self.inner;
             return advisory
-                .try_acquire(&inner.pool, &inner.statements, &inner.table, key, ttl)
+                .try_acquire(&inner.pool, &inner.statements, key, ttl)
                 .await;
         }
         let token = LeaseToken::random()?;
@@ -213,7 +213,7 @@ impl DistributedLock for PostgresLock {
         if let Some(advisory) = &self.inner.advisory {
             let inner = &self.inner;
             return advisory
-                .acquire(&inner.pool, &inner.statements, &inner.table, key, ttl, wait)
+                .acquire(&inner.pool, &inner.statements, key, ttl, wait)
                 .await;
         }
         let deadline = Deadline::after(wait);

@@ -49,11 +49,19 @@ impl Statements {
             // fence + 1. A held row is left alone; the row is then read back (from the
             // statement's snapshot) for the holder's remaining time in ms, and a waiting caller
             // ($4 > 0) marks it wanted for $4 ms so that the release notifies.
+            // The upsert is only tried when the statement's snapshot shows the key free:
+            // ON CONFLICT locks the row even when its WHERE then refuses, and a row lock is a
+            // write (a flushed commit, and a queue behind the holder's release), which every
+            // busy attempt of every waiter would pay. A row freed after the snapshot was taken
+            // is seen by the next attempt (the release's notification or the holder's expiry
+            // triggers one).
             // $1 key, $2 token, $3 ttl in ms, $4 wait in ms (0: not waiting).
             acquire: format!(
                 "WITH taken AS (
                     INSERT INTO {t} AS l (key, token, fence, expires_at)
-                    VALUES ($1, $2, 1, clock_timestamp() + $3::float8 * interval '1 millisecond')
+                    SELECT $1::text, $2::bytea, 1, clock_timestamp() + $3::float8 * interval '1 millisecond'
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM {t} WHERE key = $1 AND expires_at > clock_timestamp())
                     ON CONFLICT (key) DO UPDATE
                         SET token = EXCLUDED.token, fence = l.fence + 1, expires_at = EXCLUDED.expires_at
                         WHERE l.token IS NULL OR l.expires_at <= clock_timestamp()
@@ -83,13 +91,18 @@ impl Statements {
             // notifies waiters, if any said they wait. NOTIFY is sent at commit, and notifying
             // commits are serialised by PostgreSQL (one lock, held through the commit flush),
             // so releases nobody waits for do not notify. $1 key, $2 token, $3 channel.
+            // The release commits without waiting for its WAL flush (synchronous_commit off
+            // for this transaction only): a release lost in a server crash leaves the lease
+            // to expire at its ttl, which is safe, and the next acquire's flushed commit also
+            // flushes the release before it, so a lock is never handed on by a release that
+            // could be lost.
             release: format!(
                 "WITH released AS (
                     UPDATE {t} SET token = NULL, expires_at = NULL
                     WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
                     RETURNING key, wanted_until > clock_timestamp() AS wanted
                 )
-                SELECT released.key FROM released
+                SELECT released.key, set_config('synchronous_commit', 'off', true) FROM released
                 LEFT JOIN LATERAL (SELECT pg_notify($3, released.key) WHERE released.wanted) AS notified ON true"
             ),
             // Fences of the advisory strategy. nextval is never rolled back, so a killed

@@ -52,6 +52,8 @@ pub struct PrivateCluster {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Server options added for TLS, if it serves TLS.
+    tls: Option<String>,
 }
 
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
@@ -85,6 +87,16 @@ fn nix_is_root() -> bool {
 
 impl PrivateCluster {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A cluster that also serves TLS with a certificate for 127.0.0.1 from a throwaway CA
+    /// ([`ca_file`](Self::ca_file)), made by `scripts/test-certs.sh`.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -115,7 +127,20 @@ impl PrivateCluster {
                 "--no-sync",
             ],
         );
-        let cluster = Self { port, dir, bin };
+        let tls = tls.then(|| {
+            let certs = dir.join("tls");
+            make_certs(&certs);
+            format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                certs.display()
+            )
+        });
+        let cluster = Self {
+            port,
+            dir,
+            bin,
+            tls,
+        };
         cluster.pg_ctl_start();
         cluster
     }
@@ -123,9 +148,10 @@ impl PrivateCluster {
     fn pg_ctl_start(&self) {
         let data = self.dir.join("data");
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.tls.as_deref().unwrap_or("")
         );
         let log = self.dir.join("server.log");
         run_pg(
@@ -142,6 +168,27 @@ impl PrivateCluster {
                 "start",
             ],
         );
+    }
+
+    /// The CA that signed the server certificate of a [`start_tls`](Self::start_tls) cluster.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/ca.crt")
+    }
+
+    /// The pids of the server processes serving connections with this `application_name`.
+    pub async fn backend_pids(&self, application_name: &str) -> Vec<i32> {
+        let pool = sqlx::PgPool::connect(&self.url())
+            .await
+            .expect("private cluster");
+        let pids = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+        )
+        .bind(application_name)
+        .fetch_all(&pool)
+        .await
+        .expect("pg_stat_activity");
+        pool.close().await;
+        pids
     }
 
     pub fn url(&self) -> String {
@@ -170,6 +217,53 @@ impl PrivateCluster {
         self.stop_immediately();
         self.pg_ctl_start();
     }
+}
+
+/// Makes a CA and a server certificate in `dir` with `scripts/test-certs.sh`, readable by the
+/// server.
+fn make_certs(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-certs.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(status.success(), "{} failed", script.display());
+    if nix_is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(dir)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+}
+
+/// Server processes stopped with SIGSTOP, continued (SIGCONT) when dropped, also when a test
+/// fails, so that the cluster can still be stopped.
+pub struct Stopped(Vec<i32>);
+
+impl Stopped {
+    pub fn stop(pids: Vec<i32>) -> Self {
+        assert!(!pids.is_empty(), "no server process to stop");
+        signal("STOP", &pids);
+        Self(pids)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("CONT", &self.0);
+    }
+}
+
+fn signal(name: &str, pids: &[i32]) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(ToString::to_string))
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pids:?} failed");
 }
 
 impl Drop for PrivateCluster {
