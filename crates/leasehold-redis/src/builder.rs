@@ -46,6 +46,8 @@ pub struct RedisLockBuilder {
     response_timeout: Duration,
     connect_timeout: Duration,
     check_eviction: bool,
+    #[cfg(feature = "tls")]
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisLockBuilder {
@@ -92,6 +94,8 @@ impl RedisLock {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             check_eviction: true,
+            #[cfg(feature = "tls")]
+            root_certificate: None,
         }
     }
 }
@@ -145,6 +149,14 @@ impl RedisLockBuilder {
         self
     }
 
+    /// For a `rediss://` URL: trust only this CA certificate (PEM), instead of the system's
+    /// roots, e.g. a private CA. The server's certificate must still name the URL's host.
+    #[cfg(feature = "tls")]
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
     /// Connects.
     ///
     /// # Errors
@@ -169,21 +181,21 @@ impl RedisLockBuilder {
             }
             Some(Source::Url(url)) => {
                 install_tls_provider(&url);
-                let client = redis::Client::open(url.as_str()).map_err(|e| {
+                #[cfg(feature = "tls")]
+                let client = open_with_root(&url, self.root_certificate);
+                #[cfg(not(feature = "tls"))]
+                let client = redis::Client::open(url.as_str());
+                let client = client.map_err(|e| {
                     LockError::invalid_config(
                         format!("redis URL {}", redact_url(&url)),
                         e.to_string(),
                     )
                 })?;
-                let conn = ConnectionManager::new_with_config(client.clone(), config)
-                    .await
-                    .map_err(map)?;
+                let conn = manage(&client, config, self.connect_timeout).await?;
                 (conn, Some(client))
             }
             Some(Source::Client(client)) => {
-                let conn = ConnectionManager::new_with_config(client.clone(), config)
-                    .await
-                    .map_err(map)?;
+                let conn = manage(&client, config, self.connect_timeout).await?;
                 (conn, Some(client))
             }
             Some(Source::Connection(conn, client)) => (conn, client),
@@ -260,6 +272,29 @@ impl RedisLock {
     }
 }
 
+/// A `ConnectionManager` for `client`. It retries a failed first connection with backoff
+/// (seconds); one plain attempt first makes refusals that no retry can fix (a wrong password, an
+/// untrusted TLS certificate) fail at once.
+async fn manage(
+    client: &redis::Client,
+    config: ConnectionManagerConfig,
+    connect_timeout: Duration,
+) -> Result<ConnectionManager, LockError> {
+    let probe = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(connect_timeout));
+    if let Err(error) = client
+        .get_multiplexed_async_connection_with_config(&probe)
+        .await
+    {
+        let error = map(error);
+        if !error.is_transient() {
+            return Err(error);
+        }
+    }
+    ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(map)
+}
+
 /// The URL with any password replaced by `***`, for messages.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -295,6 +330,25 @@ fn install_tls_provider(url: &str) {
 
 #[cfg(not(feature = "tls"))]
 fn install_tls_provider(_url: &str) {}
+
+/// A client for `url`, trusting only `root` (PEM) for TLS when given.
+#[cfg(feature = "tls")]
+fn open_with_root(url: &str, root: Option<Vec<u8>>) -> redis::RedisResult<redis::Client> {
+    match root {
+        None => redis::Client::open(url),
+        Some(_) if !url.starts_with("rediss://") => Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "a root certificate was given for a URL without TLS (use rediss://)",
+        ))),
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            },
+        ),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ pub(crate) const BACKEND: &str = "redis";
 
 /// Whether retrying may help: the server was unreachable, slow, restarting or failing over.
 pub(crate) fn is_transient(error: &RedisError) -> bool {
-    error.is_io_error()
+    !refused_certificate(error) && error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -25,8 +25,35 @@ pub(crate) fn is_transient(error: &RedisError) -> bool {
         )
 }
 
+/// Whether TLS failed because the server's certificate was refused (unknown CA, wrong name,
+/// expired): a configuration problem that retrying cannot fix.
+#[cfg(feature = "tls")]
+fn refused_certificate(error: &RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    // `redis` keeps an I/O error as the `source`, inside an `Arc`; tokio-rustls puts the
+    // rustls error inside the I/O error.
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    let source: &(dyn std::error::Error + 'static) = match source.downcast_ref::<Shared>() {
+        Some(shared) => &**shared,
+        None => source,
+    };
+    source
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn refused_certificate(_error: &RedisError) -> bool {
+    false
+}
+
 /// Transient failures (connection, timeout, loading, failover) become
-/// `FailureKind::Transient`; everything else (NOPERM, authentication, bad config) permanent.
+/// `FailureKind::Transient`; everything else (NOPERM, authentication, a refused TLS certificate,
+/// bad config) permanent.
 pub(crate) fn map(error: RedisError) -> LockError {
     if is_transient(&error) {
         LockError::transient(BACKEND, error)

@@ -43,11 +43,23 @@ pub struct PrivateRedis {
     child: Option<Child>,
     dir: PathBuf,
     extra_args: Vec<String>,
+    /// Serves TLS only, with certificates in `dir/tls`.
+    tls: bool,
 }
 
 impl PrivateRedis {
     /// Starts one with extra command-line arguments (e.g. `--maxmemory-policy volatile-lru`).
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_with(extra_args, false)
+    }
+
+    /// One that serves only TLS, with a certificate for 127.0.0.1 from a throwaway CA
+    /// ([`ca_file`](Self::ca_file)) made by `scripts/test-certs.sh`.
+    pub fn start_tls() -> Self {
+        Self::start_with(&[], true)
+    }
+
+    fn start_with(extra_args: &[&str], tls: bool) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "leasehold-redis-test-{port}-{}",
@@ -59,7 +71,30 @@ impl PrivateRedis {
             child: None,
             dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            tls,
         };
+        if tls {
+            make_certs(&server.dir.join("tls"));
+            let certs = server.dir.join("tls").display().to_string();
+            let port = server.port.to_string();
+            server.extra_args.extend(
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-cert-file",
+                    &format!("{certs}/server.crt"),
+                    "--tls-key-file",
+                    &format!("{certs}/server.key"),
+                    "--tls-ca-cert-file",
+                    &format!("{certs}/ca.crt"),
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .map(str::to_owned),
+            );
+        }
         server.spawn();
         server
     }
@@ -83,6 +118,14 @@ impl PrivateRedis {
     fn wait_until_ready(&self) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
+            if self.tls {
+                // Later arguments win: `--port 0` turned plain TCP off; wait for the TLS port.
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             if let Ok(mut conn) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
                 if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
                     return;
@@ -97,7 +140,13 @@ impl PrivateRedis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA of a [`start_tls`](Self::start_tls) server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/ca.crt")
     }
 
     pub fn pid(&self) -> u32 {
@@ -143,6 +192,18 @@ impl Drop for PrivateRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Makes a CA and a server certificate in `dir` with `scripts/test-certs.sh`.
+fn make_certs(dir: &std::path::Path) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-certs.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(status.success(), "{} failed", script.display());
 }
 
 fn signal(name: &str, pid: u32) {
