@@ -146,9 +146,14 @@ async fn measure(
             );
             if contender.can_wait() {
                 let hold = Duration::from_millis(1);
-                let m =
-                    scenarios::contended(Arc::clone(contender), &tag, 8, hold, args.duration).await;
-                record("8 tasks, one key, 1 ms hold", index, m);
+                for (scenario, away) in [
+                    ("8 tasks, one key, 1 ms hold", Duration::ZERO),
+                    ("8 tasks, one key, 1 ms hold, 1 ms away", hold),
+                ] {
+                    let contender = Arc::clone(contender);
+                    let m = scenarios::contended(contender, &tag, 8, hold, away, args.duration);
+                    record(scenario, index, m.await);
+                }
             }
         }
     }

@@ -72,7 +72,8 @@ pub(crate) fn table(report: &Report) -> String {
         if let Some(f) = row.median.fairness {
             let _ = writeln!(
                 fairness,
-                "| {} | {} | {:.0} % | {} / {} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {:.0} % | {} / {} | {:.1} | {:.1} | {:.1} |",
+                row.scenario,
                 row.contender,
                 f.hand_offs,
                 f.retaken_by_releaser_pct,
@@ -88,9 +89,9 @@ pub(crate) fn table(report: &Report) -> String {
         let _ = writeln!(out, "\nContended fairness (8 tasks, one key):\n");
         let _ = writeln!(
             out,
-            "| contender | hand-offs | retaken by releaser | min / max sections per task | wait p50 ms | wait p99 ms | worst wait ms |"
+            "| scenario | contender | hand-offs | retaken by releaser | min / max sections per task | wait p50 ms | wait p99 ms | worst wait ms |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
         out.push_str(&fairness);
     }
     out

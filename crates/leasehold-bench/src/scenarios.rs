@@ -125,14 +125,18 @@ pub(crate) async fn distinct_keys(
     measured(pairs.load(Ordering::Relaxed), started.elapsed(), Vec::new())
 }
 
-/// `tasks` tasks contending for one key, each holding it for `hold`. Latency is the hand-off
-/// to another task: from the moment a holder starts releasing to the moment a *different* task
-/// has the lock. The releaser taking the lock straight back is counted in `fairness` instead.
+/// `tasks` tasks contending for one key, each holding it for `hold`, then staying `away` before
+/// asking again. Latency is the hand-off to another task: from the moment a holder starts
+/// releasing to the moment a *different* task has the lock. The releaser taking the lock
+/// straight back is counted in `fairness` instead. With `away` > 0 the releaser cannot retake
+/// the lock at once, so every hand-off counts, not only those of waiters that happened to
+/// retry in the instant between a release and the releaser's next attempt.
 pub(crate) async fn contended(
     contender: Arc<dyn Contender>,
     tag: &str,
     tasks: usize,
     hold: Duration,
+    away: Duration,
     run_for: Duration,
 ) -> Measured {
     struct Shared {
@@ -143,7 +147,7 @@ pub(crate) async fn contended(
         waits: Mutex<Vec<Duration>>,
         stop: AtomicBool,
     }
-    let key = format!("bench/{tag}/contended");
+    let key = format!("bench/{tag}/contended/{}", away.as_micros());
     let shared = Arc::new(Shared {
         last_release: Mutex::new(None),
         hand_offs: Mutex::new(Vec::new()),
@@ -173,15 +177,13 @@ pub(crate) async fn contended(
                 }
                 sections += 1;
                 // Hold it like a short critical section (a busy wait: tokio's timer is 1 ms coarse).
-                let until = Instant::now() + hold;
-                while Instant::now() < until {
-                    tokio::task::yield_now().await;
-                }
+                spin(hold).await;
                 if started.elapsed() >= run_for {
                     shared.stop.store(true, Ordering::Relaxed);
                 }
                 *shared.last_release.lock().unwrap() = Some((task, Instant::now()));
                 contender.release(held).await;
+                spin(away).await;
             }
             sections
         }));
@@ -220,4 +222,12 @@ pub(crate) async fn contended(
         hand_offs,
     });
     result
+}
+
+/// Waits `duration` without tokio's 1 ms timer granularity, yielding to other tasks.
+async fn spin(duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        tokio::task::yield_now().await;
+    }
 }
