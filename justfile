@@ -26,9 +26,10 @@ bench:
 lockcheck duration="10s" seed="7":
     . scripts/services.sh && for b in sqlite redis postgres postgres-advisory; do cargo run -q -p leasehold-tests --bin lockcheck -- --backend $b --duration {{duration}} --seed {{seed}}; done
 
-# A long soak of one backend under faults.
-soak backend="redis" duration="5m" seed="7":
-    . scripts/services.sh && cargo run -q --release -p leasehold-tests --bin lockcheck -- --backend {{backend}} --duration {{duration}} --seed {{seed}}
+# A long soak of one backend under faults (faults="all" adds the server and network faults on
+# a private server behind a proxy, for redis and postgres).
+soak backend="redis" duration="5m" seed="7" faults="pause,kill":
+    . scripts/services.sh && cargo run -q --release -p leasehold-tests --bin lockcheck -- --backend {{backend}} --duration {{duration}} --seed {{seed}} --faults {{faults}}
 
 # The contention example.
 example:

@@ -22,12 +22,19 @@ for backend in sqlite redis postgres postgres-advisory; do
   target/debug/lockcheck --backend "$backend" --duration 10s --seed 7
   checks=$((checks + 1))
 done
-# Broken backends must be caught; one key, a 300 ms ttl and 20 s give 10-45 overlaps, so a miss
-# means a blind checker, not bad luck.
+# Every fault kind (one round each) against private servers behind the harness's proxy.
+for backend in redis postgres postgres-advisory; do
+  target/debug/lockcheck --backend "$backend" --faults all --duration 40s --seed 7
+  checks=$((checks + 1))
+done
+# Broken backends must be caught; one key, a 300 ms ttl and 20 s give 10-45 overlaps (150+ for
+# get-then-set), so a miss means a blind checker, not bad luck.
 for broken in extend-blind release-any; do
   target/debug/lockcheck --backend sqlite --broken "$broken" --keys 1 --ttl 300ms --duration 20s --seed 7
   checks=$((checks + 1))
 done
+target/debug/lockcheck --backend redis --broken get-then-set --keys 1 --ttl 300ms --duration 20s --seed 7
+checks=$((checks + 1))
 
 # Every step above stops the script on failure, so reaching here means all passed.
 passed=$(awk '/^test result:/ { sum += $4 } END { print sum + 0 }' "$log")

@@ -1,8 +1,10 @@
 //! `lockcheck`: worker processes contend for locks on a backend while a nemesis pauses and kills
-//! them; a checker reads their histories and reports violations.
+//! them, and (for Redis and PostgreSQL) stops, crashes and cuts off a private server behind a
+//! TCP proxy; a checker reads their histories and reports violations.
 //!
 //! ```sh
 //! cargo run -p leasehold-tests --bin lockcheck -- --backend sqlite --duration 20s --seed 7
+//! cargo run -p leasehold-tests --bin lockcheck -- --backend redis --faults all --duration 60s
 //! ```
 //!
 //! Exits 0 when a real backend shows no violation, or when a deliberately broken one
@@ -11,18 +13,22 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    process::{Child, Command, ExitCode},
+    process::{Command, ExitCode},
     time::Duration,
 };
 
 use clap::Parser;
+use leasehold::LockKey;
 use leasehold_tests::harness::{
-    backend::Broken,
-    checker::check,
+    backend::{connect, Broken},
+    checker::{check, Context},
     history::{monotonic_ns, Event},
-    resource, worker,
+    nemesis::{self, Workers, DROPS_SESSIONS},
+    proxy::Proxy,
+    resource,
+    servers::{Kind, PrivateServer},
+    worker,
 };
-use nix::{sys::signal::Signal, unistd::Pid};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -43,23 +49,22 @@ struct Args {
     keys: u32,
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     ttl: Duration,
-    /// Faults to inject: any of pause, kill (comma-separated), or none.
+    /// Faults to inject, comma-separated: pause, kill (workers); server-pause, server-restart,
+    /// conn-kill, proxy-delay, proxy-blackhole, proxy-reset (a private server behind a proxy,
+    /// Redis and PostgreSQL); pause-write (Redis); or `all`, or `none`.
     #[arg(long, default_value = "pause,kill")]
     faults: String,
-    /// A deliberately broken backend, for the negative controls: extend-blind, release-any.
+    /// `fenced`: the resource's counter only takes writes with the highest fence; `unfenced`:
+    /// a plain read-modify-write, where any overlap shows up as a lost update.
+    #[arg(long, default_value = "fenced")]
+    resource: String,
+    /// A deliberately broken backend, for the negative controls: extend-blind, release-any
+    /// (sqlite), get-then-set (redis).
     #[arg(long, default_value = "none")]
     broken: String,
     /// Where histories and the report go (default: a temp dir).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-#[derive(Debug, Serialize)]
-struct Fault {
-    kind: &'static str,
-    worker: u32,
-    start_ns: u64,
-    end_ns: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,8 +76,11 @@ struct Report {
     workers: u32,
     keys: u32,
     ttl_ms: u128,
+    resource: String,
     faults: HashMap<&'static str, u64>,
     findings: leasehold_tests::harness::checker::Findings,
+    /// Keys still held one ttl after every worker stopped (a lock outliving its ttl).
+    keys_stuck: u64,
     violations: u64,
     verdict: &'static str,
 }
@@ -93,17 +101,6 @@ fn url_for(backend: &str, out: &std::path::Path) -> Option<String> {
     })
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     // `lockcheck worker ...`: one worker process, started by the main process.
@@ -114,7 +111,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     if Broken::parse(&args.broken).is_none() {
         eprintln!(
-            "lockcheck: unknown --broken {:?} (none, extend-blind, release-any)",
+            "lockcheck: unknown --broken {:?} (none, extend-blind, release-any, get-then-set)",
             args.broken
         );
         return ExitCode::from(2);
@@ -139,11 +136,51 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    let fenced = match args.resource.as_str() {
+        "fenced" => true,
+        "unfenced" => false,
+        other => {
+            eprintln!("lockcheck: unknown --resource {other:?} (fenced, unfenced)");
+            return ExitCode::from(2);
+        }
+    };
+    let server_kind = match args.backend.as_str() {
+        "redis" => Some(Kind::Redis),
+        "postgres" | "postgres-advisory" => Some(Kind::Postgres),
+        _ => None,
+    };
+    let kinds = match nemesis::parse(&args.faults, server_kind.map(|k| k == Kind::Redis)) {
+        Ok(kinds) => kinds,
+        Err(error) => {
+            eprintln!("lockcheck: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Faults on the server need a server of our own, behind our proxy.
+    let needs_server = kinds.iter().any(|k| !matches!(*k, "pause" | "kill"));
+    let (mut server, proxy, url) = match server_kind.filter(|_| needs_server) {
+        None => (None, None, url),
+        Some(kind) => match own_server(kind, &url).await {
+            Ok((server, proxy, url)) => (Some(server), Some(proxy), url),
+            Err(error) => {
+                eprintln!("lockcheck: cannot start a private server: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let socket = out.join("resource.sock");
-    let (state, _server) = match resource::serve(&socket) {
+    let (state, _resource) = match resource::serve(&socket, fenced) {
         Ok(served) => served,
         Err(error) => {
             eprintln!("lockcheck: cannot serve the resource: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Fails early, with the backend's own message, when it cannot be reached.
+    let checker_lock = match connect(&url, Broken::None).await {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("lockcheck: cannot reach the backend at {url}: {error}; start the servers with scripts/services.sh");
             return ExitCode::from(2);
         }
     };
@@ -152,40 +189,33 @@ async fn main() -> ExitCode {
         eprintln!("lockcheck: cannot find its own executable");
         return ExitCode::from(2);
     };
-    let spawn = |worker: u32, life: u32| -> std::io::Result<Child> {
-        Command::new(&this)
-            .arg("worker")
-            .args([
-                "--url",
-                &url,
-                "--worker",
-                &worker.to_string(),
-                "--life",
-                &life.to_string(),
-            ])
-            .args([
-                "--keys",
-                &args.keys.to_string(),
-                "--ttl-ms",
-                &args.ttl.as_millis().to_string(),
-            ])
-            .args([
-                "--until-ns",
-                &until_ns.to_string(),
-                "--seed",
-                &args.seed.to_string(),
-            ])
-            .arg("--history")
-            .arg(out.join(format!("history-{worker}-{life}.jsonl")))
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--broken", &args.broken])
-            .spawn()
+    let (worker_url, keys, ttl_ms) = (url.clone(), args.keys, args.ttl.as_millis());
+    let (seed, broken, dir) = (args.seed, args.broken.clone(), out.clone());
+    let mut workers = Workers {
+        children: Vec::new(),
+        deaths: HashMap::new(),
+        spawn: Box::new(move |worker, life| {
+            Command::new(&this)
+                .arg("worker")
+                .args(["--url", &worker_url, "--worker", &worker.to_string()])
+                .args(["--life", &life.to_string(), "--keys", &keys.to_string()])
+                .args([
+                    "--ttl-ms",
+                    &ttl_ms.to_string(),
+                    "--until-ns",
+                    &until_ns.to_string(),
+                ])
+                .args(["--seed", &seed.to_string(), "--broken", &broken])
+                .arg("--history")
+                .arg(dir.join(format!("history-{worker}-{life}.jsonl")))
+                .arg("--socket")
+                .arg(dir.join("resource.sock"))
+                .spawn()
+        }),
     };
-    let mut children: Vec<(Child, u32)> = Vec::new();
     for worker in 0..args.workers {
-        match spawn(worker, 0) {
-            Ok(child) => children.push((child, 0)),
+        match (workers.spawn)(worker, 0) {
+            Ok(child) => workers.children.push((child, 0)),
             Err(error) => {
                 eprintln!("lockcheck: cannot start a worker: {error}");
                 return ExitCode::from(2);
@@ -193,76 +223,54 @@ async fn main() -> ExitCode {
         }
     }
 
-    // The nemesis: a seeded schedule of faults, stopped one wait + ttl before the end so the
-    // last stretch shows recovery.
-    let kinds: Vec<&'static str> = ["pause", "kill"]
-        .into_iter()
-        .filter(|k| args.faults.contains(k))
-        .collect();
-    let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut faults = Vec::new();
-    let mut deaths: HashMap<(u32, u32), u64> = HashMap::new();
-    let quiet_from = until_ns.saturating_sub(u64::try_from((args.ttl * 3).as_nanos()).unwrap_or(0));
-    while !kinds.is_empty() && monotonic_ns() < quiet_from {
-        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_500))).await;
-        if monotonic_ns() >= quiet_from {
-            break;
-        }
-        let kind = kinds[rng.below(kinds.len() as u64) as usize];
-        let worker = rng.below(u64::from(args.workers)) as usize;
-        let start_ns = monotonic_ns();
-        let (child, life) = &mut children[worker];
-        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-        if kind == "pause" {
-            // Past its ttl: the worker wakes up believing it still holds its lock.
-            let _ = nix::sys::signal::kill(pid, Signal::SIGSTOP);
-            tokio::time::sleep(args.ttl * 3 / 2).await;
-            let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
-        } else {
-            // Its beliefs end when the signal is sent: a lock freed by its death (advisory locks
-            // go with the connection) can only be granted after that.
-            deaths.insert((worker as u32, *life), start_ns);
-            let _ = child.kill();
-            let _ = child.wait();
-            *life += 1;
-            match spawn(worker as u32, *life) {
-                Ok(restarted) => *child = restarted,
-                Err(error) => eprintln!("lockcheck: cannot restart worker {worker}: {error}"),
-            }
-        }
-        faults.push(Fault {
-            kind,
-            worker: worker as u32,
-            start_ns,
-            end_ns: monotonic_ns(),
-        });
-    }
-    for (child, _) in &mut children {
+    // Faults stop for the last quarter of the run (at least one wait + ttl), so the last
+    // stretch shows recovery.
+    let quiet = (args.duration / 4).max(args.ttl * 3);
+    let quiet_from_ns = until_ns.saturating_sub(u64::try_from(quiet.as_nanos()).unwrap_or(0));
+    let faults = nemesis::run(
+        &kinds,
+        args.seed,
+        args.ttl,
+        quiet_from_ns,
+        &mut workers,
+        server.as_mut(),
+        proxy.as_ref(),
+    )
+    .await;
+    for (child, _) in &mut workers.children {
         let _ = child.wait();
     }
+    let keys_stuck = stuck_keys(checker_lock.as_ref(), args.keys, args.ttl).await;
 
-    let mut events: Vec<Event> = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&out) else {
-        eprintln!("lockcheck: cannot read {}", out.display());
-        return ExitCode::from(2);
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("history-") {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            events.extend(
-                text.lines()
-                    .filter_map(|line| serde_json::from_str(line).ok()),
+    let events = match read_histories(&out) {
+        Ok(events) => events,
+        Err(error) => {
+            eprintln!(
+                "lockcheck: cannot read the histories in {}: {error}",
+                out.display()
             );
+            return ExitCode::from(2);
         }
-    }
+    };
     let counters: HashMap<String, (u64, u64)> = state
         .lock()
         .await
         .iter()
         .map(|(key, s)| (key.clone(), (s.counter, s.rejected)))
         .collect();
-    let findings = check(&events, &counters, &deaths);
-    let violations = findings.violations();
+    let context = Context {
+        deaths: workers.deaths.clone(),
+        session_losses: faults
+            .iter()
+            .filter(|f| DROPS_SESSIONS.contains(&f.kind))
+            .map(|f| f.start_ns)
+            .collect(),
+        lost_with_connection: checker_lock.capabilities().lost_with_connection,
+        fenced,
+        quiet_from_ns,
+    };
+    let findings = check(&events, &counters, &context);
+    let violations = findings.violations() + keys_stuck;
     let real = args.broken == "none";
     let passed = if real {
         violations == 0
@@ -281,8 +289,10 @@ async fn main() -> ExitCode {
         workers: args.workers,
         keys: args.keys,
         ttl_ms: args.ttl.as_millis(),
+        resource: args.resource.clone(),
         faults: by_kind,
         findings,
+        keys_stuck,
         violations,
         verdict: match (real, passed) {
             (true, true) => "no violation found",
@@ -297,16 +307,94 @@ async fn main() -> ExitCode {
         out.join("faults.json"),
         serde_json::to_string_pretty(&faults).unwrap_or_default(),
     );
-    let f = &report.findings;
-    println!(
-        "lockcheck {} (broken: {}) seed {} {:?} workers {} keys {} ttl {:?}\n  operations {:?}\n  holds {} (expired on arrival {})  faults {:?}\n  validity overlaps {}  fence violations {}  lost updates {}  stale writes rejected {}\n  => {}  ({})",
-        report.backend, report.broken, report.seed, args.duration, report.workers, report.keys, args.ttl,
-        f.operations, f.holds, f.expired_on_arrival, report.faults, f.validity_overlaps, f.fence_violations, f.lost_updates,
-        f.stale_writes_rejected, report.verdict, out.join("report.json").display()
-    );
+    print_summary(&report, &args, &out);
+    drop(proxy);
+    drop(server);
     if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Starts a private server of `kind` and a proxy in front of it; returns them and the URL of
+/// the backend (same scheme as `shared_url`) through the proxy.
+async fn own_server(
+    kind: Kind,
+    shared_url: &str,
+) -> std::io::Result<(PrivateServer, Proxy, String)> {
+    let server = tokio::task::spawn_blocking(move || PrivateServer::start(kind))
+        .await
+        .map_err(std::io::Error::other)??;
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port).into()).await?;
+    let through = server.url().replace(
+        &format!(":{}", server.port),
+        &format!(":{}", proxy.addr.port()),
+    );
+    // Keep the scheme the backend was asked for (postgres+advisory://).
+    let scheme = shared_url.split("://").next().unwrap_or("redis");
+    let rest = through.split_once("://").map_or("", |(_, rest)| rest);
+    Ok((server, proxy, format!("{scheme}://{rest}")))
+}
+
+/// After every worker stopped: how many keys cannot be taken within one ttl (plus a margin)
+/// by a fresh caller, i.e. locks that outlive their ttl.
+async fn stuck_keys(lock: &dyn leasehold::DistributedLock, keys: u32, ttl: Duration) -> u64 {
+    let mut stuck = 0;
+    for n in 0..keys {
+        let Ok(key) = LockKey::new(format!("lockcheck/{n}")) else {
+            continue;
+        };
+        match lock.acquire(&key, ttl, ttl + Duration::from_secs(2)).await {
+            Ok(lease) => {
+                let _ = lock.release(lease).await;
+            }
+            Err(error) => {
+                eprintln!("lockcheck: key {key} still held after every worker stopped: {error}");
+                stuck += 1;
+            }
+        }
+    }
+    stuck
+}
+
+fn read_histories(out: &std::path::Path) -> std::io::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(out)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("history-") {
+            let text = std::fs::read_to_string(entry.path())?;
+            events.extend(
+                text.lines()
+                    .filter_map(|line| serde_json::from_str::<Event>(line).ok()),
+            );
+        }
+    }
+    Ok(events)
+}
+
+fn print_summary(report: &Report, args: &Args, out: &std::path::Path) {
+    let f = &report.findings;
+    println!(
+        "lockcheck {} (broken: {}, resource: {}) seed {} {:?} workers {} keys {} ttl {:?}\n  operations {:?}\n  holds {} (expired on arrival {})  faults {:?}",
+        report.backend, report.broken, report.resource, report.seed, args.duration, report.workers,
+        report.keys, args.ttl, f.operations, f.holds, f.expired_on_arrival, report.faults
+    );
+    println!(
+        "  validity overlaps {}  fence violations {}  lost updates {}{}  keys stuck {}  stale writes rejected {}",
+        f.validity_overlaps, f.fence_violations, f.lost_updates,
+        if f.fenced { "" } else { " (unfenced: not a violation)" },
+        report.keys_stuck, f.stale_writes_rejected
+    );
+    println!(
+        "  leases lost with their session {} (overlaps from that {})  reacquire after kill ms p50 {:.0} max {:.0} (n {})  loss told after ms p50 {:.0} max {:.0} (n {})  workers granted after faults {}/{}",
+        f.leases_lost_with_session, f.overlaps_after_session_loss,
+        f.reacquire_after_kill_ms.p50, f.reacquire_after_kill_ms.max, f.reacquire_after_kill_ms.count,
+        f.loss_detected_after_ms.p50, f.loss_detected_after_ms.max, f.loss_detected_after_ms.count,
+        f.workers_granted_after_faults, report.workers
+    );
+    println!(
+        "  => {}  ({})",
+        report.verdict,
+        out.join("report.json").display()
+    );
 }

@@ -13,15 +13,18 @@ pub enum Broken {
     ExtendBlind,
     /// Release frees the key whoever holds it (no token check).
     ReleaseAny,
+    /// Redis only: acquire by `GET`, then `SET` without `NX` (see [`super::racy`]).
+    GetThenSet,
 }
 
 impl Broken {
-    /// Parses `none`, `extend-blind`, `release-any`.
+    /// Parses `none`, `extend-blind`, `release-any`, `get-then-set`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "none" => Some(Self::None),
             "extend-blind" => Some(Self::ExtendBlind),
             "release-any" => Some(Self::ReleaseAny),
+            "get-then-set" => Some(Self::GetThenSet),
             _ => None,
         }
     }
@@ -34,6 +37,15 @@ impl Broken {
 ///
 /// When the backend cannot be reached, or the flaw needs what the backend lacks.
 pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLock>, LockError> {
+    if broken == Broken::GetThenSet {
+        if !url.starts_with("redis://") {
+            return Err(LockError::invalid_config(
+                "negative control get-then-set",
+                "needs a redis:// backend",
+            ));
+        }
+        return Ok(Arc::new(super::racy::GetThenSet::connect(url).await?));
+    }
     let (lock, admin): (Arc<dyn DistributedLock>, Option<Arc<dyn LockAdmin>>) =
         match url.split_once("://") {
             Some(("sqlite", path)) => {
@@ -64,7 +76,7 @@ pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLoc
             }
         };
     Ok(match broken {
-        Broken::None => lock,
+        Broken::None | Broken::GetThenSet => lock,
         Broken::ExtendBlind => Arc::new(Flawed {
             inner: lock,
             admin: None,

@@ -14,6 +14,47 @@ struct Hold {
     fence: u64,
     start_ns: u64,
     end_ns: u64,
+    /// When the holder was told the lease was gone (an extend or release that said so).
+    told_lost_ns: Option<u64>,
+}
+
+/// What the run did besides the workers' operations, as the checker needs it.
+#[derive(Debug, Default, Clone)]
+pub struct Context {
+    /// When each (worker, life) was killed: a dead process believes nothing.
+    pub deaths: HashMap<(u32, u32), u64>,
+    /// When faults that end the server's sessions happened (a killed connection, a restart).
+    pub session_losses: Vec<u64>,
+    /// The backend's locks live in a session and end with it (`Capabilities::lost_with_connection`).
+    pub lost_with_connection: bool,
+    /// Whether the counter's read-modify-write was fenced: only then is a lost update a
+    /// violation.
+    pub fenced: bool,
+    /// When the nemesis stopped, monotonic ns.
+    pub quiet_from_ns: u64,
+}
+
+/// A distribution of durations in ms.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Millis {
+    /// How many samples.
+    pub count: usize,
+    /// The median.
+    pub p50: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Millis {
+    fn of(mut samples: Vec<u64>) -> Self {
+        samples.sort_unstable();
+        let ms = |ns: u64| ns as f64 / 1e6;
+        Self {
+            count: samples.len(),
+            p50: samples.get(samples.len() / 2).map_or(0.0, |&n| ms(n)),
+            max: samples.last().map_or(0.0, |&n| ms(n)),
+        }
+    }
 }
 
 /// What the checker found.
@@ -30,30 +71,53 @@ pub struct Findings {
     pub validity_overlaps: u64,
     /// Grants whose fence is not above the previous grant's on that key.
     pub fence_violations: u64,
-    /// Increments made under the lock that the unfenced counter lost.
+    /// Increments made under the lock that the counter lost (a violation when fenced; in the
+    /// unfenced mode, evidence of what a lease alone cannot prevent).
     pub lost_updates: u64,
+    /// Whether lost updates count as violations (the fenced mode).
+    pub fenced: bool,
     /// Fenced writes the resource rejected (evidence that faults bit).
     pub stale_writes_rejected: u64,
+    /// Overlaps that exist only because a lock living in a session ended with it (a killed
+    /// connection, a server restart) before its holder could know: what the backend declares
+    /// (`lost_with_connection`), so not a violation; fences are what protects here.
+    pub overlaps_after_session_loss: u64,
+    /// Leases that a session loss ended early.
+    pub leases_lost_with_session: u64,
+    /// From the kill of a worker holding a key to the next grant of that key to someone else.
+    pub reacquire_after_kill_ms: Millis,
+    /// From the end of a lease (its validity, or the session loss that ended it) to when its
+    /// holder was told (an extend or release that returned false); a paused holder learns late.
+    pub loss_detected_after_ms: Millis,
+    /// Workers (by number) that were granted a lock after the faults stopped.
+    pub workers_granted_after_faults: usize,
 }
 
 impl Findings {
     /// All violations together.
     pub fn violations(&self) -> u64 {
-        self.validity_overlaps + self.fence_violations + self.lost_updates
+        self.validity_overlaps
+            + self.fence_violations
+            + if self.fenced { self.lost_updates } else { 0 }
     }
 }
 
 /// Checks `events` (all workers, any order) against the resource's final counters.
 ///
-/// `deaths` gives, per (worker, life), when the nemesis killed that process: a dead process
-/// believes nothing, so its hold ends there (backends that free a lock with its connection hand
-/// it on at once).
+/// `context.deaths` gives, per (worker, life), when the nemesis killed that process: a dead
+/// process believes nothing, so its hold ends there (backends that free a lock with its
+/// connection hand it on at once).
 pub fn check(
     events: &[Event],
     counters: &HashMap<String, (u64, u64)>,
-    deaths: &HashMap<(u32, u32), u64>,
+    context: &Context,
 ) -> Findings {
-    let mut findings = Findings::default();
+    let deaths = &context.deaths;
+    let mut findings = Findings {
+        fenced: context.fenced,
+        ..Findings::default()
+    };
+    let mut granted_after_faults = std::collections::HashSet::new();
     let mut by_life: HashMap<(u32, u32), Vec<&Event>> = HashMap::new();
     for event in events {
         let outcome = match event.outcome {
@@ -80,21 +144,33 @@ pub fn check(
             match (event.op, event.outcome) {
                 (Op::Acquire, Outcome::Ok) => {
                     valid_until = event.valid_until_ns;
+                    if event.start_ns >= context.quiet_from_ns {
+                        granted_after_faults.insert(holder.0);
+                    }
                     current = Some(Hold {
                         key: event.key.clone(),
                         holder,
                         fence: event.fence,
                         start_ns: event.end_ns,
                         end_ns: valid_until,
+                        told_lost_ns: None,
                     });
                 }
                 (Op::Extend, Outcome::Ok) => valid_until = valid_until.max(event.valid_until_ns),
+                (Op::Extend, Outcome::Fail) => {
+                    if let Some(hold) = current.as_mut() {
+                        hold.told_lost_ns.get_or_insert(event.end_ns);
+                    }
+                }
                 (Op::Increment, Outcome::Ok) => {
                     *increments.entry(event.key.clone()).or_default() += 1
                 }
-                (Op::Release, _) => {
+                (Op::Release, outcome) => {
                     if let Some(mut hold) = current.take() {
                         hold.end_ns = valid_until.min(event.start_ns);
+                        if outcome == Outcome::Fail {
+                            hold.told_lost_ns.get_or_insert(event.end_ns);
+                        }
                         holds.push(hold);
                     }
                 }
@@ -108,6 +184,7 @@ pub fn check(
         }
     }
     findings.holds = holds.len() as u64;
+    findings.workers_granted_after_faults = granted_after_faults.len();
     for hold in &mut holds {
         if let Some(death) = deaths.get(&hold.holder) {
             hold.end_ns = hold.end_ns.min(*death);
@@ -116,8 +193,44 @@ pub fn check(
     let valid = holds.len();
     holds.retain(|hold| hold.end_ns > hold.start_ns);
     findings.expired_on_arrival = (valid - holds.len()) as u64;
+
+    // Where locks live in a session, a session loss ends the lease there and then.
+    let mut cut = holds.clone();
+    let mut detected = Vec::new();
+    for (hold, original) in cut.iter_mut().zip(&holds) {
+        if context.lost_with_connection {
+            if let Some(&loss) = context
+                .session_losses
+                .iter()
+                .find(|&&t| t > hold.start_ns && t < hold.end_ns)
+            {
+                hold.end_ns = loss;
+                findings.leases_lost_with_session += 1;
+            }
+        }
+        if let Some(told) = original.told_lost_ns {
+            detected.push(told.saturating_sub(hold.end_ns));
+        }
+    }
+    findings.loss_detected_after_ms = Millis::of(detected);
+    let (overlaps, fences) = scan(&cut);
+    findings.validity_overlaps = overlaps;
+    findings.fence_violations = fences;
+    findings.overlaps_after_session_loss = scan(&holds).0.saturating_sub(overlaps);
+    findings.reacquire_after_kill_ms = Millis::of(reacquire_after_kill(&holds, deaths));
+    for (key, made) in increments {
+        let (counter, rejected) = counters.get(&key).copied().unwrap_or((0, 0));
+        findings.lost_updates += made.saturating_sub(counter);
+        findings.stale_writes_rejected += rejected;
+    }
+    findings
+}
+
+/// Counts validity overlaps and fence-order violations per key.
+fn scan(holds: &[Hold]) -> (u64, u64) {
+    let (mut overlaps, mut fences) = (0, 0);
     let mut by_key: HashMap<&str, Vec<&Hold>> = HashMap::new();
-    for hold in &holds {
+    for hold in holds {
         by_key.entry(hold.key.as_str()).or_default().push(hold);
     }
     for list in by_key.values_mut() {
@@ -130,29 +243,55 @@ pub fn check(
                     && hold.holder != previous.holder
                     && hold.end_ns > hold.start_ns
                 {
-                    findings.validity_overlaps += 1;
+                    overlaps += 1;
                 }
             }
             if reach.is_none_or(|r| hold.end_ns > r.end_ns) {
                 reach = Some(hold);
             }
             if hold.fence <= last_fence {
-                findings.fence_violations += 1;
+                fences += 1;
             }
             last_fence = last_fence.max(hold.fence);
         }
     }
-    for (key, made) in increments {
-        let (counter, rejected) = counters.get(&key).copied().unwrap_or((0, 0));
-        findings.lost_updates += made.saturating_sub(counter);
-        findings.stale_writes_rejected += rejected;
+    (overlaps, fences)
+}
+
+/// For each worker killed while it held a key: ns from the kill to the next grant of that key
+/// to another holder.
+fn reacquire_after_kill(holds: &[Hold], deaths: &HashMap<(u32, u32), u64>) -> Vec<u64> {
+    let mut samples = Vec::new();
+    for (holder, &death) in deaths {
+        // Its hold ends at its death (see above), so it was holding if it ends exactly there.
+        let Some(held) = holds
+            .iter()
+            .find(|h| h.holder == *holder && h.start_ns <= death && h.end_ns == death)
+        else {
+            continue;
+        };
+        let next = holds
+            .iter()
+            .filter(|h| h.key == held.key && h.holder != *holder && h.start_ns >= death)
+            .map(|h| h.start_ns)
+            .min();
+        if let Some(next) = next {
+            samples.push(next - death);
+        }
     }
-    findings
+    samples
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fenced() -> Context {
+        Context {
+            fenced: true,
+            ..Context::default()
+        }
+    }
 
     fn event(
         worker: u32,
@@ -183,7 +322,7 @@ mod tests {
             event(2, Op::Acquire, 2, 55, 70, 200),
             event(2, Op::Release, 2, 150, 160, 200),
         ];
-        let found = check(&events, &HashMap::new(), &HashMap::new());
+        let found = check(&events, &HashMap::new(), &fenced());
         assert_eq!(found.holds, 2);
         assert_eq!(found.violations(), 0, "{found:?}");
     }
@@ -200,17 +339,14 @@ mod tests {
             event(2, Op::Release, 5, 150, 160, 200),
         ];
         let counters = HashMap::from([("k".to_owned(), (1, 3))]);
-        let found = check(&events, &counters, &HashMap::new());
+        let found = check(&events, &counters, &fenced());
         assert_eq!(found.validity_overlaps, 1);
         assert_eq!(found.fence_violations, 1);
         assert_eq!(found.lost_updates, 1);
         assert_eq!(found.stale_writes_rejected, 3);
         // Ending before the next grant removes the overlap.
         events[2].start_ns = 45;
-        assert_eq!(
-            check(&events, &counters, &HashMap::new()).validity_overlaps,
-            0
-        );
+        assert_eq!(check(&events, &counters, &fenced()).validity_overlaps, 0);
     }
 
     #[test]
@@ -220,13 +356,13 @@ mod tests {
             event(2, Op::Acquire, 2, 20, 80, 300),
         ];
         assert_eq!(
-            check(&events, &HashMap::new(), &HashMap::new()).validity_overlaps,
+            check(&events, &HashMap::new(), &fenced()).validity_overlaps,
             1
         );
         // Killed at 15, before worker 2 was granted the lock: no overlap.
         let deaths = HashMap::from([((1, 0), 15)]);
         assert_eq!(
-            check(&events, &HashMap::new(), &deaths).validity_overlaps,
+            check(&events, &HashMap::new(), &Context { deaths, ..fenced() }).validity_overlaps,
             0
         );
     }
@@ -241,8 +377,64 @@ mod tests {
             event(1, Op::Acquire, 1, 0, 500, 100),
             event(1, Op::Release, 1, 510, 520, 100),
         ];
-        let found = check(&events, &HashMap::new(), &HashMap::new());
+        let found = check(&events, &HashMap::new(), &fenced());
         assert_eq!(found.expired_on_arrival, 1);
         assert_eq!(found.violations(), 0, "{found:?}");
+    }
+
+    #[test]
+    fn a_session_loss_ends_a_session_lock_early_and_is_reported_apart() {
+        // Worker 1 holds until 100 by its clock, but its session was killed at 30 and worker 2
+        // was granted the lock at 50.
+        let events = vec![
+            event(1, Op::Acquire, 1, 0, 10, 100),
+            event(1, Op::Release, 1, 90, 95, 100),
+            event(2, Op::Acquire, 2, 40, 50, 200),
+            event(2, Op::Release, 2, 150, 160, 200),
+        ];
+        let session = Context {
+            session_losses: vec![30],
+            lost_with_connection: true,
+            ..fenced()
+        };
+        let found = check(&events, &HashMap::new(), &session);
+        assert_eq!(found.validity_overlaps, 0, "{found:?}");
+        assert_eq!(found.leases_lost_with_session, 1);
+        assert_eq!(found.overlaps_after_session_loss, 1);
+        // A backend that keeps locks outside sessions gets no such allowance.
+        let lease = Context {
+            lost_with_connection: false,
+            ..session
+        };
+        assert_eq!(check(&events, &HashMap::new(), &lease).validity_overlaps, 1);
+    }
+
+    #[test]
+    fn reacquire_time_runs_from_the_kill_to_the_next_grant() {
+        let events = vec![
+            event(1, Op::Acquire, 1, 0, 10, 1_000),
+            event(2, Op::Acquire, 2, 100, 3_000_000, 9_000_000),
+        ];
+        let deaths = HashMap::from([((1, 0), 500)]);
+        let found = check(&events, &HashMap::new(), &Context { deaths, ..fenced() });
+        assert_eq!(found.reacquire_after_kill_ms.count, 1);
+        assert!(
+            (found.reacquire_after_kill_ms.max - 2.9995).abs() < 1e-9,
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn lost_updates_are_violations_only_when_the_counter_is_fenced() {
+        let events = vec![
+            event(1, Op::Acquire, 1, 0, 10, 100),
+            event(1, Op::Increment, 1, 20, 30, 100),
+            event(1, Op::Release, 1, 40, 45, 100),
+        ];
+        let counters = HashMap::from([("k".to_owned(), (0, 0))]);
+        assert_eq!(check(&events, &counters, &fenced()).violations(), 1);
+        let unfenced = check(&events, &counters, &Context::default());
+        assert_eq!(unfenced.lost_updates, 1);
+        assert_eq!(unfenced.violations(), 0);
     }
 }

@@ -4,5 +4,9 @@
 pub mod backend;
 pub mod checker;
 pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod racy;
 pub mod resource;
+pub mod servers;
 pub mod worker;

@@ -3,7 +3,8 @@
 //! Per key it keeps the highest fence it has accepted and rejects writes with a lower one:
 //! `W key fence` (a plain fenced write), `R key` (read the counter), `S key value fence` (set the
 //! counter, fenced). Since every holder's first act is a fenced write, a stale holder's `S`
-//! is always rejected, so no increment made under the lock can be lost.
+//! is always rejected, so no increment made under the lock can be lost. In the unfenced mode
+//! `S` ignores the fence, so any overlap of holders shows up as a lost update.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -30,25 +31,26 @@ pub struct KeyState {
 /// The resource's state, shared with the server task.
 pub type State = Arc<Mutex<HashMap<String, KeyState>>>;
 
-/// Serves the resource at `path` until the task is dropped.
+/// Serves the resource at `path` until the task is dropped. With `fenced` false, `S` ignores
+/// the fence (a plain read-modify-write: overlapping holders lose updates).
 ///
 /// # Errors
 ///
 /// When the socket cannot be bound.
-pub fn serve(path: &Path) -> std::io::Result<(State, tokio::task::JoinHandle<()>)> {
+pub fn serve(path: &Path, fenced: bool) -> std::io::Result<(State, tokio::task::JoinHandle<()>)> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     let state: State = Arc::default();
     let shared = state.clone();
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handle(stream, shared.clone()));
+            tokio::spawn(handle(stream, shared.clone(), fenced));
         }
     });
     Ok((state, task))
 }
 
-async fn handle(stream: UnixStream, state: State) {
+async fn handle(stream: UnixStream, state: State, fenced: bool) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -72,7 +74,10 @@ async fn handle(stream: UnixStream, state: State) {
                 ["S", key, value, fence] => {
                     let fence: u64 = fence.parse().unwrap_or(0);
                     let entry = state.entry((*key).to_owned()).or_default();
-                    if fence >= entry.highest_fence {
+                    if !fenced {
+                        entry.counter = value.parse().unwrap_or(0);
+                        "OK".to_owned()
+                    } else if fence >= entry.highest_fence {
                         entry.highest_fence = fence;
                         entry.counter = value.parse().unwrap_or(0);
                         "OK".to_owned()

@@ -1,0 +1,257 @@
+//! The nemesis: a seeded schedule of faults against the workers, the server and the network
+//! between them, every fault logged with its start and end.
+
+use std::{collections::HashMap, process::Child, time::Duration};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde::Serialize;
+
+use super::{
+    history::monotonic_ns,
+    proxy::{Mode, Proxy},
+    servers::PrivateServer,
+};
+
+/// Every fault the nemesis knows, with what it needs.
+pub const KINDS: [(&str, Needs); 9] = [
+    ("pause", Needs::Workers),
+    ("kill", Needs::Workers),
+    ("server-pause", Needs::Server),
+    ("server-restart", Needs::Server),
+    ("conn-kill", Needs::Server),
+    ("pause-write", Needs::Redis),
+    ("proxy-delay", Needs::Server),
+    ("proxy-blackhole", Needs::Server),
+    ("proxy-reset", Needs::Server),
+];
+
+/// Faults that end the server's side of the clients' connections (and so any lock that lives
+/// in a session, like a PostgreSQL advisory lock).
+pub const DROPS_SESSIONS: [&str; 3] = ["server-restart", "conn-kill", "proxy-reset"];
+
+/// What a fault kind needs to be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Only the worker processes.
+    Workers,
+    /// A private server (and the proxy in front of it).
+    Server,
+    /// A private Redis server.
+    Redis,
+}
+
+/// Parses `--faults`: comma-separated kinds, `none`, or `all` (every kind `server` allows:
+/// `None` for SQLite, `Some(is_redis)` for a private server).
+///
+/// # Errors
+///
+/// Names the unknown or unsupported kind.
+pub fn parse(text: &str, server: Option<bool>) -> Result<Vec<&'static str>, String> {
+    let allowed = |needs: Needs| match needs {
+        Needs::Workers => true,
+        Needs::Server => server.is_some(),
+        Needs::Redis => server == Some(true),
+    };
+    if text == "none" {
+        return Ok(Vec::new());
+    }
+    if text == "all" {
+        return Ok(KINDS
+            .iter()
+            .filter(|(_, needs)| allowed(*needs))
+            .map(|(kind, _)| *kind)
+            .collect());
+    }
+    text.split(',')
+        .map(|name| {
+            let (kind, needs) = KINDS
+                .iter()
+                .find(|(kind, _)| *kind == name.trim())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+                    format!(
+                        "unknown fault {name:?} in --faults (known: {})",
+                        known.join(", ")
+                    )
+                })?;
+            if allowed(*needs) {
+                Ok(*kind)
+            } else {
+                Err(format!(
+                    "fault {kind:?} needs {} (this backend has no server the harness can own)",
+                    if *needs == Needs::Redis {
+                        "Redis"
+                    } else {
+                        "a server"
+                    }
+                ))
+            }
+        })
+        .collect()
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// Its kind (see [`KINDS`]).
+    pub kind: &'static str,
+    /// `worker N` or `server`.
+    pub target: String,
+    /// When it started, monotonic ns.
+    pub start_ns: u64,
+    /// When it ended (the server came back, the worker was continued or restarted).
+    pub end_ns: u64,
+}
+
+/// The worker processes, which the nemesis may pause and kill (and restart).
+pub struct Workers {
+    /// Each worker's process and incarnation.
+    pub children: Vec<(Child, u32)>,
+    /// Starts worker `n` with incarnation `life`.
+    pub spawn: Box<dyn Fn(u32, u32) -> std::io::Result<Child>>,
+    /// When each (worker, life) was killed.
+    pub deaths: HashMap<(u32, u32), u64>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers")
+            .field("children", &self.children.len())
+            .field("deaths", &self.deaths.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// xorshift64: seeded, so a schedule can be repeated.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Injects faults of `kinds` until `quiet_from_ns` (monotonic), one every 1-2.5 s, each kind
+/// once per round in a seeded order.
+pub async fn run(
+    kinds: &[&'static str],
+    seed: u64,
+    ttl: Duration,
+    quiet_from_ns: u64,
+    workers: &mut Workers,
+    mut server: Option<&mut PrivateServer>,
+    proxy: Option<&Proxy>,
+) -> Vec<Fault> {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut faults = Vec::new();
+    let mut bag: Vec<&'static str> = Vec::new();
+    while !kinds.is_empty() && monotonic_ns() < quiet_from_ns {
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_500))).await;
+        if monotonic_ns() >= quiet_from_ns {
+            break;
+        }
+        // Every kind once per round, in a seeded order, so that a run long enough for one
+        // round injects each of them.
+        if bag.is_empty() {
+            bag = kinds.to_vec();
+            for i in (1..bag.len()).rev() {
+                bag.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        let Some(kind) = bag.pop() else {
+            break;
+        };
+        let start_ns = monotonic_ns();
+        let target = match kind {
+            "pause" | "kill" => {
+                let n = rng.below(workers.children.len() as u64) as usize;
+                worker_fault(kind, n, ttl, workers).await;
+                format!("worker {n}")
+            }
+            _ => {
+                server_fault(kind, ttl, server.as_deref_mut(), proxy).await;
+                "server".to_owned()
+            }
+        };
+        faults.push(Fault {
+            kind,
+            target,
+            start_ns,
+            end_ns: monotonic_ns(),
+        });
+    }
+    faults
+}
+
+async fn worker_fault(kind: &str, n: usize, ttl: Duration, workers: &mut Workers) {
+    let (child, life) = &mut workers.children[n];
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    if kind == "pause" {
+        // Past its ttl: the worker wakes up believing it still holds its lock.
+        let _ = nix::sys::signal::kill(pid, Signal::SIGSTOP);
+        tokio::time::sleep(ttl * 3 / 2).await;
+        let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+        return;
+    }
+    // Its beliefs end when the signal is sent: a lock freed by its death (advisory locks go
+    // with the connection) can only be granted after that.
+    workers.deaths.insert((n as u32, *life), monotonic_ns());
+    let _ = child.kill();
+    let _ = child.wait();
+    *life += 1;
+    match (workers.spawn)(n as u32, *life) {
+        Ok(restarted) => *child = restarted,
+        Err(error) => eprintln!("lockcheck: cannot restart worker {n}: {error}"),
+    }
+}
+
+async fn server_fault(
+    kind: &str,
+    ttl: Duration,
+    server: Option<&mut PrivateServer>,
+    proxy: Option<&Proxy>,
+) {
+    let (Some(server), Some(proxy)) = (server, proxy) else {
+        return;
+    };
+    let outcome = match kind {
+        "server-pause" => {
+            server.pause();
+            tokio::time::sleep(ttl * 3 / 2).await;
+            server.resume();
+            Ok(())
+        }
+        "server-restart" => server.crash_and_restart(),
+        "conn-kill" => server.kill_connections().await.map(drop),
+        "pause-write" => {
+            let paused = server.pause_writes(ttl).await;
+            tokio::time::sleep(ttl).await;
+            paused
+        }
+        "proxy-delay" => {
+            proxy.set(Mode::Delay(ttl / 20));
+            tokio::time::sleep(ttl).await;
+            proxy.set(Mode::Pass);
+            Ok(())
+        }
+        "proxy-blackhole" => {
+            proxy.set(Mode::BlackHole);
+            tokio::time::sleep(ttl * 3 / 2).await;
+            proxy.set(Mode::Pass);
+            Ok(())
+        }
+        "proxy-reset" => {
+            proxy.reset_all();
+            Ok(())
+        }
+        _ => Ok(()),
+    };
+    if let Err(error) = outcome {
+        eprintln!("lockcheck: fault {kind} failed: {error}");
+    }
+}
