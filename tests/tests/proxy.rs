@@ -44,7 +44,11 @@ async fn the_proxy_passes_delays_black_holes_and_resets() {
     let started = Instant::now();
     assert_eq!(round_trip(&mut stream).await.unwrap(), b"ping");
     // Delayed both ways.
-    assert!(started.elapsed() >= Duration::from_millis(190), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        started.elapsed()
+    );
 
     proxy.set(Mode::BlackHole);
     let stalled = timeout(Duration::from_millis(300), round_trip(&mut stream)).await;

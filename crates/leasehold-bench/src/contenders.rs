@@ -222,7 +222,8 @@ impl RoundTrip for SelectOne {
 }
 
 /// The floor for PostgreSQL: the lease-table upsert and the token-checked release, written by
-/// hand with `sqlx` on a table of its own (no notification, no holder time read back).
+/// hand with `sqlx` on a table of its own (no notification, no holder time read back). The
+/// release commits without waiting for its flush, as leasehold's does.
 pub(crate) struct RawSqlx {
     pub(crate) pool: sqlx::PgPool,
 }
@@ -242,7 +243,7 @@ impl RawSqlx {
 #[async_trait]
 impl Contender for RawSqlx {
     fn name(&self) -> String {
-        "raw sqlx (upsert + token-checked update)".into()
+        "raw sqlx (upsert + token-checked update, relaxed commit)".into()
     }
 
     fn can_wait(&self) -> bool {
@@ -283,7 +284,8 @@ impl Contender for RawSqlx {
             .to_vec();
         sqlx::query(
             "UPDATE bench_raw_locks SET token = NULL, expires_at = NULL
-             WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()",
+             WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
+             RETURNING set_config('synchronous_commit', 'off', true)",
         )
         .bind(key)
         .bind(token)

@@ -81,7 +81,8 @@ async fn listen(
                 return;
             };
             match received {
-                Ok(Some(notification)) => wakers.wake(notification.payload()),
+                // One release, one winner: wake one waiter of this process, not all of them.
+                Ok(Some(notification)) => wakers.wake_one(notification.payload()),
                 // The connection dropped; the next `try_recv` reconnects and listens again.
                 Ok(None) => wakers.wake_all(),
                 Err(error) => {

@@ -43,6 +43,16 @@ impl Wakers {
         }
     }
 
+    /// Wakes one waiter of `name`: the one waiting longest, or, if none is waiting at this
+    /// instant (all are busy trying), the next one to wait. A woken waiter that goes away
+    /// without waking up passes the wake on to the next. For a release, where only one waiter
+    /// can win: the others stay asleep instead of racing (and losing) for it.
+    pub fn wake_one(&self, name: &str) {
+        if let Some((_, notify)) = self.names().get(name) {
+            notify.notify_one();
+        }
+    }
+
     /// Wakes every waiter of `name`.
     pub fn wake(&self, name: &str) {
         if let Some((_, notify)) = self.names().get(name) {
@@ -120,5 +130,40 @@ mod tests {
         assert_eq!(wakers.len(), 2);
         drop((a, b));
         assert!(wakers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wake_one_wakes_the_longest_waiting_and_passes_on_when_it_left() {
+        let wakers = Wakers::new();
+        let handle = wakers.register("k");
+        let mut first = Box::pin(handle.next_wake());
+        let mut second = Box::pin(handle.next_wake());
+        first.as_mut().enable();
+        second.as_mut().enable();
+        wakers.wake_one("k");
+        // The first was chosen; it leaves without waking up: the wake goes to the second.
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .expect("the wake was passed on");
+
+        // One wake, one waiter: the other keeps sleeping.
+        let mut a = Box::pin(handle.next_wake());
+        let mut b = Box::pin(handle.next_wake());
+        a.as_mut().enable();
+        b.as_mut().enable();
+        wakers.wake_one("k");
+        tokio::time::timeout(Duration::from_secs(1), a)
+            .await
+            .expect("the longest waiting is woken");
+        assert!(tokio::time::timeout(Duration::from_millis(50), b)
+            .await
+            .is_err());
+
+        // A wake while nobody waits (all busy trying) is kept for the next one to wait.
+        wakers.wake_one("k");
+        tokio::time::timeout(Duration::from_secs(1), handle.next_wake())
+            .await
+            .expect("the wake was kept");
     }
 }

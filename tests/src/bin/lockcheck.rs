@@ -263,7 +263,7 @@ async fn main() -> ExitCode {
         session_losses: faults
             .iter()
             .filter(|f| DROPS_SESSIONS.contains(&f.kind))
-            .map(|f| f.start_ns)
+            .map(|f| (f.start_ns, f.end_ns))
             .collect(),
         lost_with_connection: checker_lock.capabilities().lost_with_connection,
         fenced,

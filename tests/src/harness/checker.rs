@@ -23,8 +23,10 @@ struct Hold {
 pub struct Context {
     /// When each (worker, life) was killed: a dead process believes nothing.
     pub deaths: HashMap<(u32, u32), u64>,
-    /// When faults that end the server's sessions happened (a killed connection, a restart).
-    pub session_losses: Vec<u64>,
+    /// When faults that end the server's sessions happened (a killed connection, a restart):
+    /// (start, end) in monotonic ns. The loss itself happens somewhere in that window (killing
+    /// connections takes a while), so a lease granted inside it may be lost too.
+    pub session_losses: Vec<(u64, u64)>,
     /// The backend's locks live in a session and end with it (`Capabilities::lost_with_connection`).
     pub lost_with_connection: bool,
     /// Whether the counter's read-modify-write was fenced: only then is a lost update a
@@ -199,12 +201,12 @@ pub fn check(
     let mut detected = Vec::new();
     for (hold, original) in cut.iter_mut().zip(&holds) {
         if context.lost_with_connection {
-            if let Some(&loss) = context
+            if let Some(&(from, _)) = context
                 .session_losses
                 .iter()
-                .find(|&&t| t > hold.start_ns && t < hold.end_ns)
+                .find(|&&(from, to)| to > hold.start_ns && from < hold.end_ns)
             {
-                hold.end_ns = loss;
+                hold.end_ns = from.max(hold.start_ns);
                 findings.leases_lost_with_session += 1;
             }
         }
@@ -213,6 +215,9 @@ pub fn check(
         }
     }
     findings.loss_detected_after_ms = Millis::of(detected);
+    // A lease whose session was lost before its holder heard of it was never valid for it, like
+    // one that expired on arrival: its fence was drawn before a later grant's, but arrived after.
+    cut.retain(|hold| hold.end_ns > hold.start_ns);
     let (overlaps, fences) = scan(&cut);
     findings.validity_overlaps = overlaps;
     findings.fence_violations = fences;
@@ -393,7 +398,7 @@ mod tests {
             event(2, Op::Release, 2, 150, 160, 200),
         ];
         let session = Context {
-            session_losses: vec![30],
+            session_losses: vec![(30, 35)],
             lost_with_connection: true,
             ..fenced()
         };
@@ -401,6 +406,17 @@ mod tests {
         assert_eq!(found.validity_overlaps, 0, "{found:?}");
         assert_eq!(found.leases_lost_with_session, 1);
         assert_eq!(found.overlaps_after_session_loss, 1);
+        // Killing connections takes a while: a lease granted during the kill may go too.
+        let mut granted_during = events.clone();
+        granted_during[0].end_ns = 32;
+        let found = check(&granted_during, &HashMap::new(), &session);
+        assert_eq!(found.validity_overlaps, 0, "{found:?}");
+        assert_eq!(found.overlaps_after_session_loss, 1);
+        // Its fence, drawn before the loss, may arrive after a later grant's: not an order
+        // violation, since the lease was gone before its holder heard of it.
+        granted_during[0].fence = 3;
+        let found = check(&granted_during, &HashMap::new(), &session);
+        assert_eq!(found.violations(), 0, "{found:?}");
         // A backend that keeps locks outside sessions gets no such allowance.
         let lease = Context {
             lost_with_connection: false,
