@@ -63,9 +63,11 @@ impl Shared {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// One release message, one possible winner: wakes one waiter (the longest waiting, or the
+    /// next to wait if all are busy trying; a woken waiter that leaves passes it on).
     fn wake(&self, channel: &str) {
         if let Some(entry) = self.channels().get(channel) {
-            entry.wake.notify_waiters();
+            entry.wake.notify_one();
         }
     }
 
