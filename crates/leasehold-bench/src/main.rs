@@ -49,6 +49,10 @@ struct Args {
     /// Where to write `<backend>.json` and `<backend>.svg`.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
+    /// Measure only the contenders whose name contains this (the raw baseline always runs),
+    /// e.g. to profile one of them.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 label: "tuned retry: 3 x 1 ms",
             }),
         ];
+        let contenders = only(contenders, args.only.as_deref());
         let report = measure("redis", &Ping(conn), &contenders, &args).await;
         write(&report, &args)?;
     }
@@ -103,10 +108,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(Leasehold::new(lease, "leasehold-postgres (lease table)")),
             Arc::new(Leasehold::new(advisory, "leasehold-postgres (advisory)")),
         ];
+        let contenders = only(contenders, args.only.as_deref());
         let report = measure("postgres", &SelectOne(pool().await?), &contenders, &args).await;
         write(&report, &args)?;
     }
     Ok(())
+}
+
+/// The raw baseline (first) and the contenders whose name contains `filter`.
+fn only(contenders: Vec<Arc<dyn Contender>>, filter: Option<&str>) -> Vec<Arc<dyn Contender>> {
+    contenders
+        .into_iter()
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || filter.is_none_or(|f| c.name().contains(f)))
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// Runs every scenario for every contender, `args.reps` times in rotating order.
