@@ -393,6 +393,10 @@ fn print_summary(report: &Report, args: &Args, out: &std::path::Path) {
         f.workers_granted_after_faults, report.workers
     );
     println!(
+        "  waits that missed a free key after the faults {} (longest free gap while waiting {:.0} ms)",
+        f.waits_missed_a_free_key, f.longest_free_gap_while_waiting_ms
+    );
+    println!(
         "  => {}  ({})",
         report.verdict,
         out.join("report.json").display()

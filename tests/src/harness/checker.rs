@@ -93,13 +93,24 @@ pub struct Findings {
     pub loss_detected_after_ms: Millis,
     /// Workers (by number) that were granted a lock after the faults stopped.
     pub workers_granted_after_faults: usize,
+    /// Acquires that started after the faults stopped and timed out although the key sat free
+    /// for longer than [`FREE_GAP_LIMIT_MS`] during their wait: a lost wake-up, a liveness bug.
+    pub waits_missed_a_free_key: u64,
+    /// The longest time a key sat free while someone waited for it, after the faults stopped.
+    pub longest_free_gap_while_waiting_ms: f64,
 }
+
+/// How long a key may sit free while someone waits for it (notification, retry and a round
+/// trip take a few ms; the slowest path, cross-process polling, 25-50 ms) before the checker
+/// calls it a missed wake-up.
+pub const FREE_GAP_LIMIT_MS: f64 = 300.0;
 
 impl Findings {
     /// All violations together.
     pub fn violations(&self) -> u64 {
         self.validity_overlaps
             + self.fence_violations
+            + self.waits_missed_a_free_key
             + if self.fenced { self.lost_updates } else { 0 }
     }
 }
@@ -223,6 +234,18 @@ pub fn check(
     findings.fence_violations = fences;
     findings.overlaps_after_session_loss = scan(&holds).0.saturating_sub(overlaps);
     findings.reacquire_after_kill_ms = Millis::of(reacquire_after_kill(&holds, deaths));
+    let quiet_waits = events.iter().filter(|e| {
+        e.op == Op::Acquire && e.outcome == Outcome::Fail && e.start_ns >= context.quiet_from_ns
+    });
+    for wait in quiet_waits {
+        let gap = longest_free_gap(&cut, &wait.key, wait.start_ns, wait.end_ns);
+        let gap_ms = gap as f64 / 1e6;
+        findings.longest_free_gap_while_waiting_ms =
+            findings.longest_free_gap_while_waiting_ms.max(gap_ms);
+        if gap_ms > FREE_GAP_LIMIT_MS {
+            findings.waits_missed_a_free_key += 1;
+        }
+    }
     for (key, made) in increments {
         let (counter, rejected) = counters.get(&key).copied().unwrap_or((0, 0));
         findings.lost_updates += made.saturating_sub(counter);
@@ -261,6 +284,22 @@ fn scan(holds: &[Hold]) -> (u64, u64) {
         }
     }
     (overlaps, fences)
+}
+
+/// The longest stretch within `from..to` in which no hold of `key` was valid.
+fn longest_free_gap(holds: &[Hold], key: &str, from: u64, to: u64) -> u64 {
+    let mut spans: Vec<(u64, u64)> = holds
+        .iter()
+        .filter(|h| h.key == key && h.end_ns > from && h.start_ns < to)
+        .map(|h| (h.start_ns.max(from), h.end_ns.min(to)))
+        .collect();
+    spans.sort_unstable();
+    let (mut longest, mut covered_to) = (0, from);
+    for (start, end) in spans {
+        longest = longest.max(start.saturating_sub(covered_to));
+        covered_to = covered_to.max(end);
+    }
+    longest.max(to.saturating_sub(covered_to))
 }
 
 /// For each worker killed while it held a key: ns from the kill to the next grant of that key
@@ -452,5 +491,35 @@ mod tests {
         let unfenced = check(&events, &counters, &Context::default());
         assert_eq!(unfenced.lost_updates, 1);
         assert_eq!(unfenced.violations(), 0);
+    }
+
+    #[test]
+    fn a_wait_that_timed_out_while_the_key_sat_free_is_a_liveness_failure() {
+        let ms = 1_000_000;
+        let mut timed_out = event(2, Op::Acquire, 0, 100 * ms, 2_100 * ms, 0);
+        timed_out.outcome = Outcome::Fail;
+        // Worker 1 holds 0-1000 ms and releases; nobody holds the key afterwards.
+        let events = vec![
+            event(1, Op::Acquire, 1, 0, ms, 5_000 * ms),
+            event(1, Op::Release, 1, 1_000 * ms, 1_001 * ms, 5_000 * ms),
+            timed_out.clone(),
+        ];
+        let found = check(&events, &HashMap::new(), &fenced());
+        assert_eq!(found.waits_missed_a_free_key, 1, "{found:?}");
+        assert!(found.violations() > 0);
+        // Held by others all along (worker 3 from 1001 ms): a fair timeout.
+        let mut busy = events.clone();
+        busy.push(event(3, Op::Acquire, 2, 900 * ms, 1_002 * ms, 9_000 * ms));
+        let found = check(&busy, &HashMap::new(), &fenced());
+        assert_eq!(found.waits_missed_a_free_key, 0, "{found:?}");
+        // Before the faults stopped, timeouts are not judged.
+        let faulty = Context {
+            quiet_from_ns: 3_000 * ms,
+            ..fenced()
+        };
+        assert_eq!(
+            check(&events, &HashMap::new(), &faulty).waits_missed_a_free_key,
+            0
+        );
     }
 }
