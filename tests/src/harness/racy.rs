@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use leasehold::{
-    async_trait, wait::Deadline, Capabilities, DistributedLock, Lease, LeaseToken, LockError,
-    LockKey,
+    async_trait, Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use leasehold_redis::redis::{self, aio::MultiplexedConnection, AsyncCommands};
 
@@ -77,16 +76,7 @@ impl DistributedLock for GetThenSet {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        let deadline = Deadline::after(wait);
-        loop {
-            if let Some(lease) = self.try_acquire(key, ttl).await? {
-                return Ok(lease);
-            }
-            if deadline.has_passed() {
-                return Err(deadline.timeout(key));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        leasehold::wait::poll_acquire(self, key, ttl, wait).await
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
