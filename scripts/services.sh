@@ -135,6 +135,11 @@ INI
   bouncer_answers || { log "PgBouncer did not start: see $bdir/pgbouncer.log"; exit 1; }
 fi
 
+# Tools the tests use besides the servers: openssl (certificates for the TLS tests), pgrep
+# (lockcheck pauses a private PostgreSQL cluster's processes).
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v pgrep >/dev/null 2>&1 || apt_install procps
+
 export LEASEHOLD_PGBOUNCER_URL="$bouncer_url"
 export LEASEHOLD_REDIS_URL="$redis_url"
 export LEASEHOLD_POSTGRES_URL="$pg_url"
