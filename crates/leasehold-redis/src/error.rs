@@ -7,7 +7,10 @@ pub(crate) const BACKEND: &str = "redis";
 
 /// Whether retrying may help: the server was unreachable, slow, restarting or failing over.
 pub(crate) fn is_transient(error: &RedisError) -> bool {
-    !refused_certificate(error) && error.is_io_error()
+    if refused_certificate(error) {
+        return false;
+    }
+    error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
