@@ -8,5 +8,6 @@ pub mod nemesis;
 pub mod proxy;
 pub mod racy;
 pub mod resource;
+pub mod rng;
 pub mod servers;
 pub mod worker;

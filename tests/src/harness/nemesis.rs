@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{
     history::monotonic_ns,
     proxy::{Mode, Proxy},
+    rng::Rng,
     servers::PrivateServer,
 };
 
@@ -119,20 +120,6 @@ impl std::fmt::Debug for Workers {
             .field("children", &self.children.len())
             .field("deaths", &self.deaths.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// xorshift64: seeded, so a schedule can be repeated.
-#[derive(Debug)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// A number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
     }
 }
 

@@ -17,6 +17,7 @@ use super::{
     backend::{connect, Broken},
     history::{instant_ns, monotonic_ns, Event, Op, Outcome},
     resource::Client,
+    rng::Rng,
 };
 
 /// The worker's arguments (given by `lockcheck`).
@@ -52,18 +53,6 @@ pub struct WorkerArgs {
     /// A deliberate flaw (none, extend-blind, release-any).
     #[arg(long, default_value = "none")]
     broken: String,
-}
-
-/// xorshift64*: seeded, so a run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
 }
 
 struct Recorder {
