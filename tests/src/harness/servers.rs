@@ -107,10 +107,17 @@ impl PrivateServer {
             Kind::Redis => server.spawn_redis()?,
             Kind::Postgres => {
                 if is_root() {
-                    Command::new("chown")
+                    // initdb runs as user postgres and must own its directory.
+                    let status = Command::new("chown")
                         .arg("postgres:")
                         .arg(&server.dir)
                         .status()?;
+                    if !status.success() {
+                        return Err(failed(format!(
+                            "chown postgres: {} failed: {status}",
+                            server.dir.display()
+                        )));
+                    }
                 }
                 let bin = pg_bin()?;
                 let data = server.dir.join("data");
