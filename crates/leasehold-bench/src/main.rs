@@ -16,7 +16,7 @@ use contenders::{Contender, Leasehold, Ping, Raw, RawSqlx, RoundTrip, Rslock, Se
 use leasehold_postgres::{PostgresLock, Strategy};
 use redis::aio::ConnectionManager;
 use report::{Report, Row};
-use scenarios::Measured;
+use scenarios::{After, Measured};
 use sqlx::postgres::PgPoolOptions;
 
 /// Benchmarks leasehold backends against raw baselines and peers, side by side.
@@ -162,12 +162,13 @@ async fn measure(
             );
             if contender.can_wait() {
                 let hold = Duration::from_millis(1);
-                for (scenario, away) in [
-                    ("8 tasks, one key, 1 ms hold", Duration::ZERO),
-                    ("8 tasks, one key, 1 ms hold, 1 ms away", hold),
+                for (scenario, after) in [
+                    ("8 tasks, one key, 1 ms hold", After::Away(Duration::ZERO)),
+                    ("8 tasks, one key, 1 ms hold, 1 ms away", After::Away(hold)),
+                    ("8 tasks, one key, 1 ms hold, take turns", After::TakeTurns),
                 ] {
                     let contender = Arc::clone(contender);
-                    let m = scenarios::contended(contender, &tag, 8, hold, away, args.duration);
+                    let m = scenarios::contended(contender, &tag, 8, hold, after, args.duration);
                     record(scenario, index, m.await);
                 }
             }

@@ -9,6 +9,7 @@ use std::{
 };
 
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::contenders::{Contender, RoundTrip};
 
@@ -125,18 +126,29 @@ pub(crate) async fn distinct_keys(
     measured(pairs.load(Ordering::Relaxed), started.elapsed(), Vec::new())
 }
 
-/// `tasks` tasks contending for one key, each holding it for `hold`, then staying `away` before
-/// asking again. Latency is the hand-off to another task: from the moment a holder starts
-/// releasing to the moment a *different* task has the lock. The releaser taking the lock
-/// straight back is counted in `fairness` instead. With `away` > 0 the releaser cannot retake
-/// the lock at once, so every hand-off counts, not only those of waiters that happened to
-/// retry in the instant between a release and the releaser's next attempt.
+/// What a contending task does after releasing the lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum After {
+    /// Stays away this long, then asks again (zero: asks again at once, racing the waiters).
+    Away(Duration),
+    /// Asks again only once another task has taken the lock, so every release is a hand-off
+    /// to a task that is already waiting: the "queue of replicas" case.
+    TakeTurns,
+}
+
+/// `tasks` tasks contending for one key, each holding it for `hold`, then doing `after`.
+/// Latency is the hand-off to another task: from the moment a holder starts releasing to the
+/// moment a *different* task has the lock. The releaser taking the lock straight back is
+/// counted in `fairness` instead. With [`After::Away`] > 0 the releaser cannot retake the lock
+/// at once, so every hand-off counts, not only those of waiters that happened to retry in the
+/// instant between a release and the releaser's next attempt; with [`After::TakeTurns`] it
+/// never competes with the waiters at all.
 pub(crate) async fn contended(
     contender: Arc<dyn Contender>,
     tag: &str,
     tasks: usize,
     hold: Duration,
-    away: Duration,
+    after: After,
     run_for: Duration,
 ) -> Measured {
     struct Shared {
@@ -146,14 +158,17 @@ pub(crate) async fn contended(
         retaken: AtomicU64,
         waits: Mutex<Vec<Duration>>,
         stop: AtomicBool,
+        /// Acquisitions so far, for tasks that wait for their turn.
+        taken: watch::Sender<u64>,
     }
-    let key = format!("bench/{tag}/contended/{}", away.as_micros());
+    let key = format!("bench/{tag}/contended/{after:?}");
     let shared = Arc::new(Shared {
         last_release: Mutex::new(None),
         hand_offs: Mutex::new(Vec::new()),
         retaken: AtomicU64::new(0),
         waits: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
+        taken: watch::Sender::new(0),
     });
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -168,6 +183,9 @@ pub(crate) async fn contended(
                     break;
                 };
                 shared.waits.lock().unwrap().push(asked.elapsed());
+                shared.taken.send_modify(|n| *n += 1);
+                let mut taken = shared.taken.subscribe();
+                taken.borrow_and_update();
                 match shared.last_release.lock().unwrap().take() {
                     Some((releaser, _)) if releaser == task => {
                         shared.retaken.fetch_add(1, Ordering::Relaxed);
@@ -183,7 +201,18 @@ pub(crate) async fn contended(
                 }
                 *shared.last_release.lock().unwrap() = Some((task, Instant::now()));
                 contender.release(held).await;
-                spin(away).await;
+                match after {
+                    After::Away(away) => spin(away).await,
+                    After::TakeTurns => {
+                        // Until someone else has taken it (or the run stops).
+                        while !shared.stop.load(Ordering::Relaxed) {
+                            let wait = Duration::from_millis(50);
+                            if tokio::time::timeout(wait, taken.changed()).await.is_ok() {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
             sections
         }));
