@@ -88,8 +88,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         ];
         let contenders = only(contenders, args.only.as_deref());
-        let report = measure("redis", &Ping(conn), &contenders, &args).await;
+        let report = measure("redis", &Ping(conn.clone()), &contenders, &args).await;
         write(&report, &args)?;
+        remove_fence_counters(conn).await?;
     }
     if matches!(args.backend, Backend::Postgres | Backend::All) {
         let pool = || {
@@ -111,6 +112,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let contenders = only(contenders, args.only.as_deref());
         let report = measure("postgres", &SelectOne(pool().await?), &contenders, &args).await;
         write(&report, &args)?;
+    }
+    Ok(())
+}
+
+/// Deletes the fence counters this run left in Redis (they have no ttl, by design).
+async fn remove_fence_counters(mut conn: ConnectionManager) -> redis::RedisResult<()> {
+    let pattern = format!("{{leasehold:bench/{}/*}}:fence", std::process::id());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
     }
     Ok(())
 }
