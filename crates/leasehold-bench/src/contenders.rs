@@ -221,29 +221,58 @@ impl RoundTrip for SelectOne {
     }
 }
 
-/// The floor for PostgreSQL: the lease-table upsert and the token-checked release, written by
-/// hand with `sqlx` on a table of its own (no notification, no holder time read back). The
-/// release commits without waiting for its flush, as leasehold's does.
+/// PostgreSQL by hand with sqlx, on a pool of the same size as leasehold's.
 pub(crate) struct RawSqlx {
-    pub(crate) pool: sqlx::PgPool,
+    pool: sqlx::PgPool,
+    sql: RawSql,
+}
+
+enum RawSql {
+    /// leasehold's own lease-table statements, sent by hand: what is left is the library's
+    /// own overhead.
+    Same {
+        acquire: String,
+        release: String,
+        channel: String,
+    },
+    /// The smallest upsert and release one would write: no wait marks, no notifications.
+    Minimal,
 }
 
 impl RawSqlx {
-    pub(crate) async fn new(pool: sqlx::PgPool) -> Self {
+    /// The statements of `lock` (keys prefixed `raw:` in its table).
+    pub(crate) fn same_as(lock: &leasehold_postgres::PostgresLock, pool: sqlx::PgPool) -> Self {
+        let sql = lock.lease_statements();
+        let sql = RawSql::Same {
+            acquire: sql.acquire.to_owned(),
+            release: sql.release.to_owned(),
+            channel: sql.channel.to_owned(),
+        };
+        Self { pool, sql }
+    }
+
+    /// The minimal statements, on their own table.
+    pub(crate) async fn minimal(pool: sqlx::PgPool) -> Self {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS bench_raw_locks (key text PRIMARY KEY, token bytea, fence bigint NOT NULL, expires_at timestamptz)",
         )
         .execute(&pool)
         .await
         .expect("create bench_raw_locks");
-        Self { pool }
+        Self {
+            pool,
+            sql: RawSql::Minimal,
+        }
     }
 }
 
 #[async_trait]
 impl Contender for RawSqlx {
     fn name(&self) -> String {
-        "raw sqlx (upsert + token-checked update, relaxed commit)".into()
+        match self.sql {
+            RawSql::Same { .. } => "raw sqlx (leasehold's statements by hand)".into(),
+            RawSql::Minimal => "raw sqlx (minimal upsert + token-checked update)".into(),
+        }
     }
 
     fn can_wait(&self) -> bool {
@@ -251,22 +280,35 @@ impl Contender for RawSqlx {
     }
 
     async fn try_acquire(&self, key: &str) -> Option<Held> {
-        let token = LeaseToken::random().expect("os random").to_bytes().to_vec();
-        let fence: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO bench_raw_locks AS l (key, token, fence, expires_at)
-             VALUES ($1, $2, 1, clock_timestamp() + interval '30 seconds')
-             ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, fence = l.fence + 1, expires_at = EXCLUDED.expires_at
-             WHERE l.token IS NULL OR l.expires_at <= clock_timestamp()
-             RETURNING fence",
-        )
-        .bind(key)
-        .bind(&token)
-        .fetch_optional(&self.pool)
-        .await
-        .expect("raw upsert");
+        let token = LeaseToken::random().expect("os random");
+        let key = format!("raw:{key}");
+        let bytes = token.to_bytes();
+        let fence: Option<i64> = match &self.sql {
+            RawSql::Same { acquire, .. } => sqlx::query_scalar(acquire)
+                .bind(&key)
+                .bind(bytes.as_slice())
+                .bind(TTL.as_millis() as f64)
+                .bind(0.0_f64)
+                .fetch_optional(&self.pool)
+                .await
+                .expect("raw acquire")
+                .flatten(),
+            RawSql::Minimal => sqlx::query_scalar(
+                "INSERT INTO bench_raw_locks AS l (key, token, fence, expires_at)
+                 VALUES ($1, $2, 1, clock_timestamp() + interval '30 seconds')
+                 ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, fence = l.fence + 1, expires_at = EXCLUDED.expires_at
+                 WHERE l.token IS NULL OR l.expires_at <= clock_timestamp()
+                 RETURNING fence",
+            )
+            .bind(&key)
+            .bind(bytes.as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .expect("raw upsert"),
+        };
         fence.map(|_| Held::Raw {
-            key: key.to_owned(),
-            token: LeaseToken::from_bytes(token.try_into().expect("16 bytes")).to_hex(),
+            key,
+            token: token.to_hex(),
         })
     }
 
@@ -278,19 +320,27 @@ impl Contender for RawSqlx {
         let Held::Raw { key, token } = held else {
             unreachable!("raw releases its own")
         };
-        let token = LeaseToken::from_hex(&token)
-            .expect("hex token")
-            .to_bytes()
-            .to_vec();
-        sqlx::query(
-            "UPDATE bench_raw_locks SET token = NULL, expires_at = NULL
-             WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
-             RETURNING set_config('synchronous_commit', 'off', true)",
-        )
-        .bind(key)
-        .bind(token)
-        .execute(&self.pool)
-        .await
-        .expect("raw release");
+        let token = LeaseToken::from_hex(&token).expect("hex token").to_bytes();
+        match &self.sql {
+            RawSql::Same {
+                release, channel, ..
+            } => sqlx::query(release)
+                .bind(key)
+                .bind(token.as_slice())
+                .bind(channel)
+                .execute(&self.pool)
+                .await
+                .expect("raw release"),
+            RawSql::Minimal => sqlx::query(
+                "UPDATE bench_raw_locks SET token = NULL, expires_at = NULL
+                 WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
+                 RETURNING set_config('synchronous_commit', 'off', true)",
+            )
+            .bind(key)
+            .bind(token.as_slice())
+            .execute(&self.pool)
+            .await
+            .expect("raw release"),
+        };
     }
 }

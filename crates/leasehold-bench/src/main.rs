@@ -105,9 +105,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()
             .await?;
         let contenders: Vec<Arc<dyn Contender>> = vec![
-            Arc::new(RawSqlx::new(pool().await?).await),
+            Arc::new(RawSqlx::same_as(&lease, pool().await?)),
             Arc::new(Leasehold::new(lease, "leasehold-postgres (lease table)")),
             Arc::new(Leasehold::new(advisory, "leasehold-postgres (advisory)")),
+            Arc::new(RawSqlx::minimal(pool().await?).await),
         ];
         let contenders = only(contenders, args.only.as_deref());
         let report = measure("postgres", &SelectOne(pool().await?), &contenders, &args).await;

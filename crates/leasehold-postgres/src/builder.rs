@@ -165,6 +165,37 @@ impl PostgresLock {
         }
         sql
     }
+
+    /// The statements of the lease-table strategy, exactly as this lock sends them, for
+    /// review and for people who run them by hand (the benchmark's raw baseline does).
+    pub fn lease_statements(&self) -> LeaseStatements<'_> {
+        let statements = &self.inner.statements;
+        LeaseStatements {
+            acquire: &statements.acquire,
+            extend: &statements.extend,
+            release: &statements.release,
+            channel: self.inner.channel.as_str(),
+        }
+    }
+}
+
+/// The lease-table statements of one [`PostgresLock`], from
+/// [`PostgresLock::lease_statements`]. Every value is a bind parameter.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct LeaseStatements<'a> {
+    /// Takes a free or expired key. Binds: `$1` key (text), `$2` token (bytea), `$3` ttl in
+    /// ms (float8), `$4` how long the caller will wait in ms (float8; 0 when not waiting).
+    /// Returns one row `(fence, NULL)` when taken, `(NULL, holder's remaining ms)` when busy,
+    /// or no row when a concurrent first insert won.
+    pub acquire: &'a str,
+    /// Binds: `$1` key, `$2` token, `$3` ttl in ms (float8). Affects one row if extended.
+    pub extend: &'a str,
+    /// Binds: `$1` key, `$2` token, `$3` the notification channel. Returns one row if
+    /// released.
+    pub release: &'a str,
+    /// The notification channel, for the release's `$3`.
+    pub channel: &'a str,
 }
 
 impl PostgresLockBuilder {

@@ -12,6 +12,9 @@ pub use leasehold;
 pub use sqlx;
 
 pub use crate::{
-    builder::{PostgresLockBuilder, Strategy, DEFAULT_CHANNEL, DEFAULT_SCHEMA, DEFAULT_TABLE},
+    builder::{
+        LeaseStatements, PostgresLockBuilder, Strategy, DEFAULT_CHANNEL, DEFAULT_SCHEMA,
+        DEFAULT_TABLE,
+    },
     lock::PostgresLock,
 };
