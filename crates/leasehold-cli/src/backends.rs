@@ -33,16 +33,22 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
                 name: "sqlite",
             })
         }
-        Some("redis" | "rediss") => Ok(Backend {
-            lock: Arc::new(leasehold_redis::RedisLock::connect(url).await?),
-            admin: None,
-            name: "redis",
-        }),
-        Some("postgres" | "postgresql") => Ok(Backend {
-            lock: Arc::new(leasehold_postgres::PostgresLock::connect(url).await?),
-            admin: None,
-            name: "postgres",
-        }),
+        Some("redis" | "rediss") => {
+            let lock = Arc::new(leasehold_redis::RedisLock::connect(url).await?);
+            Ok(Backend {
+                admin: Some(lock.clone()),
+                lock,
+                name: "redis",
+            })
+        }
+        Some("postgres" | "postgresql") => {
+            let lock = Arc::new(leasehold_postgres::PostgresLock::connect(url).await?);
+            Ok(Backend {
+                admin: Some(lock.clone()),
+                lock,
+                name: "postgres",
+            })
+        }
         Some("memory") => Ok(Backend {
             lock: Arc::new(MemoryLock::new()),
             admin: None,

@@ -184,7 +184,7 @@ fn admin_of<'b>(
         LockError::invalid_config(
             format!("operation `{what}`"),
             format!(
-                "the {} backend does not support it (sqlite does)",
+                "the {} backend does not support it (sqlite, redis and postgres do)",
                 backend.name
             ),
         )

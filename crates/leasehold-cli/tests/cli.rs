@@ -1,4 +1,5 @@
-//! The real `leasehold` binary, on a SQLite file in a temp directory.
+//! The real `leasehold` binary, on a SQLite file in a temp directory (and, for the admin
+//! commands, on the shared Redis and PostgreSQL servers).
 
 use std::{
     path::PathBuf,
@@ -8,6 +9,8 @@ use std::{
 
 struct Env {
     dir: PathBuf,
+    /// `LEASEHOLD_URL` for the runs; none: the default SQLite file in `dir`.
+    url: Option<String>,
 }
 
 impl Env {
@@ -15,14 +18,23 @@ impl Env {
         let dir = std::env::temp_dir().join(format!("leasehold-cli-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Self { dir }
+        Self { dir, url: None }
+    }
+
+    fn with_url(name: &str, url: String) -> Self {
+        Self {
+            url: Some(url),
+            ..Self::new(name)
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+        command.current_dir(&self.dir).env_remove("LEASEHOLD_URL");
+        if let Some(url) = &self.url {
+            command.env("LEASEHOLD_URL", url);
+        }
         command
-            .current_dir(&self.dir)
-            .env_remove("LEASEHOLD_URL")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -197,6 +209,82 @@ fn status_list_and_forced_release_report_in_text_and_json() {
     let needs_force = env.run(&["release", "jobs/b"]);
     assert_eq!(needs_force.status.code(), Some(2));
     assert_eq!(holder.wait().unwrap().code(), Some(76));
+}
+
+/// The admin commands against a server backend: a key locked once, a key held by another
+/// run, a listing of both, and a forced release that stops the holder.
+fn admin_commands_on(env: &Env, prefix: &str) {
+    let (done, held) = (format!("{prefix}done"), format!("{prefix}held"));
+    assert!(env.run(&["run", &done, "--", "true"]).status.success());
+    let mut holder = env.spawn(&["run", "--ttl", "2s", &held, "--", "sleep", "30"]);
+    env.wait_until_held(&held, &mut holder);
+    let status = env.json_status(&done);
+    assert_eq!(status["held"], false, "{status}");
+    assert!(status["fence"].as_u64().unwrap() >= 1, "{status}");
+    let list = env.run(&["list", "--json", prefix]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let keys: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["held"] == true))
+        .collect();
+    assert_eq!(keys, [(done.clone(), false), (held.clone(), true)]);
+    assert!(env.run(&["release", "--force", &held]).status.success());
+    assert_eq!(
+        env.run(&["release", "--force", &held]).status.code(),
+        Some(1)
+    );
+    assert_eq!(holder.wait().unwrap().code(), Some(76));
+}
+
+#[test]
+fn admin_commands_work_on_redis() {
+    let url = std::env::var("LEASEHOLD_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut conn = leasehold_redis::redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| {
+            panic!("cannot reach Redis at {url}: {e}\nstart it with `scripts/services.sh` (or run the tests through `scripts/test.sh`)")
+        });
+    let prefix = format!("cli-admin/{}/", std::process::id());
+    let env = Env::with_url("admin-redis", url.clone());
+    admin_commands_on(&env, &prefix);
+    // The fence counters outlive their locks by design; this test's go.
+    for key in ["done", "held"] {
+        let () = leasehold_redis::redis::cmd("DEL")
+            .arg(format!("{{leasehold:{prefix}{key}}}:fence"))
+            .query(&mut conn)
+            .unwrap();
+    }
+}
+
+#[test]
+fn admin_commands_work_on_postgres() {
+    let url = std::env::var("LEASEHOLD_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    use leasehold_postgres::sqlx::{self, Connection};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut conn = runtime
+        .block_on(sqlx::PgConnection::connect(&url))
+        .unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at {url}: {e}\nstart it with `scripts/services.sh` (or run the tests through `scripts/test.sh`)")
+        });
+    let prefix = format!("cli-admin/{}/", std::process::id());
+    let env = Env::with_url("admin-postgres", url.clone());
+    admin_commands_on(&env, &prefix);
+    // The rows outlive their locks by design; this test's go.
+    runtime.block_on(async {
+        sqlx::query("DELETE FROM leasehold_locks WHERE starts_with(key, $1)")
+            .bind(&prefix)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
 }
 
 #[test]

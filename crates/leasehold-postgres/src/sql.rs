@@ -14,6 +14,9 @@ pub(crate) struct Statements {
     pub(crate) acquire: String,
     pub(crate) extend: String,
     pub(crate) release: String,
+    pub(crate) status: String,
+    pub(crate) list: String,
+    pub(crate) force_release: String,
     pub(crate) create_sequence: String,
     pub(crate) advisory_try: String,
     pub(crate) advisory_wait: String,
@@ -104,6 +107,29 @@ impl Statements {
                 )
                 SELECT released.key, set_config('synchronous_commit', 'off', true) FROM released
                 LEFT JOIN LATERAL (SELECT pg_notify($3, released.key) WHERE released.wanted) AS notified ON true"
+            ),
+            // Admin: the last fence and, while held, the holder's remaining ms. $1 key.
+            status: format!(
+                "SELECT fence, CASE WHEN token IS NOT NULL AND expires_at > clock_timestamp()
+                    THEN (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint END
+                 FROM {t} WHERE key = $1"
+            ),
+            // Admin: the same for every key starting with $1, in byte order.
+            list: format!(
+                "SELECT key, fence, CASE WHEN token IS NOT NULL AND expires_at > clock_timestamp()
+                    THEN (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint END
+                 FROM {t} WHERE starts_with(key, $1) ORDER BY key COLLATE \"C\""
+            ),
+            // Admin: clears whoever holds $1 (the row and fence stay) and notifies waiters
+            // that marked the key. $1 key, $2 channel.
+            force_release: format!(
+                "WITH released AS (
+                    UPDATE {t} SET token = NULL, expires_at = NULL
+                    WHERE key = $1 AND token IS NOT NULL AND expires_at > clock_timestamp()
+                    RETURNING key, wanted_until > clock_timestamp() AS wanted
+                )
+                SELECT released.key FROM released
+                LEFT JOIN LATERAL (SELECT pg_notify($2, released.key) WHERE released.wanted) AS notified ON true"
             ),
             // Fences of the advisory strategy. nextval is never rolled back, so a killed
             // holder's fence is never handed out again.

@@ -47,16 +47,42 @@ impl LockNames {
         lock.push('{');
         lock.push_str(namespace);
         lock.push(':');
-        for c in key.as_str().chars() {
-            match c {
-                '%' => lock.push_str("%25"),
-                '{' => lock.push_str("%7B"),
-                '}' => lock.push_str("%7D"),
-                c => lock.push(c),
-            }
-        }
+        encode_into(&mut lock, key.as_str());
         lock.push('}');
         Self { lock }
+    }
+
+    /// The `SCAN MATCH` pattern of the fence counters of every key starting with `prefix`.
+    pub(crate) fn fence_pattern(namespace: &str, prefix: &str) -> String {
+        let mut pattern = String::new();
+        for c in Self::prefix_text(namespace, prefix).chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("*}:fence");
+        pattern
+    }
+
+    /// `{ns:E(prefix)`: the start of the names of every key starting with `prefix`.
+    fn prefix_text(namespace: &str, prefix: &str) -> String {
+        let mut text = String::with_capacity(namespace.len() + prefix.len() + 2);
+        text.push('{');
+        text.push_str(namespace);
+        text.push(':');
+        encode_into(&mut text, prefix);
+        text
+    }
+
+    /// The user key of a fence counter's name, if it is one of this namespace's.
+    pub(crate) fn key_of_fence(namespace: &str, name: &str) -> Option<String> {
+        let encoded = name
+            .strip_prefix('{')?
+            .strip_prefix(namespace)?
+            .strip_prefix(':')?
+            .strip_suffix("}:fence")?;
+        decode(encoded)
     }
 
     /// The fence counter's name.
@@ -68,6 +94,37 @@ impl LockNames {
     pub(crate) fn channel(&self) -> String {
         format!("{}:released", self.lock)
     }
+}
+
+/// `E`: percent-encodes `%`, `{` and `}`.
+fn encode_into(out: &mut String, key: &str) {
+    for c in key.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The inverse of `E`; `None` for text `E` never produces.
+fn decode(encoded: &str) -> Option<String> {
+    let mut key = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find(['%', '{', '}']) {
+        key.push_str(&rest[..at]);
+        let (c, after) = match rest.get(at..at + 3)? {
+            "%25" => ('%', 3),
+            "%7B" => ('{', 3),
+            "%7D" => ('}', 3),
+            _ => return None,
+        };
+        key.push(c);
+        rest = &rest[at + after..];
+    }
+    key.push_str(rest);
+    Some(key)
 }
 
 #[cfg(test)]
@@ -123,6 +180,47 @@ mod tests {
                 assert!(seen.insert(name.clone()), "{name} produced twice");
             }
         }
+    }
+
+    #[test]
+    fn fence_names_decode_back_to_their_keys() {
+        for key in [
+            "plain",
+            "{x}",
+            "}{",
+            "a}:fence",
+            "%7B",
+            "%",
+            "100%",
+            "a*b?[c]\\",
+        ] {
+            let n = names(key);
+            assert_eq!(
+                LockNames::key_of_fence(DEFAULT_NAMESPACE, &n.fence()).as_deref(),
+                Some(key)
+            );
+        }
+        assert_eq!(
+            LockNames::key_of_fence(DEFAULT_NAMESPACE, "{leasehold:a%7}:fence"),
+            None
+        );
+        assert_eq!(
+            LockNames::key_of_fence(DEFAULT_NAMESPACE, "{other:a}:fence"),
+            None
+        );
+        assert_eq!(
+            LockNames::key_of_fence(DEFAULT_NAMESPACE, "{leasehold:a}"),
+            None
+        );
+    }
+
+    #[test]
+    fn fence_patterns_escape_glob_characters() {
+        assert_eq!(
+            LockNames::fence_pattern("ns", "a*b?[c]\\{"),
+            "{ns:a\\*b\\?\\[c\\]\\\\%7B*}:fence"
+        );
+        assert_eq!(LockNames::fence_pattern("ns", ""), "{ns:*}:fence");
     }
 
     #[test]

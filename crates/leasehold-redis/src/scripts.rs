@@ -18,3 +18,7 @@ pub(crate) static EXTEND: LazyLock<Script> =
 /// Compare token, then `DEL` + `PUBLISH`: see `scripts/release.lua`.
 pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/release.lua")));
+
+/// `DEL` + `PUBLISH` whoever holds the lock: see `scripts/force_release.lua`.
+pub(crate) static FORCE_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/force_release.lua")));
