@@ -1,8 +1,6 @@
 //! Status, list, forced release, and a bad table name.
 
-use std::time::Duration;
-
-use leasehold::{DistributedLock, LockAdmin, LockError, LockKey};
+use leasehold::LockError;
 use leasehold_sqlite::SqliteLock;
 
 fn temp_db(name: &str) -> std::path::PathBuf {
@@ -12,63 +10,9 @@ fn temp_db(name: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test]
-async fn status_list_and_forced_release_see_the_table() {
+async fn the_admin_contract_holds() {
     let lock = SqliteLock::open(temp_db("admin")).await.unwrap();
-    let a = LockKey::new("jobs/a").unwrap();
-    let b = LockKey::new("jobs/b").unwrap();
-    let other = LockKey::new("other").unwrap();
-    assert_eq!(lock.status(&a).await.unwrap().last_fence, None);
-    let lease_a = lock
-        .try_acquire(&a, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    let lease_b = lock
-        .try_acquire(&b, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    lock.release(lease_b).await.unwrap();
-    let _other = lock
-        .try_acquire(&other, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-
-    let status = lock.status(&a).await.unwrap();
-    assert!(status.is_held());
-    assert_eq!(status.last_fence, Some(lease_a.fence()));
-    assert!(status.remaining.unwrap() > Duration::from_secs(25));
-    let listed = lock.list("jobs/").await.unwrap();
-    let keys: Vec<_> = listed
-        .iter()
-        .map(|(k, s)| (k.as_str().to_owned(), s.is_held()))
-        .collect();
-    assert_eq!(
-        keys,
-        vec![("jobs/a".to_owned(), true), ("jobs/b".to_owned(), false)]
-    );
-    assert_eq!(lock.list("").await.unwrap().len(), 3);
-
-    assert!(lock.force_release(&a).await.unwrap());
-    assert!(!lock.force_release(&a).await.unwrap());
-    let mut stale = lease_a;
-    assert!(
-        !lock
-            .extend(&mut stale, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        "the forced-out holder kept its lease"
-    );
-    let next = lock
-        .try_acquire(&a, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        next.fence() > stale.fence(),
-        "fences went back after a forced release"
-    );
+    leasehold_conformance::admin::check(&lock).await;
 }
 
 #[tokio::test]

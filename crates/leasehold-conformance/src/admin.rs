@@ -1,0 +1,133 @@
+//! The contract of [`LockAdmin`], for backends that offer it: status, listing by prefix and
+//! forced release. Separate from the cases of [`DistributedLock`] because admin support is
+//! optional.
+
+use std::time::{Duration, Instant};
+
+use leasehold::{DistributedLock, LockAdmin};
+
+use crate::support::{ok, unique_key};
+
+const CASE: &str = "admin";
+const TTL: Duration = Duration::from_secs(30);
+
+/// Checks `lock`'s [`LockAdmin`] side against its own locks, on keys no other run uses (so a
+/// shared server is fine): a never-locked key has no fence; a held key shows its fence and
+/// nearly the whole ttl; a released key shows its fence and no holder; `list` returns exactly
+/// the keys under a prefix, in byte order; a forced release frees a held key once (the second
+/// returns false), the forced-out holder's extend returns false, and the next fence is higher.
+/// With notified waiting, a forced release also wakes a waiter well before any fallback poll.
+///
+/// # Panics
+///
+/// With a message starting `[admin]` when the backend breaks the contract.
+pub async fn check<L>(lock: &L)
+where
+    L: DistributedLock + LockAdmin + Clone,
+{
+    let a = unique_key(CASE, "jobs/a");
+    let prefix = a.as_str().trim_end_matches("jobs/a").to_owned();
+    let b = leasehold::LockKey::new(format!("{prefix}jobs/b")).expect("key");
+    let other = leasehold::LockKey::new(format!("{prefix}other")).expect("key");
+    let never = leasehold::LockKey::new(format!("{prefix}never")).expect("key");
+
+    let status = ok(
+        CASE,
+        "status of a never-locked key",
+        lock.status(&never).await,
+    );
+    assert_eq!(
+        status.last_fence, None,
+        "[admin] a never-locked key has a fence"
+    );
+    assert!(
+        !status.is_held(),
+        "[admin] a never-locked key shows as held"
+    );
+
+    let take = |key: leasehold::LockKey| async move {
+        ok(CASE, "try_acquire", lock.try_acquire(&key, TTL).await)
+            .unwrap_or_else(|| panic!("[admin] the fresh key {key} was busy"))
+    };
+    let lease_a = take(a.clone()).await;
+    let lease_b = take(b.clone()).await;
+    let fence_b = lease_b.fence();
+    ok(CASE, "release", lock.release(lease_b).await);
+    let _other = take(other.clone()).await;
+
+    let status = ok(CASE, "status of a held key", lock.status(&a).await);
+    assert!(status.is_held(), "[admin] a held key shows as free");
+    assert_eq!(
+        status.last_fence,
+        Some(lease_a.fence()),
+        "[admin] wrong fence for a held key"
+    );
+    let left = status.remaining.unwrap_or_default();
+    assert!(
+        left > TTL - Duration::from_secs(5) && left <= TTL,
+        "[admin] a fresh {TTL:?} lease shows {left:?} left"
+    );
+    let status = ok(CASE, "status of a released key", lock.status(&b).await);
+    assert!(!status.is_held(), "[admin] a released key shows as held");
+    assert_eq!(
+        status.last_fence,
+        Some(fence_b),
+        "[admin] a released key lost its fence"
+    );
+
+    let listed: Vec<(String, bool)> = ok(CASE, "list", lock.list(&format!("{prefix}jobs/")).await)
+        .into_iter()
+        .map(|(key, status)| (key.as_str().to_owned(), status.is_held()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (a.as_str().to_owned(), true),
+            (b.as_str().to_owned(), false)
+        ],
+        "[admin] list by prefix"
+    );
+    let all = ok(CASE, "list", lock.list(&prefix).await);
+    assert_eq!(all.len(), 3, "[admin] list of the run's prefix: {all:?}");
+
+    assert!(
+        ok(CASE, "force_release", lock.force_release(&a).await),
+        "[admin] force_release of a held key returned false"
+    );
+    assert!(
+        !ok(CASE, "force_release", lock.force_release(&a).await),
+        "[admin] a second force_release returned true"
+    );
+    let mut stale = lease_a;
+    assert!(
+        !ok(CASE, "extend", lock.extend(&mut stale, TTL).await),
+        "[admin] the forced-out holder could still extend"
+    );
+    let next = take(a.clone()).await;
+    assert!(
+        next.fence() > stale.fence(),
+        "[admin] fences went back after a forced release"
+    );
+
+    if lock.capabilities().notified_wait {
+        let waiter = {
+            let (lock, a) = (lock.clone(), a.clone());
+            tokio::spawn(async move {
+                let lease = lock.acquire(&a, TTL, Duration::from_secs(20)).await;
+                (lease.map(|_| ()), Instant::now())
+            })
+        };
+        // Let the waiter find the key busy and start waiting.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let forced = Instant::now();
+        assert!(ok(CASE, "force_release", lock.force_release(&a).await));
+        let (got, at) = waiter.await.expect("[admin] the waiter panicked");
+        ok(CASE, "waiting acquire after a forced release", got);
+        // A fallback poll would take a quarter second or more; generous for noisy machines.
+        assert!(
+            at - forced < Duration::from_millis(200),
+            "[admin] the waiter got the key {:?} after a forced release",
+            at - forced
+        );
+    }
+}
