@@ -32,41 +32,47 @@ impl PostgresLock {
     }
 }
 
+impl PostgresLock {
+    /// Runs an admin statement in a transaction of its own, which keeps it on one server
+    /// connection behind a transaction pooler (admin calls are rare; the two extra round trips
+    /// do not matter). `sql` binds `key` (or the prefix) first, then `extra` if given.
+    async fn admin_rows(
+        &self,
+        sql: &str,
+        key: &str,
+        extra: Option<&str>,
+        for_key: Option<&LockKey>,
+    ) -> Result<Vec<PgRow>, LockError> {
+        let fail = |e| map(e, for_key);
+        let mut tx = self.inner.pool.begin().await.map_err(fail)?;
+        let mut query = sqlx::query(sql)
+            .persistent(self.inner.statements.persistent)
+            .bind(key);
+        if let Some(extra) = extra {
+            query = query.bind(extra);
+        }
+        let rows = query.fetch_all(&mut *tx).await.map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(rows)
+    }
+}
+
 /// Lease table only: the advisory strategy returns [`LockError::InvalidConfig`] from each.
-/// Each statement runs in a transaction of its own, which keeps it on one server connection
-/// behind a transaction pooler (admin calls are rare; the two extra round trips do not matter).
 #[async_trait]
 impl LockAdmin for PostgresLock {
     async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {
         self.lease_table_only("status")?;
-        let statements = &self.inner.statements;
-        let mut tx = self
-            .inner
-            .pool
-            .begin()
-            .await
-            .map_err(|e| map(e, Some(key)))?;
-        let row = sqlx::query(&statements.status)
-            .persistent(statements.persistent)
-            .bind(key.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| map(e, Some(key)))?;
-        tx.commit().await.map_err(|e| map(e, Some(key)))?;
-        Ok(row.map_or(LockStatus::new(None, None), |row| status_of(&row, 0)))
+        let sql = &self.inner.statements.status;
+        let rows = self.admin_rows(sql, key.as_str(), None, Some(key)).await?;
+        Ok(rows
+            .first()
+            .map_or(LockStatus::new(None, None), |row| status_of(row, 0)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
         self.lease_table_only("list")?;
-        let statements = &self.inner.statements;
-        let mut tx = self.inner.pool.begin().await.map_err(|e| map(e, None))?;
-        let rows = sqlx::query(&statements.list)
-            .persistent(statements.persistent)
-            .bind(prefix)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| map(e, None))?;
-        tx.commit().await.map_err(|e| map(e, None))?;
+        let sql = &self.inner.statements.list;
+        let rows = self.admin_rows(sql, prefix, None, None).await?;
         Ok(rows
             .iter()
             .filter_map(|row| {
@@ -78,21 +84,11 @@ impl LockAdmin for PostgresLock {
 
     async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
         self.lease_table_only("force_release")?;
-        let statements = &self.inner.statements;
-        let mut tx = self
-            .inner
-            .pool
-            .begin()
-            .await
-            .map_err(|e| map(e, Some(key)))?;
-        let released = sqlx::query(&statements.force_release)
-            .persistent(statements.persistent)
-            .bind(key.as_str())
-            .bind(self.inner.channel.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| map(e, Some(key)))?;
-        tx.commit().await.map_err(|e| map(e, Some(key)))?;
-        Ok(released.is_some())
+        let sql = &self.inner.statements.force_release;
+        let channel = Some(self.inner.channel.as_str());
+        let rows = self
+            .admin_rows(sql, key.as_str(), channel, Some(key))
+            .await?;
+        Ok(!rows.is_empty())
     }
 }

@@ -4,7 +4,7 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use leasehold::{DistributedLock, FailureKind, LockError, LockKey};
+use leasehold::{DistributedLock, FailureKind, LockAdmin, LockError, LockKey};
 use leasehold_redis::{EvictionPolicy, RedisLock};
 use support::PrivateRedis;
 
@@ -154,4 +154,30 @@ async fn debug_output_shows_neither_password_nor_token() {
     );
     let builder = RedisLock::builder().url(locker_url(&server));
     assert!(!format!("{builder:?}").contains("s3cret-pw"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_side_works_with_the_documented_acl_plus_scan() {
+    let server = PrivateRedis::start(&[]);
+    let mut admin = server.admin();
+    let mut acl = LOCKER_ACL.to_vec();
+    acl[0] = "operator";
+    acl.push("+scan");
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&acl[..])
+        .query(&mut admin)
+        .unwrap();
+    let url = format!("redis://operator:s3cret-pw@127.0.0.1:{}", server.port);
+    let lock = RedisLock::connect(&url).await.unwrap();
+    let k = LockKey::new("acl/a").unwrap();
+    let lease = lock
+        .try_acquire(&k, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lock.status(&k).await.unwrap().is_held());
+    assert_eq!(lock.list("acl/").await.unwrap().len(), 1);
+    assert!(lock.force_release(&k).await.unwrap());
+    assert!(!lock.release(lease).await.unwrap());
 }
