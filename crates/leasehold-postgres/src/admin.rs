@@ -30,9 +30,7 @@ impl PostgresLock {
         }
         Ok(())
     }
-}
 
-impl PostgresLock {
     /// Runs an admin statement in a transaction of its own, which keeps it on one server
     /// connection behind a transaction pooler (admin calls are rare; the two extra round trips
     /// do not matter). `sql` binds `key` (or the prefix) first, then `extra` if given.

@@ -43,11 +43,7 @@ pub(crate) struct LockNames {
 
 impl LockNames {
     pub(crate) fn new(namespace: &str, key: &LockKey) -> Self {
-        let mut lock = String::with_capacity(namespace.len() + key.as_str().len() + 4);
-        lock.push('{');
-        lock.push_str(namespace);
-        lock.push(':');
-        encode_into(&mut lock, key.as_str());
+        let mut lock = Self::prefix_text(namespace, key.as_str());
         lock.push('}');
         Self { lock }
     }
@@ -65,9 +61,10 @@ impl LockNames {
         pattern
     }
 
-    /// `{ns:E(prefix)`: the start of the names of every key starting with `prefix`.
+    /// `{ns:E(prefix)`: the start of the names of every key starting with `prefix` (for a
+    /// whole key, its lock's name without the closing brace).
     fn prefix_text(namespace: &str, prefix: &str) -> String {
-        let mut text = String::with_capacity(namespace.len() + prefix.len() + 2);
+        let mut text = String::with_capacity(namespace.len() + prefix.len() + 4);
         text.push('{');
         text.push_str(namespace);
         text.push(':');
