@@ -14,7 +14,8 @@ const TTL: Duration = Duration::from_secs(30);
 /// Checks `lock`'s [`LockAdmin`] side against its own locks, on keys no other run uses (so a
 /// shared server is fine): a never-locked key has no fence; a held key shows its fence and
 /// nearly the whole ttl; a released key shows its fence and no holder; `list` returns exactly
-/// the keys under a prefix, in byte order; a forced release frees a held key once (the second
+/// the keys under a prefix, in byte order, taking the prefix as text (glob and `LIKE`
+/// characters, braces and `%` included); a forced release frees a held key once (the second
 /// returns false), the forced-out holder's extend returns false, and the next fence is higher.
 /// With notified waiting, a forced release also wakes a waiter well before any fallback poll.
 ///
@@ -110,6 +111,7 @@ where
     );
 
     ok(CASE, "release", lock.release(next).await);
+    prefixes_are_text(lock).await;
     if lock.capabilities().notified_wait {
         // A fallback poll (a quarter second or more apart) may land soon after a forced
         // release by chance; four rounds in a row cannot all be luck.
@@ -150,4 +152,48 @@ where
         "[admin] the waiter got the key {:?} after a forced release (not woken by it?)",
         at - forced
     );
+}
+
+/// Keys with characters that stores give meaning to (globs, `LIKE` wildcards, hash-tag braces,
+/// percent escapes, non-ASCII) list by prefix as plain text, in byte order.
+async fn prefixes_are_text<L>(lock: &L)
+where
+    L: DistributedLock + LockAdmin,
+{
+    let base = unique_key(CASE, "names/");
+    let base = base.as_str();
+    let mut names = [
+        "a", "a%", "a%7B", "a*", "a*b", "a?", "a[1]", "a\\", "a_c", "a}{", "ab", "abc", "b", "B",
+        "\u{e9}", "{a}",
+    ];
+    for name in names {
+        let key = leasehold::LockKey::new(format!("{base}{name}")).expect("key");
+        let lease = ok(CASE, "try_acquire", lock.try_acquire(&key, TTL).await)
+            .unwrap_or_else(|| panic!("[admin] the fresh key {key} was busy"));
+        ok(CASE, "release", lock.release(lease).await);
+    }
+    let listed = |prefix: &'static str| async move {
+        ok(CASE, "list", lock.list(&format!("{base}{prefix}")).await)
+            .into_iter()
+            .map(|(key, _)| key.as_str()[base.len()..].to_owned())
+            .collect::<Vec<_>>()
+    };
+    names.sort_unstable();
+    assert_eq!(listed("").await, names, "[admin] list is not in byte order");
+    for (prefix, expected) in [
+        ("a*", &["a*", "a*b"][..]),
+        ("a?", &["a?"]),
+        ("a[", &["a[1]"]),
+        ("a\\", &["a\\"]),
+        ("{", &["{a}"]),
+        ("a}", &["a}{"]),
+        ("a%", &["a%", "a%7B"]),
+        ("a_", &["a_c"]),
+    ] {
+        assert_eq!(
+            listed(prefix).await,
+            expected,
+            "[admin] list({prefix:?}) took the prefix as a pattern"
+        );
+    }
 }
