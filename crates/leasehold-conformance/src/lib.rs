@@ -45,12 +45,18 @@ macro_rules! __with_cases {
             waiting_acquire_honours_deadline,
             waiting_acquire_gets_lock_when_holder_expires,
             dropped_acquire_leaves_no_lock_beyond_its_ttl,
+            key_stays_held_until_valid_until,
+            zero_and_short_waits_take_a_free_key,
+            waiter_timing_out_around_a_release_leaves_no_ghost,
+            waiter_gets_the_key_without_a_release_notification,
             stress_mutual_exclusion,
             guard_renewal_keeps_lock_for_several_ttls,
             guard_lost_fires_when_lease_taken_away,
             guard_reports_lost_when_validity_ends,
             with_lock_cancels_body_on_loss,
             with_lock_releases_after_body_and_panic,
+            with_lock_reports_a_loss_after_a_blocking_body,
+            try_with_lock_skips_a_held_key,
             dropping_guard_frees_lock_long_before_ttl,
         }
     };

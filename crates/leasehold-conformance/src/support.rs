@@ -75,6 +75,8 @@ pub(crate) async fn wait_until_free(
 pub(crate) struct Spy {
     inner: Arc<dyn DistributedLock>,
     last: Mutex<Option<Lease>>,
+    /// Extends that answered `Ok(false)`.
+    refused_extends: std::sync::atomic::AtomicUsize,
 }
 
 impl Spy {
@@ -82,6 +84,7 @@ impl Spy {
         Arc::new(Self {
             inner,
             last: Mutex::new(None),
+            refused_extends: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -92,6 +95,12 @@ impl Spy {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .unwrap_or_else(|| panic!("[{case}] no lease was handed out"))
+    }
+
+    /// How many extends answered `Ok(false)`.
+    pub(crate) fn refused_extends(&self) -> usize {
+        self.refused_extends
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn record(&self, lease: &Lease) {
@@ -124,7 +133,12 @@ impl DistributedLock for Spy {
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
-        self.inner.extend(lease, ttl).await
+        let extended = self.inner.extend(lease, ttl).await;
+        if matches!(extended, Ok(false)) {
+            self.refused_extends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        extended
     }
 
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {

@@ -39,6 +39,18 @@ enum Flaw {
     SlowWaiters,
     /// An attempt first stores a lock with a 100x ttl, then fixes it: cancellation leaves a ghost.
     GhostOnCancel,
+    /// The "server" expires keys at half the requested ttl.
+    ShortExpiry,
+    /// Attempts take 3 ms in flight and the deadline cuts them off (`timeout_at`), so a zero
+    /// or 2 ms wait times out on a free key.
+    DeadlineCutsAttempt,
+    /// At the deadline, an attempt that was cut off lands anyway: a ghost lock.
+    CutAttemptLands,
+    /// Claims notified waiting and waits for release messages (or the holder's expiry as first
+    /// seen) alone: a key freed without a message is missed.
+    NoFallback,
+    /// Extend always says the lease is gone, while the key stays held.
+    ExtendAlwaysFalse,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +63,7 @@ struct Entry {
 struct Naive {
     flaw: Flaw,
     keys: Mutex<HashMap<String, Entry>>,
+    released: tokio::sync::Notify,
 }
 
 impl Naive {
@@ -58,6 +71,7 @@ impl Naive {
         Self {
             flaw,
             keys: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
         }
     }
 
@@ -79,6 +93,38 @@ impl Naive {
             .holder
             .filter(|(_, until)| self.flaw == Flaw::NoExpiry || now < *until)
             .map(|(token, _)| token)
+    }
+
+    /// How long the "server" keeps a key given `ttl`.
+    fn lifetime(&self, ttl: Duration) -> Duration {
+        if self.flaw == Flaw::ShortExpiry {
+            ttl / 2
+        } else {
+            ttl
+        }
+    }
+
+    /// Takes `key` for a token nobody knows, if it is free: a landed attempt whose reply never
+    /// arrived.
+    fn land_ghost(&self, key: &LockKey, ttl: Duration) {
+        let now = Instant::now();
+        self.with_entry(key, |e| {
+            if self.live(e, now).is_none() {
+                e.fence += 1;
+                e.holder = Some((LeaseToken::random().unwrap(), now + ttl));
+            }
+        });
+    }
+
+    /// Waits for a release message or the holder's expiry as seen now, never past `deadline`.
+    async fn wait_for_message(&self, key: &LockKey, deadline: &leasehold::wait::Deadline) {
+        let released = self.released.notified();
+        let expiry = self.with_entry(key, |e| e.holder.map(|(_, until)| until));
+        let wake = deadline.cap(expiry.unwrap_or_else(Instant::now));
+        tokio::select! {
+            () = released => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
     }
 
     fn check_ttl(&self, ttl: Duration) -> Result<Duration, LockError> {
@@ -107,7 +153,11 @@ impl DistributedLock for Naive {
                 return Ok(None);
             }
         }
+        if matches!(self.flaw, Flaw::DeadlineCutsAttempt) {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
         let ghost = self.flaw == Flaw::GhostOnCancel;
+        let server_lifetime = self.lifetime(ttl);
         let granted = self.with_entry(key, |e| {
             if self.flaw != Flaw::NonAtomicAcquire && self.live(e, sent_at).is_some() {
                 return None;
@@ -116,7 +166,7 @@ impl DistributedLock for Naive {
                 e.fence = 0;
             }
             e.fence += 1;
-            let lifetime = if ghost { ttl * 100 } else { ttl };
+            let lifetime = if ghost { ttl * 100 } else { server_lifetime };
             e.holder = Some((token, sent_at + lifetime));
             Some(e.fence)
         });
@@ -136,10 +186,38 @@ impl DistributedLock for Naive {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        if self.flaw != Flaw::SlowWaiters {
-            return leasehold::wait::poll_acquire(self, key, ttl, wait).await;
-        }
         let deadline = leasehold::wait::Deadline::after(wait);
+        match self.flaw {
+            Flaw::SlowWaiters => {}
+            Flaw::DeadlineCutsAttempt => {
+                let attempt = leasehold::wait::poll_acquire(self, key, ttl, wait);
+                return match deadline.at() {
+                    Some(at) => tokio::time::timeout_at(at.into(), attempt)
+                        .await
+                        .map_err(|_| deadline.timeout(key))?,
+                    None => attempt.await,
+                };
+            }
+            Flaw::CutAttemptLands => {
+                let outcome = leasehold::wait::poll_acquire(self, key, ttl, wait).await;
+                if matches!(outcome, Err(LockError::Timeout { .. })) {
+                    // The attempt cut off at the deadline arrives at the server a little later.
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    self.land_ghost(key, ttl);
+                }
+                return outcome;
+            }
+            Flaw::NoFallback => loop {
+                if let Some(lease) = self.try_acquire(key, ttl).await? {
+                    return Ok(lease);
+                }
+                if deadline.has_passed() {
+                    return Err(deadline.timeout(key));
+                }
+                self.wait_for_message(key, &deadline).await;
+            },
+            _ => return leasehold::wait::poll_acquire(self, key, ttl, wait).await,
+        }
         loop {
             if let Some(lease) = self.try_acquire(key, ttl).await? {
                 return Ok(lease);
@@ -155,12 +233,16 @@ impl DistributedLock for Naive {
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = self.check_ttl(ttl)?;
         let sent_at = Instant::now();
+        if self.flaw == Flaw::ExtendAlwaysFalse {
+            return Ok(false);
+        }
         let unchecked = self.flaw == Flaw::ExtendWithoutTokenCheck;
+        let lifetime = self.lifetime(ttl);
         let extended = self.with_entry(lease.key(), |e| {
             if !unchecked && self.live(e, sent_at) != Some(lease.token()) {
                 return false;
             }
-            e.holder = Some((lease.token(), sent_at + ttl));
+            e.holder = Some((lease.token(), sent_at + lifetime));
             true
         });
         if extended {
@@ -172,6 +254,8 @@ impl DistributedLock for Naive {
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
         let now = Instant::now();
         let unchecked = self.flaw == Flaw::ReleaseWithoutTokenCheck;
+        // Waiters of the NoFallback flaw hear of every release.
+        self.released.notify_waiters();
         Ok(self.with_entry(lease.key(), |e| {
             let held = self.live(e, now);
             if unchecked {
@@ -187,7 +271,8 @@ impl DistributedLock for Naive {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().with_notified_wait(self.flaw == Flaw::SlowWaiters)
+        Capabilities::new()
+            .with_notified_wait(matches!(self.flaw, Flaw::SlowWaiters | Flaw::NoFallback))
     }
 }
 
@@ -303,5 +388,46 @@ fn ghost_locks_left_by_cancellation_are_caught() {
     assert_caught(
         Flaw::GhostOnCancel,
         &["dropped_acquire_leaves_no_lock_beyond_its_ttl"],
+    );
+}
+
+#[test]
+fn a_store_that_expires_keys_early_is_caught() {
+    assert_caught(Flaw::ShortExpiry, &["key_stays_held_until_valid_until"]);
+}
+
+#[test]
+fn deadlines_that_cut_attempts_in_flight_are_caught() {
+    assert_caught(
+        Flaw::DeadlineCutsAttempt,
+        &["zero_and_short_waits_take_a_free_key"],
+    );
+}
+
+#[test]
+fn cut_off_attempts_that_land_are_caught() {
+    assert_caught(
+        Flaw::CutAttemptLands,
+        &["waiter_timing_out_around_a_release_leaves_no_ghost"],
+    );
+}
+
+#[test]
+fn waiting_on_release_messages_alone_is_caught() {
+    assert_caught(
+        Flaw::NoFallback,
+        &["waiter_gets_the_key_without_a_release_notification"],
+    );
+}
+
+#[test]
+fn an_extend_that_always_says_lost_is_caught() {
+    assert_caught(
+        Flaw::ExtendAlwaysFalse,
+        &[
+            "extend_keeps_lease_past_original_ttl",
+            "guard_renewal_keeps_lock_for_several_ttls",
+            "key_stays_held_until_valid_until",
+        ],
     );
 }

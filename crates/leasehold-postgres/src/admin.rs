@@ -7,7 +7,10 @@ use std::time::Duration;
 use leasehold::{async_trait, LockAdmin, LockError, LockKey, LockStatus};
 use sqlx::{postgres::PgRow, Row};
 
-use crate::{error::map, lock::PostgresLock};
+use crate::{
+    error::{map, within},
+    lock::PostgresLock,
+};
 
 fn status_of(row: &PgRow, first: usize) -> LockStatus {
     let fence: Option<i64> = row.try_get(first).ok();
@@ -41,17 +44,21 @@ impl PostgresLock {
         extra: Option<&str>,
         for_key: Option<&LockKey>,
     ) -> Result<Vec<PgRow>, LockError> {
-        let fail = |e| map(e, for_key);
-        let mut tx = self.inner.pool.begin().await.map_err(fail)?;
-        let mut query = sqlx::query(sql)
-            .persistent(self.inner.statements.persistent)
-            .bind(key);
-        if let Some(extra) = extra {
-            query = query.bind(extra);
-        }
-        let rows = query.fetch_all(&mut *tx).await.map_err(fail)?;
-        tx.commit().await.map_err(fail)?;
-        Ok(rows)
+        let request = async {
+            let mut tx = self.inner.pool.begin().await?;
+            let mut query = sqlx::query(sql)
+                .persistent(self.inner.statements.persistent)
+                .bind(key);
+            if let Some(extra) = extra {
+                query = query.bind(extra);
+            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
+        };
+        within(self.inner.request_timeout, request)
+            .await
+            .map_err(|e| map(e, for_key))
     }
 }
 

@@ -12,15 +12,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leasehold::{ttl, wait::Deadline, Lease, LeaseToken, LockError, LockKey};
+use leasehold::{
+    ttl,
+    wait::{jitter, keep_waiting, Deadline},
+    Lease, LeaseToken, LockError, LockKey,
+};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::{error::map, sql::Statements};
+use crate::{
+    error::{map, within},
+    sql::Statements,
+};
 
 /// How long past its ttl a forgotten lease's connection is kept before it is dropped here (the
 /// server has long ended its session by then).
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(5);
+/// The longest one statement waits in the server's lock queue; longer waits take several, so a
+/// server that stopped answering is noticed within this plus the request timeout.
+const SERVER_WAIT: Duration = Duration::from_secs(10);
+/// The pause before retrying after a transient failure (jittered down to half).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
 /// The 64-bit advisory key of `key`: the first 8 bytes (big-endian) of
 /// SHA-256("leasehold" NUL namespace NUL key). Two keys that collide only contend with each
@@ -58,6 +70,7 @@ pub(crate) struct Advisory {
     /// Mixed into the default key hash: the lease table's qualified name.
     namespace: String,
     custom: Option<KeyFn>,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Advisory {
@@ -78,11 +91,12 @@ fn millis_at_least(duration: Duration) -> String {
 }
 
 impl Advisory {
-    pub(crate) fn new(namespace: String, custom: Option<KeyFn>) -> Self {
+    pub(crate) fn new(namespace: String, custom: Option<KeyFn>, request_timeout: Duration) -> Self {
         Self {
             held: Mutex::default(),
             namespace,
             custom,
+            request_timeout,
         }
     }
 
@@ -123,14 +137,20 @@ impl Advisory {
         self.forget_abandoned();
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
-        let mut tx = pool.begin().await.map_err(|e| map(e, Some(key)))?;
-        let (fence, _): (Option<i64>, String) = sqlx::query_as(&statements.advisory_try)
-            .persistent(statements.persistent)
-            .bind(self.key_of(key))
-            .bind(millis(ttl))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| map(e, Some(key)))?;
+        // A transaction dropped unfinished (timeout, cancelled future) is rolled back, which
+        // frees whatever it locked; if even that cannot reach the server, the server ends the
+        // idle session after the ttl (idle_in_transaction_session_timeout).
+        let attempt = within(self.request_timeout, async {
+            let mut tx = pool.begin().await?;
+            let (fence, _): (Option<i64>, String) = sqlx::query_as(&statements.advisory_try)
+                .persistent(statements.persistent)
+                .bind(self.key_of(key))
+                .bind(millis(ttl))
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok((tx, fence))
+        });
+        let (tx, fence) = attempt.await.map_err(|e| map(e, Some(key)))?;
         let Some(fence) = fence else {
             // Ends the transaction; nothing was locked.
             return Ok(None);
@@ -140,7 +160,10 @@ impl Advisory {
         Ok(Some(lease))
     }
 
-    /// Waits in the server's lock queue, bounded by `lock_timeout` and by the deadline here.
+    /// Waits in the server's lock queue, bounded by `lock_timeout` (the time left, at most
+    /// [`SERVER_WAIT`] per statement) and, for a server that does not answer, by that plus the
+    /// request timeout. Transient failures (a pool timeout, a dropped connection) are retried
+    /// until the deadline, as the trait says.
     ///
     /// A lock granted at the very moment `lock_timeout` fires still errors; the error aborts
     /// the transaction, and ending it releases whatever it held, so no orphan lock remains.
@@ -155,58 +178,82 @@ impl Advisory {
         self.forget_abandoned();
         let deadline = Deadline::after(wait);
         let token = LeaseToken::random()?;
-        let attempt = async {
-            loop {
-                let mut tx = pool.begin().await.map_err(|e| map(e, Some(key)))?;
-                let lock_timeout = deadline.at().map_or_else(
-                    || "0".to_owned(),
-                    |at| millis_at_least(at.saturating_duration_since(Instant::now())),
-                );
-                let sent_at = Instant::now();
-                let fenced: Result<(i64, String), sqlx::Error> =
-                    sqlx::query_as(&statements.advisory_wait)
-                        .persistent(statements.persistent)
-                        .bind(self.key_of(key))
-                        .bind(millis(ttl))
-                        .bind(lock_timeout)
-                        .fetch_one(&mut *tx)
-                        .await;
-                match fenced {
-                    Ok((fence, _)) => return Ok((tx, fence, sent_at)),
-                    // The server's clock may run a little ahead of ours: wait out our deadline.
-                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
-                        if deadline.has_passed() {
-                            return Err(deadline.timeout(key));
-                        }
-                    }
-                    Err(error) => return Err(map(error, Some(key))),
+        let mut failure = None;
+        loop {
+            match self.queue_once(pool, statements, key, ttl, &deadline).await {
+                Ok(Some((tx, fence, sent_at))) => {
+                    let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
+                    self.keep(token, tx, sent_at + ttl);
+                    return Ok(lease);
                 }
+                // lock_timeout ended this statement's wait: the key was held all along.
+                Ok(None) => failure = None,
+                Err(error) => keep_waiting(error, &mut failure)?,
             }
-        };
-        // The server's lock_timeout ends the wait; this bounds a server that does not answer.
-        let (mut tx, fence, mut sent_at) = match deadline.at() {
-            Some(at) => tokio::time::timeout_at((at + Duration::from_millis(50)).into(), attempt)
-                .await
-                .map_err(|_| deadline.timeout(key))??,
-            None => attempt.await?,
+            if deadline.has_passed() {
+                return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
+            }
+            if failure.is_some() {
+                let pause = deadline.cap(Instant::now() + jitter(RETRY_AFTER_FAILURE));
+                tokio::time::sleep_until(pause.into()).await;
+            }
+        }
+    }
+
+    /// One statement in the server's lock queue: the transaction holding the lock, its fence
+    /// and the instant validity counts from; `None` when `lock_timeout` fired first.
+    async fn queue_once(
+        &self,
+        pool: &PgPool,
+        statements: &Statements,
+        key: &LockKey,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<Option<(Transaction<'static, Postgres>, i64, Instant)>, LockError> {
+        let server_wait = deadline.at().map_or(SERVER_WAIT, |at| {
+            at.saturating_duration_since(Instant::now())
+                .min(SERVER_WAIT)
+        });
+        let sent_at = Instant::now();
+        let queued = within(server_wait + self.request_timeout, async {
+            let mut tx = pool.begin().await?;
+            let fenced: Result<(i64, String), sqlx::Error> =
+                sqlx::query_as(&statements.advisory_wait)
+                    .persistent(statements.persistent)
+                    .bind(self.key_of(key))
+                    .bind(millis(ttl))
+                    .bind(millis_at_least(server_wait))
+                    .fetch_one(&mut *tx)
+                    .await;
+            Ok(fenced.map(|(fence, _)| (tx, fence)))
+        })
+        .await
+        .map_err(|e| map(e, Some(key)))?;
+        let (mut tx, fence) = match queued {
+            Ok(granted) => granted,
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
+                return Ok(None)
+            }
+            Err(error) => return Err(map(error, Some(key))),
         };
         // The server's idle countdown started when the lock was granted, somewhere during the
         // wait, but all we know is that it started after `sent_at`. After a long wait that bound
         // leaves the lease little or no validity, so restart the countdown with one more
         // statement and count from just before it.
-        if sent_at.elapsed() > ttl / 10 {
-            let touched_at = Instant::now();
+        if sent_at.elapsed() <= ttl / 10 {
+            return Ok(Some((tx, fence, sent_at)));
+        }
+        let touched_at = Instant::now();
+        within(
+            self.request_timeout,
             sqlx::query(&statements.advisory_extend)
                 .persistent(statements.persistent)
                 .bind(millis(ttl))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map(e, Some(key)))?;
-            sent_at = touched_at;
-        }
-        let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
-        self.keep(token, tx, sent_at + ttl);
-        Ok(lease)
+                .execute(&mut *tx),
+        )
+        .await
+        .map_err(|e| map(e, Some(key)))?;
+        Ok(Some((tx, fence, touched_at)))
     }
 
     /// Any failure on the lease's connection means its session (and so its lock) is gone.
@@ -223,11 +270,16 @@ impl Advisory {
         };
         let mut held = slot.lock().await;
         let sent_at = Instant::now();
-        let reset = sqlx::query(&statements.advisory_extend)
-            .persistent(statements.persistent)
-            .bind(millis(ttl))
-            .execute(&mut *held.tx)
-            .await;
+        // A statement that outlives the request timeout leaves the connection in an unknown
+        // state: the lease is given up (its session ends with the ttl at the latest).
+        let reset = within(
+            self.request_timeout,
+            sqlx::query(&statements.advisory_extend)
+                .persistent(statements.persistent)
+                .bind(millis(ttl))
+                .execute(&mut *held.tx),
+        )
+        .await;
         match reset {
             Ok(_) => {
                 held.ends = sent_at + ttl;
@@ -256,8 +308,14 @@ impl Advisory {
             return Ok(true);
         };
         // Ending the transaction releases the xact lock; if the session is already gone, so is
-        // the lock.
-        Ok(held.into_inner().tx.rollback().await.is_ok())
+        // the lock. A server that does not answer ends the idle session after the ttl.
+        match within(self.request_timeout, held.into_inner().tx.rollback()).await {
+            Ok(()) => Ok(true),
+            Err(sqlx::Error::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+                Err(map(sqlx::Error::Io(error), Some(lease.key())))
+            }
+            Err(_) => Ok(false),
+        }
     }
 }
 

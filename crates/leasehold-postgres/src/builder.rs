@@ -10,7 +10,7 @@ use sqlx::{
 
 use crate::{
     advisory::{Advisory, KeyFn},
-    error::map,
+    error::{map, within, DEFAULT_REQUEST_TIMEOUT},
     ident::Ident,
     listener::Listener,
     lock::{Inner, PostgresLock},
@@ -76,6 +76,7 @@ pub struct PostgresLockBuilder {
     strategy: Strategy,
     prepared_statements: bool,
     advisory_keys: Option<KeyFn>,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresLockBuilder {
@@ -88,6 +89,7 @@ impl std::fmt::Debug for PostgresLockBuilder {
             .field("notifications", &self.notifications)
             .field("strategy", &self.strategy)
             .field("custom_advisory_keys", &self.advisory_keys.is_some())
+            .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +125,7 @@ impl PostgresLock {
             strategy: Strategy::LeaseTable,
             prepared_statements: true,
             advisory_keys: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -138,21 +141,21 @@ impl PostgresLock {
     ///
     /// Runs in one transaction: dropping the future rolls it back.
     pub async fn migrate(&self) -> Result<(), LockError> {
-        let mut tx = self.inner.pool.begin().await.map_err(|e| map(e, None))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .persistent(false)
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map(e, None))?;
-        for sql in self.inner.statements.migration() {
-            sqlx::query(sql)
+        let migration = async {
+            let mut tx = self.inner.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .persistent(false)
+                .bind(MIGRATION_LOCK)
                 .execute(&mut *tx)
-                .await
-                .map_err(|e| map(e, None))?;
-        }
-        tx.commit().await.map_err(|e| map(e, None))
+                .await?;
+            for sql in self.inner.statements.migration() {
+                sqlx::query(sql).persistent(false).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        };
+        within(self.inner.request_timeout, migration)
+            .await
+            .map_err(|e| map(e, None))
     }
 
     /// The SQL that [`migrate`](Self::migrate) runs, for people who manage schemas themselves.
@@ -272,6 +275,16 @@ impl PostgresLockBuilder {
         self
     }
 
+    /// How long one request may take (default 5 s): taking a connection from the pool
+    /// (connecting if need be), the statement and, behind a pooler, its transaction. Past it the
+    /// call fails with a transient [`LockError::Backend`], so no call hangs on a server that
+    /// stopped answering. An advisory wait is bounded by its own wait plus this. The pool made
+    /// for a URL also waits at most this long for a connection.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Size of the pool made for a URL (default 10; the `LISTEN` connection is extra).
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max;
@@ -310,7 +323,7 @@ impl PostgresLockBuilder {
                 })?;
                 PgPoolOptions::new()
                     .max_connections(self.max_connections)
-                    .acquire_timeout(Duration::from_secs(5))
+                    .acquire_timeout(self.request_timeout)
                     .connect_with(options)
                     .await
                     .map_err(|e| map(e, None))?
@@ -326,17 +339,25 @@ impl PostgresLockBuilder {
         let advisory = self.strategy == Strategy::Advisory;
         // The advisory strategy waits in the server's lock queue: no listener needed.
         let qualified = format!("{}.{}", schema.as_str(), table.as_str());
-        let listener = (self.notifications && !advisory)
-            .then(|| Listener::start(pool.clone(), channel.as_str().to_owned()));
+        let listener = (self.notifications && !advisory).then(|| {
+            Listener::start(
+                pool.clone(),
+                channel.as_str().to_owned(),
+                self.request_timeout,
+            )
+        });
         let lock = PostgresLock {
             inner: Arc::new(Inner {
                 statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
-                advisory: advisory.then(|| Advisory::new(qualified.clone(), self.advisory_keys)),
+                advisory: advisory.then(|| {
+                    Advisory::new(qualified.clone(), self.advisory_keys, self.request_timeout)
+                }),
                 table: qualified,
                 pool,
                 channel,
                 listener,
                 server,
+                request_timeout: self.request_timeout,
             }),
         };
         if self.migrate {

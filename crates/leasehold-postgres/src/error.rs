@@ -1,8 +1,31 @@
 //! Maps `sqlx` errors into `LockError`, in one place.
 
+use std::{future::Future, time::Duration};
+
 use leasehold::{LockError, LockKey};
 
 pub(crate) const BACKEND: &str = "postgres";
+
+/// The default of [`PostgresLockBuilder::request_timeout`](crate::PostgresLockBuilder::request_timeout).
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `request` (a statement, with the pool checkout and transaction around it) for at most
+/// `timeout`. sqlx 0.8 has no client-side statement timeout and no TCP keepalive, so without
+/// this a black-holed server hangs a call for the kernel's TCP timeout (many minutes). Running
+/// out of time is an I/O timeout: transient.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    request: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no reply from PostgreSQL within the request timeout of {timeout:?}"),
+            )))
+        })
+}
 
 /// SQLSTATEs that mean contention (serialization failure, deadlock) or a server that will come
 /// back (connection class 08, shutdown 57P01-57P03, too many connections 53300).

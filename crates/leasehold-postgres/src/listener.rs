@@ -3,6 +3,13 @@
 //! Release statements `pg_notify(channel, key)`; this task dispatches each notification to the
 //! waiters of that key. `PgListener` reconnects by itself; after a reconnect every waiter is
 //! woken to retry, since notifications may have been missed meanwhile.
+//!
+//! sqlx 0.8 turns on no TCP keepalive (transact-rs/sqlx#3540), so a half-open connection would
+//! look like a quiet one forever. Every [`PROBE_EVERY`] without a notification the task runs
+//! `SELECT 1` on the connection, bounded by the request timeout; connecting and `LISTEN` are
+//! bounded too. On a failure the connection is dropped, every waiter is woken, and waiters poll
+//! until a new `LISTEN` is in place. Waiters never depend on this task alone: they re-try on a
+//! jittered fallback timer whatever its state.
 
 use std::{
     sync::{Arc, Weak},
@@ -10,6 +17,8 @@ use std::{
 };
 
 use leasehold::Wakers;
+
+use crate::error::within;
 use sqlx::{postgres::PgListener, PgPool};
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -29,10 +38,16 @@ impl Drop for Listener {
 }
 
 impl Listener {
-    pub(crate) fn start(pool: PgPool, channel: String) -> Self {
+    pub(crate) fn start(pool: PgPool, channel: String, request_timeout: Duration) -> Self {
         let wakers = Wakers::new();
         let (listening_tx, listening) = watch::channel(false);
-        let task = tokio::spawn(listen(pool, channel, Arc::downgrade(&wakers), listening_tx));
+        let task = tokio::spawn(listen(
+            pool,
+            channel,
+            request_timeout,
+            Arc::downgrade(&wakers),
+            listening_tx,
+        ));
         Self {
             wakers,
             listening,
@@ -54,43 +69,71 @@ impl Listener {
     }
 }
 
+/// How long the `LISTEN` connection may stay quiet before it is probed.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(5);
+
 async fn listen(
     pool: PgPool,
     channel: String,
+    request_timeout: Duration,
     wakers: Weak<Wakers>,
     listening: watch::Sender<bool>,
 ) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let connected = within(request_timeout, async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok(listener)
+        })
+        .await;
+        let mut listener = match connected {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(%error, "postgres LISTEN connection failed; waiters poll meanwhile");
+                tracing::warn!(%error, "postgres LISTEN failed; waiters poll meanwhile");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        if let Err(error) = listener.listen(&channel).await {
-            tracing::warn!(%error, "postgres LISTEN failed; waiters poll meanwhile");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
         listening.send_replace(true);
         loop {
-            let received = listener.try_recv().await;
+            let received = tokio::select! {
+                received = listener.try_recv() => Some(received),
+                () = tokio::time::sleep(PROBE_EVERY) => None,
+            };
             let Some(wakers) = wakers.upgrade() else {
                 return;
             };
-            match received {
+            let lost = match received {
                 // One release, one winner: wake one waiter of this process, not all of them.
-                Ok(Some(notification)) => wakers.wake_one(notification.payload()),
-                // The connection dropped; the next `try_recv` reconnects and listens again.
-                Ok(None) => wakers.wake_all(),
-                Err(error) => {
-                    tracing::debug!(%error, "postgres LISTEN connection lost");
-                    listening.send_replace(false);
-                    wakers.wake_all();
-                    break;
+                Some(Ok(Some(notification))) => {
+                    wakers.wake_one(notification.payload());
+                    false
                 }
+                // The connection dropped; the next `try_recv` reconnects and listens again.
+                Some(Ok(None)) => {
+                    wakers.wake_all();
+                    false
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "postgres LISTEN connection lost");
+                    true
+                }
+                None => {
+                    let probe = within(
+                        request_timeout,
+                        sqlx::query("SELECT 1").execute(&mut listener),
+                    )
+                    .await;
+                    if let Err(error) = &probe {
+                        tracing::warn!(%error, "postgres LISTEN connection does not answer; reconnecting, waiters poll meanwhile");
+                    }
+                    probe.is_err()
+                }
+            };
+            if lost {
+                listening.send_replace(false);
+                wakers.wake_all();
+                break;
             }
         }
     }

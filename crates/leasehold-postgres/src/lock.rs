@@ -8,14 +8,14 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{keep_waiting, Deadline, NotifiedWait},
+    wait::{keep_waiting, Deadline, InFlight, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use sqlx::{PgPool, Row};
 
 use crate::{
     advisory::Advisory,
-    error::{is_contention, map},
+    error::{is_contention, map, within},
     ident::Ident,
     listener::Listener,
     sql::Statements,
@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) advisory: Option<Advisory>,
     /// `host:port/database` (never credentials), for `Debug`.
     pub(crate) server: String,
+    /// The bound of every request (see the builder).
+    pub(crate) request_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresLock {
@@ -107,19 +109,43 @@ impl PostgresLock {
         wanted_for: Duration,
     ) -> Result<Attempt, LockError> {
         let statements = &self.inner.statements;
-        let rows = on_pool!(self, exec => sqlx::query(&statements.acquire)
-            .persistent(statements.persistent)
-            .bind(key.as_str())
-            .bind(token.to_bytes().as_slice())
-            .bind(ttl::whole_millis(ttl) as f64)
-            .bind(ttl::whole_millis(wanted_for) as f64)
-            .fetch_all(exec)
-            .await);
+        // Armed while the statement is in flight: a statement whose reply was lost (or whose
+        // caller gave up) may still commit, so its token is released at once.
+        let cleanup = InFlight::new(|| {
+            let (lock, key) = (self.clone(), key.clone());
+            async move {
+                match lock.release_token(&key, token).await {
+                    Ok(true) => {
+                        tracing::debug!(key = %key, "released a lock whose acquisition was abandoned")
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
+                    }
+                }
+            }
+        });
+        let rows = within(self.inner.request_timeout, async {
+            on_pool!(self, exec => sqlx::query(&statements.acquire)
+                    .persistent(statements.persistent)
+                    .bind(key.as_str())
+                    .bind(token.to_bytes().as_slice())
+                    .bind(ttl::whole_millis(ttl) as f64)
+                    .bind(ttl::whole_millis(wanted_for) as f64)
+                    .fetch_all(exec)
+                    .await)
+        })
+        .await;
         let rows = match rows {
             Ok(rows) => rows,
-            Err(error) if is_contention(&error) => return Ok(Attempt::Busy(None)),
+            Err(error) if is_contention(&error) => {
+                // A serialization failure or deadlock rolled the statement back.
+                cleanup.disarm();
+                return Ok(Attempt::Busy(None));
+            }
             Err(error) => return Err(map(error, Some(key))),
         };
+        cleanup.disarm();
         let Some(row) = rows.first() else {
             // The key was inserted by a concurrent winner after our snapshot was taken.
             return Ok(Attempt::Busy(None));
@@ -141,9 +167,9 @@ impl PostgresLock {
         })
     }
 
-    /// `attempt`, given up at the deadline. A statement cut short is rolled back by the server
-    /// (it runs in its own implicit transaction), so nothing is left behind.
-    async fn attempt_until(
+    /// One complete attempt of a waiting acquire: never cut off by the caller's deadline (the
+    /// request timeout bounds it), so its answer is always used.
+    async fn wait_attempt(
         &self,
         key: &LockKey,
         ttl: Duration,
@@ -161,17 +187,30 @@ impl PostgresLock {
         } else {
             Duration::ZERO
         };
-        let attempt = self.attempt(key, token, ttl, wanted_for);
-        let outcome = match deadline.at() {
-            Some(at) => tokio::time::timeout_at(at.into(), attempt)
-                .await
-                .map_err(|_| deadline.timeout(key))??,
-            None => attempt.await?,
-        };
+        let outcome = self.attempt(key, token, ttl, wanted_for).await?;
         Ok(match outcome {
             Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(left) => Err(left),
         })
+    }
+}
+
+impl PostgresLock {
+    /// Clears `key`'s holder if it is `token`, and notifies waiters.
+    async fn release_token(&self, key: &LockKey, token: LeaseToken) -> Result<bool, LockError> {
+        let statements = &self.inner.statements;
+        let released = within(self.inner.request_timeout, async {
+            on_pool!(self, exec => sqlx::query(&statements.release)
+                .persistent(statements.persistent)
+                .bind(key.as_str())
+                .bind(token.to_bytes().as_slice())
+                .bind(self.inner.channel.as_str())
+                .fetch_optional(exec)
+                .await)
+        })
+        .await
+        .map_err(|e| map(e, Some(key)))?;
+        Ok(released.is_some())
     }
 }
 
@@ -182,7 +221,8 @@ impl DistributedLock for PostgresLock {
     /// # Cancel safety
     ///
     /// If the future is dropped after the statement reached the server, the statement may
-    /// still commit: the lock is then held by nobody until its ttl ends.
+    /// still commit; the token is then released at once in the background (as after a reply
+    /// timeout or a lost connection), so no lock is left held by nobody.
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let ttl = ttl::check(ttl)?;
         if let Some(advisory) = &self.inner.advisory {
@@ -218,7 +258,7 @@ impl DistributedLock for PostgresLock {
         }
         let deadline = Deadline::after(wait);
         let mut failure = None;
-        match self.attempt_until(key, ttl, &deadline, false).await {
+        match self.wait_attempt(key, ttl, &deadline, false).await {
             Ok(Ok(lease)) => return Ok(lease),
             Ok(Err(_)) => {}
             Err(error) => keep_waiting(error, &mut failure)?,
@@ -238,7 +278,7 @@ impl DistributedLock for PostgresLock {
                 }
             },
             || waiter.map(leasehold::WakeHandle::next_wake),
-            || self.attempt_until(key, ttl, &deadline, true),
+            || self.wait_attempt(key, ttl, &deadline, true),
         )
         .await
     }
@@ -251,13 +291,16 @@ impl DistributedLock for PostgresLock {
         }
         let sent_at = Instant::now();
         let statements = &self.inner.statements;
-        let done = on_pool!(self, exec => sqlx::query(&statements.extend)
-            .persistent(statements.persistent)
-            .bind(lease.key().as_str())
-            .bind(lease.token().to_bytes().as_slice())
-            .bind(ttl::whole_millis(ttl) as f64)
-            .execute(exec)
-            .await)
+        let done = within(self.inner.request_timeout, async {
+            on_pool!(self, exec => sqlx::query(&statements.extend)
+                .persistent(statements.persistent)
+                .bind(lease.key().as_str())
+                .bind(lease.token().to_bytes().as_slice())
+                .bind(ttl::whole_millis(ttl) as f64)
+                .execute(exec)
+                .await)
+        })
+        .await
         .map_err(|e| map(e, Some(lease.key())))?;
         let extended = done.rows_affected() == 1;
         if extended {
@@ -271,16 +314,7 @@ impl DistributedLock for PostgresLock {
         if let Some(advisory) = &self.inner.advisory {
             return advisory.release(&lease).await;
         }
-        let statements = &self.inner.statements;
-        let released = on_pool!(self, exec => sqlx::query(&statements.release)
-            .persistent(statements.persistent)
-            .bind(lease.key().as_str())
-            .bind(lease.token().to_bytes().as_slice())
-            .bind(self.inner.channel.as_str())
-            .fetch_optional(exec)
-            .await)
-        .map_err(|e| map(e, Some(lease.key())))?;
-        Ok(released.is_some())
+        self.release_token(lease.key(), lease.token()).await
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -191,6 +191,12 @@ impl RedisLockBuilder {
                         e.to_string(),
                     )
                 })?;
+                let client = with_keepalive(client).map_err(|e| {
+                    LockError::invalid_config(
+                        format!("redis URL {}", redact_url(&url)),
+                        e.to_string(),
+                    )
+                })?;
                 let conn = manage(&client, config, self.connect_timeout).await?;
                 (conn, Some(client))
             }
@@ -270,6 +276,26 @@ impl RedisLock {
             Err(_) => Ok(EvictionPolicy::Unknown),
         }
     }
+}
+
+/// `client` with TCP keepalive (first probe after 10 s idle, then every 5 s, 3 probes) and
+/// `TCP_NODELAY`: a peer that vanished without closing (a half-open connection, a black-holed
+/// network) is found in about 25 s even on a connection that only waits, such as the pub/sub
+/// subscriber's. The `redis` crate leaves keepalive off.
+fn with_keepalive(client: redis::Client) -> redis::RedisResult<redis::Client> {
+    let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let settings = redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    redis::Client::open(
+        client
+            .get_connection_info()
+            .clone()
+            .set_tcp_settings(settings),
+    )
 }
 
 /// A `ConnectionManager` for `client`. It retries a failed first connection with backoff

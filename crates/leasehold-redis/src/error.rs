@@ -28,6 +28,13 @@ pub(crate) fn is_transient(error: &RedisError) -> bool {
         )
 }
 
+/// Whether the acquire script's `INCR` found the fence counter at `i64::MAX`.
+pub(crate) fn is_fence_overflow(error: &RedisError) -> bool {
+    error
+        .to_string()
+        .contains("increment or decrement would overflow")
+}
+
 /// Whether TLS failed because the server's certificate was refused (unknown CA, wrong name,
 /// expired): a configuration problem that retrying cannot fix.
 #[cfg(feature = "tls")]

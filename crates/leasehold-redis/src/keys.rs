@@ -18,17 +18,23 @@ use leasehold::{LockError, LockKey};
 /// The default namespace.
 pub const DEFAULT_NAMESPACE: &str = "leasehold";
 
-/// Checks a namespace: 1 to 64 bytes, no braces, no control characters, no spaces.
+/// Checks a namespace: 1 to 64 bytes of ASCII letters, digits, `-`, `_` and `.`.
+///
+/// `:` separates the namespace from the key, so a namespace containing it would let `ns "app"`
+/// with key `locks:x` and `ns "app:locks"` with key `x` name the same lock; braces would move
+/// the hash tag; glob characters would widen the documented ACL pattern `~{ns:*` to other
+/// namespaces. Every namespace this accepts keeps the key layout it always had.
 pub(crate) fn check_namespace(namespace: &str) -> Result<(), LockError> {
     let bad = namespace.is_empty()
         || namespace.len() > 64
-        || namespace
-            .chars()
-            .any(|c| c == '{' || c == '}' || c.is_control() || c.is_whitespace());
+        || !namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if bad {
         return Err(LockError::invalid_config(
             format!("redis namespace {namespace:?}"),
-            "must be 1 to 64 bytes without braces, spaces or control characters",
+            "must be 1 to 64 bytes of ASCII letters, digits, '-', '_' and '.' (no ':', braces, \
+             glob characters, spaces or control characters)",
         ));
     }
     Ok(())
@@ -221,10 +227,38 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_with_braces_or_spaces_are_rejected() {
-        for bad in ["", "{x", "x}", "a b", "a\nb", &"n".repeat(65)] {
-            assert!(check_namespace(bad).is_err(), "{bad:?}");
+    fn namespaces_with_separators_braces_globs_or_spaces_are_rejected() {
+        for bad in [
+            "",
+            "{x",
+            "x}",
+            "a b",
+            "a\nb",
+            "app:locks",
+            "a*",
+            "a?",
+            "a[b]",
+            "a\\b",
+            "a/b",
+            "é",
+            &"n".repeat(65),
+        ] {
+            let error = check_namespace(bad).expect_err(bad).to_string();
+            assert!(error.contains("redis namespace"), "{error}");
         }
-        assert!(check_namespace("myapp:locks").is_ok());
+        for good in ["leasehold", "myapp-locks", "my_app.v2", &"n".repeat(64)] {
+            assert!(check_namespace(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn valid_namespaces_never_share_a_lock_with_another_namespace() {
+        // The collision a ':' would allow: ns "app" + key "locks:x" vs ns "app:locks" + key "x".
+        assert!(check_namespace("app:locks").is_err());
+        let a = LockNames::new("app", &LockKey::new("locks:x").unwrap());
+        let b = LockNames::new("app-locks", &LockKey::new("x").unwrap());
+        assert_ne!(a, b);
+        // And the ACL pattern of one namespace matches no name of another.
+        assert!(!b.lock.starts_with("{app:"));
     }
 }

@@ -8,13 +8,13 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{keep_waiting, Deadline, NotifiedWait},
+    wait::{keep_waiting, Deadline, InFlight, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use redis::aio::ConnectionManager;
 
 use crate::{
-    error::{self, map, unexpected_reply},
+    error::{is_fence_overflow, map, unexpected_reply},
     keys::LockNames,
     scripts,
     subscriber::{Subscriber, Watch},
@@ -61,40 +61,6 @@ enum Attempt {
     Busy(Option<Duration>),
 }
 
-/// Releases a lock whose acquisition may or may not have happened, when dropped armed.
-///
-/// Armed while an acquire script is in flight; if the caller gives up (the future is dropped)
-/// or the reply is lost (timeout, dropped connection), the script may still run on the server
-/// and leave a lock with a token nobody knows. The token-checked release sent on the same
-/// connection runs after it, so no ghost lock outlives this cleanup.
-struct GhostCleanup<'a> {
-    lock: &'a RedisLock,
-    names: &'a LockNames,
-    token: LeaseToken,
-    armed: bool,
-}
-
-impl Drop for GhostCleanup<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let lock = self.lock.clone();
-        let names = self.names.clone();
-        let token = self.token;
-        runtime.spawn(async move {
-            match lock.release_token(&names, token).await {
-                Ok(true) => tracing::debug!("released a lock whose acquisition was abandoned"),
-                Ok(false) => {}
-                Err(error) => tracing::debug!(%error, "cleanup of an abandoned acquisition failed; it ends with its ttl"),
-            }
-        });
-    }
-}
-
 impl RedisLock {
     pub(crate) fn names(&self, key: &LockKey) -> LockNames {
         LockNames::new(&self.inner.namespace, key)
@@ -108,16 +74,26 @@ impl RedisLock {
     /// One run of the acquire script, with cleanup if its outcome becomes unknown.
     async fn attempt(
         &self,
+        key: &LockKey,
         names: &LockNames,
         token: LeaseToken,
         ttl: Duration,
     ) -> Result<Attempt, LockError> {
-        let mut cleanup = GhostCleanup {
-            lock: self,
-            names,
-            token,
-            armed: true,
-        };
+        // Armed while the script is in flight: if the caller gives up or the outcome is
+        // unknown, the token-checked release, sent on the same connection, runs after the
+        // script, so no ghost lock outlives it.
+        let cleanup = InFlight::new(|| {
+            let (lock, names) = (self.clone(), names.clone());
+            async move {
+                match lock.release_token(&names, token).await {
+                    Ok(true) => tracing::debug!("released a lock whose acquisition was abandoned"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
+                    }
+                }
+            }
+        });
         let mut conn = self.inner.conn.clone();
         let reply: Result<Vec<i64>, redis::RedisError> = scripts::ACQUIRE
             .key(&names.lock)
@@ -128,13 +104,16 @@ impl RedisLock {
             .await;
         let reply = match reply {
             Ok(reply) => reply,
-            Err(error) => {
-                // Only a transient failure can mean "sent, but the reply was lost".
-                cleanup.armed = error::is_transient(&error);
-                return Err(map(error));
+            // The cleanup stays armed whatever the error: a lost reply may hide a taken lock,
+            // and a script that failed after its `SET` (a refused or overflowing `INCR`, a
+            // fence counter of the wrong type) has taken it. The token-checked release is
+            // harmless where nothing was taken.
+            Err(error) if is_fence_overflow(&error) => {
+                return Err(LockError::FenceOverflow { key: key.clone() })
             }
+            Err(error) => return Err(map(error)),
         };
-        cleanup.armed = false;
+        cleanup.disarm();
         match reply.as_slice() {
             [1, fence] => u64::try_from(*fence)
                 .map(Attempt::Won)
@@ -146,24 +125,17 @@ impl RedisLock {
         }
     }
 
-    /// `attempt`, given up at the deadline (which cleans up after it).
-    async fn attempt_until(
+    /// One complete attempt of a waiting acquire: never cut off by the caller's deadline
+    /// (the response timeout bounds it), so its answer is always used.
+    async fn wait_attempt(
         &self,
         key: &LockKey,
         names: &LockNames,
         ttl: Duration,
-        deadline: &Deadline,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
-        let attempt = self.attempt(names, token, ttl);
-        let outcome = match deadline.at() {
-            Some(at) => tokio::time::timeout_at(at.into(), attempt)
-                .await
-                .map_err(|_| deadline.timeout(key))??,
-            None => attempt.await?,
-        };
-        Ok(match outcome {
+        Ok(match self.attempt(key, names, token, ttl).await? {
             Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(pttl) => Err(pttl),
         })
@@ -199,7 +171,7 @@ impl DistributedLock for RedisLock {
         let names = self.names(key);
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
-        Ok(match self.attempt(&names, token, ttl).await? {
+        Ok(match self.attempt(key, &names, token, ttl).await? {
             Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(_) => None,
         })
@@ -228,7 +200,7 @@ impl DistributedLock for RedisLock {
         let deadline = Deadline::after(wait);
         let names = self.names(key);
         let mut failure = None;
-        match self.attempt_until(key, &names, ttl, &deadline).await {
+        match self.wait_attempt(key, &names, ttl).await {
             Ok(Ok(lease)) => return Ok(lease),
             Ok(Err(_)) => {}
             Err(error) => keep_waiting(error, &mut failure)?,
@@ -251,7 +223,7 @@ impl DistributedLock for RedisLock {
                 }
             },
             || watch.map(Watch::next_wake),
-            || self.attempt_until(key, &names, ttl, &deadline),
+            || self.wait_attempt(key, &names, ttl),
         )
         .await
     }

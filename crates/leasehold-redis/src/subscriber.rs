@@ -197,9 +197,7 @@ impl Driver {
                 Command::Unsubscribe(channel) => self.unsubscribe(&channel).await,
                 Command::Disconnected => {
                     tracing::debug!("redis pub/sub connection lost; waiters retry and resubscribe");
-                    self.sink = None;
-                    self.reader = None;
-                    self.shared.wake_all_and_forget_subscriptions();
+                    self.disconnect();
                 }
             }
         }
@@ -219,18 +217,33 @@ impl Driver {
         let Some(sink) = self.sink.as_mut() else {
             return false;
         };
-        match sink.subscribe(channel).await {
-            Ok(()) => {
+        // Bounded: on a half-open connection the confirmation never comes, and this driver
+        // serves every subscription, so a hang here would stop them all.
+        match tokio::time::timeout(self.connect_timeout, sink.subscribe(channel)).await {
+            Ok(Ok(())) => {
                 if let Some(entry) = self.shared.channels().get_mut(channel) {
                     entry.subscribed = true;
                 }
                 true
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "redis SUBSCRIBE failed; waiters fall back to polling");
                 false
             }
+            Err(_) => {
+                tracing::warn!("redis SUBSCRIBE timed out; reconnecting, waiters poll meanwhile");
+                self.disconnect();
+                false
+            }
         }
+    }
+
+    /// Drops the connection: the next subscription opens a new one, and every waiter is woken
+    /// to retry (messages may have been lost).
+    fn disconnect(&mut self) {
+        self.sink = None;
+        self.reader = None;
+        self.shared.wake_all_and_forget_subscriptions();
     }
 
     async fn unsubscribe(&mut self, channel: &str) {
@@ -244,8 +257,13 @@ impl Driver {
             }
         };
         if let (true, Some(sink)) = (was_subscribed, self.sink.as_mut()) {
-            if let Err(error) = sink.unsubscribe(channel).await {
-                tracing::debug!(%error, "redis UNSUBSCRIBE failed");
+            match tokio::time::timeout(self.connect_timeout, sink.unsubscribe(channel)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "redis UNSUBSCRIBE failed"),
+                Err(_) => {
+                    tracing::debug!("redis UNSUBSCRIBE timed out; reconnecting");
+                    self.disconnect();
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{jitter, keep_waiting, Deadline},
+    wait::{jitter, keep_waiting, Deadline, InFlight},
     Capabilities, DistributedLock, Lease, LeaseToken, LockAdmin, LockError, LockKey, LockStatus,
     Wakers,
 };
@@ -180,6 +180,19 @@ impl SqliteLock {
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
+        // sqlx runs SQLite statements on a worker thread: a statement whose caller gave up
+        // (or that failed after its write) may still have committed, so its token is released.
+        let cleanup = InFlight::new(|| {
+            let (lock, key) = (self.clone(), key.clone());
+            async move {
+                let released = lock
+                    .update(&lock.inner.statements.release, &key, Some(token), None)
+                    .await;
+                if let Err(error) = released {
+                    tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl");
+                }
+            }
+        });
         let fence: Result<Option<i64>, sqlx::Error> =
             sqlx::query_scalar(&self.inner.statements.acquire)
                 .bind(key.as_str())
@@ -187,6 +200,9 @@ impl SqliteLock {
                 .bind(ttl::whole_millis(ttl) as i64)
                 .fetch_optional(&self.inner.pool)
                 .await;
+        if fence.is_ok() {
+            cleanup.disarm();
+        }
         match fence {
             Ok(Some(fence)) => {
                 let fence = u64::try_from(fence).map_err(|_| {

@@ -28,14 +28,22 @@ pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
     /// # Cancel safety
     ///
     /// If the future is dropped after the request was sent, the lock may have been taken on
-    /// the server with a token nobody knows; it is then held until its ttl ends. Backends make a
-    /// best effort to release such locks (see their docs).
+    /// the server with a token nobody knows. Backends then release that token at once in the
+    /// background ([`wait::InFlight`]), as they do after any failure that leaves the outcome
+    /// open (a reply timeout, a lost connection); only where that cleanup cannot run (the
+    /// runtime shuts down, the process dies, the server stays unreachable) is the lock held
+    /// until its ttl ends.
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError>;
 
     /// Takes `key` for `ttl`, waiting up to `wait` for the current holder to let go.
     ///
-    /// A `wait` of zero makes one attempt. A `wait` too large to add to the current instant
-    /// means "no deadline".
+    /// `wait` bounds the *waiting*, never an attempt in flight: at least one complete attempt
+    /// is made and its answer used, and the deadline only stops further attempts (a request
+    /// that was sent may still land, so cutting it off would leave a lock nobody knows of).
+    /// Each attempt is bounded by the backend's own request timeout, so `acquire` returns within
+    /// `wait` plus one request timeout. A `wait` of zero makes exactly one complete attempt. A
+    /// `wait` too large to add to the current instant (such as `Duration::MAX`) means "no
+    /// deadline": transient failures are then retried for as long as it takes.
     ///
     /// The default polls [`try_acquire`](Self::try_acquire) with jittered exponential backoff
     /// (see [`wait::poll_acquire`]); backends override it with notification-based waiting.
@@ -52,7 +60,7 @@ pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
     /// # Cancel safety
     ///
     /// As for [`try_acquire`](Self::try_acquire): dropping the future while it waits leaves no
-    /// lock behind; dropping it during an attempt may leave one until its ttl ends.
+    /// lock behind; dropping it during an attempt triggers the attempt's cleanup.
     async fn acquire(
         &self,
         key: &LockKey,

@@ -70,6 +70,8 @@ pub struct Lease {
     fence: u64,
     ttl: Duration,
     valid_until: Instant,
+    /// When the request that acquired or last renewed the lease was sent.
+    sent_at: Instant,
 }
 
 impl Lease {
@@ -91,6 +93,7 @@ impl Lease {
             fence,
             ttl,
             valid_until: ttl::valid_until(sent_at, ttl),
+            sent_at,
         }
     }
 
@@ -98,6 +101,13 @@ impl Lease {
     pub fn renewed(&mut self, ttl: Duration, sent_at: Instant) {
         self.ttl = ttl;
         self.valid_until = ttl::valid_until(sent_at, ttl);
+        self.sent_at = sent_at;
+    }
+
+    /// When the request that acquired or last renewed the lease was sent: the guard schedules
+    /// renewals from it, so a slow acquire does not push the first renewal past the validity.
+    pub(crate) fn sent_at(&self) -> Instant {
+        self.sent_at
     }
 
     /// The locked key.

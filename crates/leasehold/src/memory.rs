@@ -174,14 +174,23 @@ impl DistributedLock for MemoryLock {
         let ttl = ttl::check(ttl)?;
         let sent_at = Instant::now();
         let mut slots = self.slots();
-        let Some(holder) = slots
-            .get_mut(lease.key())
-            .and_then(|slot| slot.holder.as_mut())
+        let Some(slot) = slots.get_mut(lease.key()) else {
+            return Ok(false);
+        };
+        let Some(holder) = slot
+            .holder
+            .as_mut()
             .filter(|h| h.token == lease.token() && h.is_live(sent_at))
         else {
             return Ok(false);
         };
-        holder.expires_at = sent_at + ttl;
+        let expires_at = sent_at + ttl;
+        let sooner = expires_at < holder.expires_at;
+        holder.expires_at = expires_at;
+        if sooner {
+            // Waiters sleep until the expiry they saw; they must see the earlier one.
+            slot.released.notify_waiters();
+        }
         lease.renewed(ttl, sent_at);
         Ok(true)
     }

@@ -127,20 +127,90 @@ pub async fn poll_acquire<L: DistributedLock + ?Sized>(
     }
 }
 
+/// Cleans up after an acquisition whose outcome is unknown.
+///
+/// Arm it with the token-checked release of an attempt's token *before* the attempt is sent;
+/// [`disarm`](Self::disarm) it once the reply says for sure whether the lock was taken. Dropped
+/// while armed (the caller's future was dropped, or the attempt failed in a way that leaves its
+/// outcome open: a reply timeout, a lost connection, a script that failed after its write), it
+/// spawns the cleanup on the current tokio runtime, so a lock the request took anyway is freed
+/// at once instead of lingering, held by a token nobody knows, until its ttl ends.
+///
+/// Where no cleanup can run (no runtime, the runtime shutting down, the process killed, the
+/// server unreachable for longer than the cleanup's own request timeout), the lock ends with
+/// its ttl.
+pub struct InFlight<F, Fut>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    cleanup: Option<F>,
+}
+
+impl<F, Fut> std::fmt::Debug for InFlight<F, Fut>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("armed", &self.cleanup.is_some())
+            .finish()
+    }
+}
+
+impl<F, Fut> InFlight<F, Fut>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    /// Armed with `cleanup`, which makes the future that releases the attempt's token.
+    pub fn new(cleanup: F) -> Self {
+        Self {
+            cleanup: Some(cleanup),
+        }
+    }
+
+    /// The outcome is known: no cleanup.
+    pub fn disarm(mut self) {
+        self.cleanup = None;
+    }
+}
+
+impl<F, Fut> Drop for InFlight<F, Fut>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn drop(&mut self) {
+        let Some(cleanup) = self.cleanup.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(cleanup())),
+            Err(_) => tracing::debug!(
+                "no tokio runtime to clean up an abandoned acquisition; it ends with its ttl"
+            ),
+        }
+    }
+}
+
 /// One attempt of a waiting acquire: the lease, or the holder's remaining time when known.
 pub type Attempt = Result<Lease, Option<Duration>>;
 
 /// The wait loop of backends that learn about releases by notification (a pub/sub channel,
 /// `LISTEN`), shared so that every such backend waits the same way.
 ///
-/// Each round: make sure notifications are flowing (bounded by the deadline), create the wake-up
+/// Each round: make sure notifications are flowing (bounded by the deadline and by `fallback`,
+/// so a subscription that hangs never stops the polling), create the wake-up
 /// future *before* the attempt (so a release right after it still wakes us), attempt, then sleep
 /// until a notification, the holder's remaining time, or a jittered timer: `fallback` while
 /// notifications flow (in case one is lost), `poll` while they do not or attempts are failing.
 /// Never past the deadline; transient failures are retried as [`keep_waiting`] decides.
 #[derive(Debug, Clone, Copy)]
 pub struct NotifiedWait {
-    /// The longest sleep between attempts while notifications flow (jittered down to half).
+    /// The longest sleep between attempts while notifications flow (jittered down to half),
+    /// and the longest a round waits for a subscription to be confirmed.
     pub fallback: Duration,
     /// The sleep between attempts without notifications (jittered down to half).
     pub poll: Duration,
@@ -181,12 +251,12 @@ impl NotifiedWait {
             if deadline.has_passed() {
                 return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
             }
-            let notified = match deadline.at() {
-                None => listening().await,
-                Some(at) => tokio::time::timeout_at(at.into(), listening())
-                    .await
-                    .unwrap_or(false),
-            };
+            // Bounded, so a subscription that cannot be made (a half-open connection, a server
+            // that does not answer) delays no attempt by more than one fallback period.
+            let confirm_by = deadline.cap(Instant::now() + self.fallback);
+            let notified = tokio::time::timeout_at(confirm_by.into(), listening())
+                .await
+                .unwrap_or(false);
             let wake = next_wake();
             let holder_left = match attempt().await {
                 Ok(Ok(lease)) => return Ok(lease),

@@ -84,6 +84,10 @@ pub async fn guard_lost_fires_when_lease_taken_away(lock: Arc<dyn DistributedLoc
     assert_eq!(guard.state(), GuardState::Lost, "[{case}] state after loss");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(
+        spy.refused_extends() > 0,
+        "[{case}] the guard reported the loss without an extend saying so"
+    );
+    assert!(
         !ok(case, "release of the lost guard", guard.release().await),
         "[{case}] releasing a lost guard returned true"
     );
@@ -210,6 +214,79 @@ pub async fn with_lock_releases_after_body_and_panic(lock: Arc<dyn DistributedLo
     assert!(
         !is_held(&*lock, case, &key).await,
         "[{case}] a panicking body left the key held"
+    );
+}
+
+/// `with_lock` returns `LeaseLost` when the lease was lost while the body blocked its thread
+/// (so neither the renewal nor `lost()` could interrupt it), not the body's value.
+pub async fn with_lock_reports_a_loss_after_a_blocking_body(lock: Arc<dyn DistributedLock>) {
+    let case = "with_lock_reports_a_loss_after_a_blocking_body";
+    let key = unique_key(case, "k");
+    let spy = Spy::new(Arc::clone(&lock));
+    let locker = Locker::from_arc(spy.clone());
+    let options = LockOptions::default()
+        .with_ttl(Duration::from_secs(5))
+        .with_renew_every(Duration::from_millis(100));
+    let outcome = {
+        let (spy, lock) = (spy.clone(), Arc::clone(&lock));
+        locker
+            .with_lock(&key, options, move |_lease| async move {
+                // Taken away behind the body's back; then the body blocks its thread through
+                // several renewal periods and finishes in the same poll.
+                let stolen = lock.release(spy.last_lease(case)).await;
+                std::thread::sleep(Duration::from_millis(500));
+                stolen
+            })
+            .await
+    };
+    match outcome {
+        Err(LockError::LeaseLost { key: lost }) => {
+            assert_eq!(lost, key, "[{case}] LeaseLost names the wrong key")
+        }
+        other => panic!("[{case}] expected LeaseLost after the loss, got {other:?}"),
+    }
+}
+
+/// `try_with_lock` skips a held key without running the body, and runs it on a free one.
+pub async fn try_with_lock_skips_a_held_key(lock: Arc<dyn DistributedLock>) {
+    let case = "try_with_lock_skips_a_held_key";
+    let key = unique_key(case, "k");
+    let locker = Locker::from_arc(Arc::clone(&lock));
+    let held = ok(case, "lock", locker.lock(&key, short_options()).await);
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    let skipped = locker
+        .try_with_lock(
+            &key,
+            short_options().with_wait(Duration::from_secs(5)),
+            |_| async move {
+                flag.store(true, Ordering::SeqCst);
+            },
+        )
+        .await;
+    assert!(
+        matches!(skipped, Ok(None)),
+        "[{case}] try_with_lock on a held key: {skipped:?}"
+    );
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "[{case}] the body ran although the key was held"
+    );
+    ok(case, "release", held.release().await);
+    let fence = ok(
+        case,
+        "try_with_lock",
+        locker
+            .try_with_lock(&key, short_options(), |lease| async move { lease.fence() })
+            .await,
+    );
+    assert!(
+        fence.is_some_and(|f| f > 0),
+        "[{case}] body not run on a free key: {fence:?}"
+    );
+    assert!(
+        !is_held(&*lock, case, &key).await,
+        "[{case}] try_with_lock left the key held"
     );
 }
 

@@ -2,9 +2,10 @@
 //! name in brackets.
 
 mod basic;
+mod edges;
 mod expiry;
 mod guard;
 mod stress;
 mod waiting;
 
-pub use self::{basic::*, expiry::*, guard::*, stress::*, waiting::*};
+pub use self::{basic::*, edges::*, expiry::*, guard::*, stress::*, waiting::*};

@@ -5,37 +5,32 @@ use std::{sync::Arc, time::Duration};
 use leasehold::{DistributedLock, LockError};
 use tokio::time::{sleep, timeout, Instant};
 
+use super::edges::spawn_waiter;
 use crate::support::{ok, take, unique_key, wait_until_free};
 
 const LONG: Duration = Duration::from_secs(10);
 
-/// How soon a waiter must get a released lock: backends that claim notified waiting get a
-/// tighter bound than pollers. Both are generous for a loaded 2-core machine.
+/// How soon, at the median, a waiter must get a released lock: backends that claim notified
+/// waiting get a tight bound (a notification and one round trip take a few ms), pollers a
+/// looser one. Both are generous for a loaded 2-core machine.
 fn hand_off_bound(lock: &dyn DistributedLock) -> Duration {
     if lock.capabilities().notified_wait {
-        Duration::from_millis(250)
+        Duration::from_millis(50)
     } else {
         Duration::from_millis(1_000)
     }
 }
 
-/// A waiting `acquire` gets the lock soon after the holder releases it.
+/// A waiting `acquire` gets the lock soon after the holder releases it, round after round (the
+/// median of five hand-offs is held to the bound, not the best one).
 pub async fn waiting_acquire_gets_lock_soon_after_release(lock: Arc<dyn DistributedLock>) {
     let case = "waiting_acquire_gets_lock_soon_after_release";
     let key = unique_key(case, "k");
     let bound = hand_off_bound(&*lock);
-    // Several rounds, keeping the best: one slow scheduling hiccup must not fail the case, but a
-    // backend that does not wake its waiters fails every round.
-    let mut best = Duration::MAX;
-    for _ in 0..3 {
+    let mut hand_offs = Vec::new();
+    for _ in 0..5 {
         let held = take(&*lock, case, &key, LONG).await;
-        let waiter = {
-            let (lock, key) = (Arc::clone(&lock), key.clone());
-            tokio::spawn(async move {
-                let lease = lock.acquire(&key, LONG, LONG).await;
-                (Instant::now(), lease)
-            })
-        };
+        let waiter = spawn_waiter(&lock, &key, LONG);
         sleep(Duration::from_millis(300)).await;
         assert!(
             !waiter.is_finished(),
@@ -45,12 +40,14 @@ pub async fn waiting_acquire_gets_lock_soon_after_release(lock: Arc<dyn Distribu
         assert!(ok(case, "release", lock.release(held).await));
         let (got_at, lease) = waiter.await.expect("waiter task panicked");
         let lease = ok(case, "waiting acquire", lease);
-        best = best.min(got_at.saturating_duration_since(released_at));
+        hand_offs.push(got_at.saturating_duration_since(released_at));
         ok(case, "release", lock.release(lease).await);
     }
+    hand_offs.sort_unstable();
+    let median = hand_offs[hand_offs.len() / 2];
     assert!(
-        best < bound,
-        "[{case}] hand-off took {best:?} at best, bound {bound:?}"
+        median < bound,
+        "[{case}] hand-off median {median:?} over {hand_offs:?}, bound {bound:?}"
     );
 }
 

@@ -6,7 +6,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{oneshot, watch};
@@ -117,25 +117,37 @@ impl Locker {
 
     /// Runs `body` while holding the lock, then releases it.
     ///
-    /// `body` gets a [`LeaseView`] (fence, state, remaining time). If the lease is lost while
-    /// the body runs, the body's future is dropped at that point and
-    /// [`LockError::LeaseLost`] is returned. The lock is released when the body ends, also
-    /// when it panics (the panic then continues). A failed release after a successful body is
-    /// logged, not returned: the body's work is done and the lock ends with its ttl.
+    /// `body` gets a [`LeaseView`] (fence, state, remaining time). `Ok(value)` means the lease
+    /// was still held when the body finished: loss is checked while the body runs (its future
+    /// is dropped at the loss), again after it finished (a body that blocked its thread, or
+    /// became ready in the same poll as the loss), and by the release: a release that finds
+    /// the token gone is a loss too, and so is a failed release after a body that outlived the
+    /// lease's validity. In all those cases [`LockError::LeaseLost`] is returned and the body's
+    /// value, if it finished, is dropped: its work ran, or may have run, without exclusion, so
+    /// act on the fence you passed along, not on the value.
+    ///
+    /// The lock is released when the body ends, also when it panics (the panic then continues).
+    /// A failed release after a body that finished within its validity is logged, not
+    /// returned: the body's work is done and the lock ends with its ttl.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), leasehold::LockError> {
-    /// use leasehold::{memory::MemoryLock, LockOptions, Locker};
+    /// use leasehold::{memory::MemoryLock, LockError, LockOptions, Locker};
     ///
     /// let locker = Locker::new(MemoryLock::new());
-    /// let fence = locker
+    /// match locker
     ///     .with_lock("migration", LockOptions::default(), |lease| async move {
     ///         // ... write to the protected resource, passing lease.fence() along ...
     ///         lease.fence()
     ///     })
-    ///     .await?;
-    /// assert!(fence > 0);
+    ///     .await
+    /// {
+    ///     Ok(fence) => assert!(fence > 0),
+    ///     // The work may have overlapped with another holder's: check or redo it.
+    ///     Err(LockError::LeaseLost { key }) => eprintln!("lost {key} while migrating"),
+    ///     Err(other) => return Err(other),
+    /// }
     /// # Ok(())
     /// # }
     /// ```
@@ -159,23 +171,54 @@ impl Locker {
         Fut: Future<Output = T>,
     {
         let guard = self.lock(key, options).await?;
-        let view = guard.view();
-        let outcome = tokio::select! {
-            biased;
-            outcome = CatchUnwind(Box::pin(body(view.clone()))) => Some(outcome),
-            _ = view.lost() => None,
-        };
-        let key = guard.key().clone();
-        let released = guard.release().await;
-        match outcome {
-            None => Err(LockError::LeaseLost { key }),
-            Some(Err(panic)) => panic::resume_unwind(panic),
-            Some(Ok(value)) => {
-                if let Err(error) = released {
-                    tracing::warn!(key = %key, %error, "release after with_lock failed; the lock ends with its ttl");
-                }
-                Ok(value)
-            }
+        run_body(guard, body).await
+    }
+
+    /// The acquire-or-skip form of [`with_lock`](Self::with_lock), for cron-style jobs: makes
+    /// one attempt whatever `options.wait()` says; `Ok(None)` when someone else holds the lock
+    /// (the body is not run); otherwise runs `body` exactly as `with_lock` does.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), leasehold::LockError> {
+    /// use leasehold::{memory::MemoryLock, LockOptions, Locker};
+    ///
+    /// let locker = Locker::new(MemoryLock::new());
+    /// let held = locker.lock("nightly-report", LockOptions::default()).await?;
+    /// // Another replica's run is skipped while the report is being written.
+    /// let skipped = locker
+    ///     .try_with_lock("nightly-report", LockOptions::default(), |_| async { "wrote it" })
+    ///     .await?;
+    /// assert_eq!(skipped, None);
+    /// held.release().await?;
+    /// let ran = locker
+    ///     .try_with_lock("nightly-report", LockOptions::default(), |_| async { "wrote it" })
+    ///     .await?;
+    /// assert_eq!(ran, Some("wrote it"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`try_lock`](Self::try_lock), and [`LockError::LeaseLost`] as for `with_lock`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`with_lock`](Self::with_lock).
+    pub async fn try_with_lock<F, Fut, T>(
+        &self,
+        key: impl IntoLockKey,
+        options: LockOptions,
+        body: F,
+    ) -> Result<Option<T>, LockError>
+    where
+        F: FnOnce(LeaseView) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        match self.try_lock(key, options).await? {
+            Some(guard) => run_body(guard, body).await.map(Some),
+            None => Ok(None),
         }
     }
 
@@ -201,6 +244,44 @@ impl Locker {
         LockGuard {
             view,
             stop: Some(stop),
+        }
+    }
+}
+
+/// Runs `body` under `guard` and releases it; `Ok` only if the lease was held when the body
+/// finished (see [`Locker::with_lock`]).
+async fn run_body<F, Fut, T>(guard: LockGuard, body: F) -> Result<T, LockError>
+where
+    F: FnOnce(LeaseView) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let view = guard.view();
+    // Loss first: when both are ready in one poll, the body may have finished after the loss.
+    let outcome = tokio::select! {
+        biased;
+        _ = view.lost() => None,
+        outcome = CatchUnwind(Box::pin(body(view.clone()))) => Some(outcome),
+    };
+    // A body that blocked its thread kept the renewal task (and `lost()`) from running: the
+    // state and the clock say whether the lease outlived it.
+    let held_at_end = matches!(view.state(), GuardState::Held | GuardState::Unknown)
+        && view.remaining() > Duration::ZERO;
+    let key = guard.key().clone();
+    let released = guard.release().await;
+    let value = match outcome {
+        None => return Err(LockError::LeaseLost { key }),
+        Some(Err(panic)) => panic::resume_unwind(panic),
+        Some(Ok(value)) => value,
+    };
+    match released {
+        Ok(true) if held_at_end => Ok(value),
+        Err(error) if held_at_end => {
+            tracing::warn!(key = %key, %error, "release after with_lock failed; the lock ends with its ttl");
+            Ok(value)
+        }
+        Ok(_) | Err(_) => {
+            tracing::warn!(key = %key, "the lease was lost before the body of with_lock finished");
+            Err(LockError::LeaseLost { key })
         }
     }
 }

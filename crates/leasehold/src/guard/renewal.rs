@@ -30,7 +30,9 @@ impl Renewal {
     /// releases and ends. Every wait is bounded by the lease's validity, so a backend that hangs
     /// cannot keep the guard reporting `Held` past it.
     pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<ReleaseReply>) {
-        let mut next_renewal = Instant::now() + self.renew_every;
+        // Counted from when the acquiring request was sent, like the validity: a slow acquire
+        // renews at once rather than after a full period it may not have.
+        let mut next_renewal = self.lease.sent_at() + self.renew_every;
         // Set once the backend says the token is gone: releasing is then pointless.
         let mut token_gone = false;
         loop {
