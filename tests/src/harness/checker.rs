@@ -14,6 +14,10 @@ struct Hold {
     fence: u64,
     start_ns: u64,
     end_ns: u64,
+    /// From when the grant may have landed on the server (its request was sent): the key is
+    /// occupied from here for the liveness check, while validity (for the safety checks)
+    /// starts only when the holder read the reply.
+    occupied_from_ns: u64,
     /// When the holder was told the lease was gone (an extend or release that said so).
     told_lost_ns: Option<u64>,
 }
@@ -166,6 +170,11 @@ pub fn check(
                         fence: event.fence,
                         start_ns: event.end_ns,
                         end_ns: valid_until,
+                        occupied_from_ns: if event.sent_ns == 0 {
+                            event.end_ns
+                        } else {
+                            event.sent_ns.min(event.end_ns)
+                        },
                         told_lost_ns: None,
                     });
                 }
@@ -286,12 +295,13 @@ fn scan(holds: &[Hold]) -> (u64, u64) {
     (overlaps, fences)
 }
 
-/// The longest stretch within `from..to` in which no hold of `key` was valid.
+/// The longest stretch within `from..to` in which no hold of `key` occupied it (from the send
+/// of its winning request to the end of its validity).
 fn longest_free_gap(holds: &[Hold], key: &str, from: u64, to: u64) -> u64 {
     let mut spans: Vec<(u64, u64)> = holds
         .iter()
-        .filter(|h| h.key == key && h.end_ns > from && h.start_ns < to)
-        .map(|h| (h.start_ns.max(from), h.end_ns.min(to)))
+        .filter(|h| h.key == key && h.end_ns > from && h.occupied_from_ns < to)
+        .map(|h| (h.occupied_from_ns.max(from), h.end_ns.min(to)))
         .collect();
     spans.sort_unstable();
     let (mut longest, mut covered_to) = (0, from);
@@ -355,6 +365,7 @@ mod tests {
             end_ns,
             outcome: Outcome::Ok,
             valid_until_ns,
+            sent_ns: 0,
         }
     }
 
@@ -521,5 +532,35 @@ mod tests {
             check(&events, &HashMap::new(), &faulty).waits_missed_a_free_key,
             0
         );
+    }
+
+    #[test]
+    fn a_grant_that_landed_while_its_requester_was_paused_occupies_the_key_from_the_request() {
+        let ms = 1_000_000;
+        let mut timed_out = event(2, Op::Acquire, 0, 100 * ms, 1_900 * ms, 0);
+        timed_out.outcome = Outcome::Fail;
+        // Worker 1 holds until 1000 ms. Worker 3 sent its request at 500 ms, was paused in the
+        // server's queue, was granted at 1000 ms during the pause and read the reply at 1607 ms.
+        let mut paused = event(3, Op::Acquire, 2, 500 * ms, 1_607 * ms, 9_000 * ms);
+        paused.sent_ns = 500 * ms;
+        let events = vec![
+            event(1, Op::Acquire, 1, 0, ms, 5_000 * ms),
+            event(1, Op::Release, 1, 1_000 * ms, 1_001 * ms, 5_000 * ms),
+            timed_out.clone(),
+            paused.clone(),
+        ];
+        let found = check(&events, &HashMap::new(), &fenced());
+        assert_eq!(found.waits_missed_a_free_key, 0, "{found:?}");
+        assert_eq!(found.validity_overlaps, 0, "{found:?}");
+        // Without the send stamp the 607 ms look free: the artefact this guards against.
+        let mut unstamped = events.clone();
+        unstamped[3].sent_ns = 0;
+        let found = check(&unstamped, &HashMap::new(), &fenced());
+        assert_eq!(found.waits_missed_a_free_key, 1, "{found:?}");
+        // And a request sent only after the gap does not hide it: still strict.
+        let mut late = events;
+        late[3].sent_ns = 1_500 * ms;
+        let found = check(&late, &HashMap::new(), &fenced());
+        assert_eq!(found.waits_missed_a_free_key, 1, "{found:?}");
     }
 }

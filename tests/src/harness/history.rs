@@ -70,4 +70,9 @@ pub struct Event {
     pub outcome: Outcome,
     /// The lease's `valid_until` after the operation, monotonic ns (0 when there is none).
     pub valid_until_ns: u64,
+    /// For a successful acquire: when the request that won the lock was sent, monotonic ns (0
+    /// when unknown). The grant may land on the server any time after it, even while the
+    /// worker is paused before it reads the reply.
+    #[serde(default)]
+    pub sent_ns: u64,
 }

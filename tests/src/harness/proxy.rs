@@ -26,6 +26,9 @@ pub enum Mode {
     Delay(Duration),
     /// Forward nothing (bytes wait until the mode changes); new connections wait too.
     BlackHole,
+    /// Forward requests to the server at once, hold back its replies until the mode changes:
+    /// a request that lands while its reply is lost.
+    HoldReplies,
 }
 
 /// A running proxy; dropping it stops accepting (open connections end with their peers).
@@ -65,8 +68,8 @@ impl Proxy {
                     let _ = server.set_nodelay(true);
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
-                    let up = pipe(client_read, server_write, mode.clone());
-                    let down = pipe(server_read, client_write, mode);
+                    let up = pipe(client_read, server_write, mode.clone(), false);
+                    let down = pipe(server_read, client_write, mode, true);
                     tokio::select! {
                         _ = async { tokio::join!(up, down) } => {}
                         // Dropping both halves of both sockets closes them; with SO_LINGER 0
@@ -111,8 +114,13 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to`, honouring the mode for each chunk.
-async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>) {
+/// Copies `from` to `to`, honouring the mode for each chunk (`replies`: the server's side).
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    replies: bool,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
         let Ok(n) = from.read(&mut buffer).await else {
@@ -126,11 +134,12 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
             let current = *mode.borrow_and_update();
             match current {
                 Mode::Pass => break,
+                Mode::HoldReplies if !replies => break,
                 Mode::Delay(delay) => {
                     tokio::time::sleep(delay).await;
                     break;
                 }
-                Mode::BlackHole => {
+                Mode::BlackHole | Mode::HoldReplies => {
                     if mode.changed().await.is_err() {
                         return;
                     }

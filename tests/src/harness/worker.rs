@@ -80,8 +80,49 @@ impl Recorder {
             end_ns: monotonic_ns(),
             outcome,
             valid_until_ns: lease.map_or(0, |l| instant_ns(l.valid_until())),
+            sent_ns: 0,
         };
-        if let Ok(line) = serde_json::to_string(&event) {
+        self.write(&event);
+    }
+}
+
+impl Recorder {
+    /// A successful acquire, with when its winning request was sent: for a backend that waits
+    /// in the server's lock queue, at the start of the wait (its one request); otherwise at the
+    /// lease's own send stamp (`valid_until` minus the validity the ttl gives).
+    fn record_grant(
+        &mut self,
+        key: &LockKey,
+        lease: &Lease,
+        start_ns: u64,
+        queues_in_server: bool,
+    ) {
+        let validity = lease
+            .ttl()
+            .saturating_sub(leasehold::ttl::drift(lease.ttl()));
+        let sent_ns = if queues_in_server {
+            start_ns
+        } else {
+            instant_ns(lease.valid_until())
+                .saturating_sub(u64::try_from(validity.as_nanos()).unwrap_or(0))
+        };
+        let event = Event {
+            worker: self.worker,
+            life: self.life,
+            key: key.as_str().to_owned(),
+            op: Op::Acquire,
+            fence: lease.fence(),
+            start_ns,
+            end_ns: monotonic_ns(),
+            outcome: Outcome::Ok,
+            valid_until_ns: instant_ns(lease.valid_until()),
+            sent_ns: sent_ns.max(start_ns),
+        };
+        self.write(&event);
+    }
+
+    fn write(&mut self, event: &Event) {
+        if let Ok(line) = serde_json::to_string(event) {
             // One write per line, flushed: a killed worker leaves whole lines behind.
             let _ = self.file.write_all(format!("{line}\n").as_bytes());
         }
@@ -126,6 +167,8 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
     };
     let mut rng = Rng(args.seed ^ (u64::from(args.worker) << 32) ^ u64::from(args.life) | 1);
     let ttl = Duration::from_millis(args.ttl_ms);
+    // The advisory strategy sends one request per wait, which then waits in the server's queue.
+    let queues_in_server = args.url.starts_with("postgres+advisory://");
     while monotonic_ns() < args.until_ns {
         let key =
             LockKey::new(format!("lockcheck/{}", rng.below(u64::from(args.keys)))).expect("key");
@@ -142,7 +185,7 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
                 continue;
             }
         };
-        recorder.record(&key, Op::Acquire, Some(&lease), start, Outcome::Ok);
+        recorder.record_grant(&key, &lease, start, queues_in_server);
 
         let start = monotonic_ns();
         let reply = resource
