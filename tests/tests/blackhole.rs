@@ -330,8 +330,11 @@ async fn acquires_whose_reply_is_lost_or_whose_future_is_dropped_leave_no_ghost(
         .build()
         .await
         .unwrap();
-    let postgres = postgres_through(&pg_proxy, Strategy::LeaseTable).await;
-    let advisory = postgres_through(&pg_proxy, Strategy::Advisory).await;
+    // No ping at checkout (sqlx's default would stall on the held reply before the statement
+    // is ever sent, and the test could not fail).
+    let postgres = postgres_through_unpinged(&pg_proxy, Strategy::LeaseTable).await;
+    let advisory = postgres_through_unpinged(&pg_proxy, Strategy::Advisory).await;
+    let pg_admin = PostgresLock::connect(&postgres_url()).await.unwrap();
     let direct: Vec<Pair<'_>> = vec![
         (
             "redis",
@@ -392,6 +395,14 @@ async fn acquires_whose_reply_is_lost_or_whose_future_is_dropped_leave_no_ghost(
                 "{name}, {how}: the key was free {:?} after the failure",
                 started.elapsed()
             );
+            if name == "postgres" {
+                // The statement did run: the row and its fence exist.
+                let status = pg_admin.status(&key).await.unwrap();
+                assert!(
+                    status.last_fence.is_some(),
+                    "{name}, {how}: the acquire never reached the server"
+                );
+            }
             other.release(lease).await.unwrap();
         }
     }
@@ -404,6 +415,22 @@ type Pair<'a> = (
     Arc<dyn DistributedLock>,
     &'a Proxy,
 );
+
+async fn postgres_through_unpinged(proxy: &Proxy, strategy: Strategy) -> PostgresLock {
+    let pool = leasehold_postgres::sqlx::postgres::PgPoolOptions::new()
+        .test_before_acquire(false)
+        .acquire_timeout(REQUEST_TIMEOUT)
+        .connect(&through(&postgres_url(), proxy))
+        .await
+        .unwrap();
+    PostgresLock::builder()
+        .pool(pool)
+        .strategy(strategy)
+        .request_timeout(REQUEST_TIMEOUT)
+        .build()
+        .await
+        .unwrap()
+}
 
 async fn postgres_through_direct(strategy: Strategy) -> PostgresLock {
     PostgresLock::builder()

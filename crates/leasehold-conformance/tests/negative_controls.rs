@@ -427,6 +427,7 @@ fn an_extend_that_always_says_lost_is_caught() {
         &[
             "extend_keeps_lease_past_original_ttl",
             "guard_renewal_keeps_lock_for_several_ttls",
+            "guard_lost_fires_when_lease_taken_away",
             "key_stays_held_until_valid_until",
         ],
     );

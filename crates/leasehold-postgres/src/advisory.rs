@@ -270,8 +270,9 @@ impl Advisory {
         };
         let mut held = slot.lock().await;
         let sent_at = Instant::now();
-        // A statement that outlives the request timeout leaves the connection in an unknown
-        // state: the lease is given up (its session ends with the ttl at the latest).
+        // A statement that outlives the request timeout is a transient failure: the slot (and
+        // the session's lock) stay, the guard reports `Unknown` and retries; sqlx drains the
+        // late reply before the connection's next statement.
         let reset = within(
             self.request_timeout,
             sqlx::query(&statements.advisory_extend)
@@ -285,6 +286,9 @@ impl Advisory {
                 held.ends = sent_at + ttl;
                 lease.renewed(ttl, sent_at);
                 Ok(true)
+            }
+            Err(sqlx::Error::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+                Err(map(sqlx::Error::Io(error), Some(lease.key())))
             }
             Err(error) => {
                 tracing::warn!(key = %lease.key(), %error, "advisory lock's connection failed: lease lost");

@@ -111,16 +111,25 @@ impl PostgresLock {
         let statements = &self.inner.statements;
         // Armed while the statement is in flight: a statement whose reply was lost (or whose
         // caller gave up) may still commit, so its token is released at once.
+        // The cleanup runs on another connection, so it may overtake the abandoned statement
+        // (sqlx lets a dropped statement finish): if it found nothing, it tries once more after
+        // a request timeout, by when that statement has most likely landed or been given up.
         let cleanup = InFlight::new(|| {
             let (lock, key) = (self.clone(), key.clone());
             async move {
-                match lock.release_token(&key, token).await {
-                    Ok(true) => {
-                        tracing::debug!(key = %key, "released a lock whose acquisition was abandoned")
+                for round in 0..2 {
+                    if round > 0 {
+                        tokio::time::sleep(lock.inner.request_timeout).await;
                     }
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
+                    match lock.release_token(&key, token).await {
+                        Ok(true) => {
+                            tracing::debug!(key = %key, "released a lock whose acquisition was abandoned");
+                            return;
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
+                        }
                     }
                 }
             }
@@ -142,6 +151,11 @@ impl PostgresLock {
                 // A serialization failure or deadlock rolled the statement back.
                 cleanup.disarm();
                 return Ok(Attempt::Busy(None));
+            }
+            // No connection was had: nothing was sent.
+            Err(error @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)) => {
+                cleanup.disarm();
+                return Err(map(error, Some(key)));
             }
             Err(error) => return Err(map(error, Some(key))),
         };

@@ -15,6 +15,11 @@ const CORE: &[&str] = &[
     "waiting_acquire_gets_lock_soon_after_release",
     "waiting_acquire_honours_deadline",
     "stress_mutual_exclusion",
+    "key_stays_held_until_valid_until",
+    "zero_and_short_waits_take_a_free_key",
+    "waiter_timing_out_around_a_release_leaves_no_ghost",
+    "with_lock_reports_a_loss_after_a_blocking_body",
+    "try_with_lock_skips_a_held_key",
 ];
 
 fn bouncer_url() -> String {

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use leasehold::{async_trait, LockAdmin, LockError, LockKey, LockStatus};
 
-use crate::{error::map, keys::LockNames, lock::RedisLock, scripts};
+use crate::{
+    error::{bounded, map},
+    keys::LockNames,
+    lock::RedisLock,
+    scripts,
+};
 
 /// Keys asked about per pipeline while listing.
 const BATCH: usize = 500;
@@ -22,7 +27,9 @@ impl RedisLock {
                 pipe.get(names.fence()).pttl(&names.lock);
             }
             let replies: Vec<(Option<u64>, i64)> =
-                pipe.query_async(&mut conn).await.map_err(map)?;
+                bounded(self.inner.call_timeout, pipe.query_async(&mut conn))
+                    .await
+                    .map_err(map)?;
             out.extend(replies.into_iter().map(|(fence, pttl)| {
                 // -2: no lock key (free); -1: a lock without a ttl, which only a hand-made
                 // key can be (shown as held for ever).
@@ -56,15 +63,17 @@ impl LockAdmin for RedisLock {
         let mut keys = Vec::new();
         let mut cursor = 0u64;
         loop {
-            let (next, names): (u64, Vec<String>) = redis::cmd("SCAN")
+            let scan = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(map)?;
+                .to_owned();
+            let (next, names): (u64, Vec<String>) =
+                bounded(self.inner.call_timeout, scan.query_async(&mut conn))
+                    .await
+                    .map_err(map)?;
             keys.extend(
                 names
                     .iter()
@@ -87,10 +96,9 @@ impl LockAdmin for RedisLock {
     async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
         let names = self.names(key);
         let mut conn = self.inner.conn.clone();
-        let released: i64 = scripts::FORCE_RELEASE
-            .key(&names.lock)
-            .arg(names.channel())
-            .invoke_async(&mut conn)
+        let mut script = scripts::FORCE_RELEASE.key(&names.lock);
+        script.arg(names.channel());
+        let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;
         Ok(released == 1)

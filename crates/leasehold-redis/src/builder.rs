@@ -169,9 +169,13 @@ impl RedisLockBuilder {
     /// Dropping the future drops the half-made connection; nothing else is left behind.
     pub async fn build(self) -> Result<RedisLock, LockError> {
         check_namespace(&self.namespace)?;
+        // One quick reconnect attempt per call: a call never waits for a long retry chain
+        // (each call is bounded by the response timeout plus one connect timeout anyway).
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
-            .set_connection_timeout(Some(self.connect_timeout));
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
         let (conn, client) = match self.source {
             None => {
                 return Err(LockError::invalid_config(
@@ -191,7 +195,7 @@ impl RedisLockBuilder {
                         e.to_string(),
                     )
                 })?;
-                let client = with_keepalive(client).map_err(|e| {
+                let client = with_keepalive(client, self.response_timeout).map_err(|e| {
                     LockError::invalid_config(
                         format!("redis URL {}", redact_url(&url)),
                         e.to_string(),
@@ -217,6 +221,7 @@ impl RedisLockBuilder {
                 namespace: self.namespace,
                 subscriber,
                 server,
+                call_timeout: self.response_timeout + self.connect_timeout,
             }),
         };
         if self.check_eviction {
@@ -278,11 +283,14 @@ impl RedisLock {
     }
 }
 
-/// `client` with TCP keepalive (first probe after 10 s idle, then every 5 s, 3 probes) and
-/// `TCP_NODELAY`: a peer that vanished without closing (a half-open connection, a black-holed
+/// `client` with TCP keepalive (first probe after 10 s idle, then every 5 s, 3 probes),
+/// `TCP_USER_TIMEOUT` (3 response timeouts, at least 5 s; Linux) and `TCP_NODELAY`: a peer that vanished without closing (a half-open connection, a black-holed
 /// network) is found in about 25 s even on a connection that only waits, such as the pub/sub
 /// subscriber's. The `redis` crate leaves keepalive off.
-fn with_keepalive(client: redis::Client) -> redis::RedisResult<redis::Client> {
+fn with_keepalive(
+    client: redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<redis::Client> {
     let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(5))
@@ -290,6 +298,13 @@ fn with_keepalive(client: redis::Client) -> redis::RedisResult<redis::Client> {
     let settings = redis::io::tcp::TcpSettings::default()
         .set_nodelay(true)
         .set_keepalive(keepalive);
+    // Keepalive probes are not sent while data is unacknowledged: a connection whose peer
+    // vanished with a command in flight is dropped by TCP_USER_TIMEOUT instead (then the
+    // manager reconnects), rather than after the kernel's ~15 minutes of retransmissions.
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout((response_timeout * 3).max(Duration::from_secs(5)));
+    #[cfg(not(target_os = "linux"))]
+    let _ = response_timeout;
     redis::Client::open(
         client
             .get_connection_info()

@@ -28,6 +28,23 @@ pub(crate) fn is_transient(error: &RedisError) -> bool {
         )
 }
 
+/// Runs one command for at most `limit`: the `redis` crate's response timeout does not cover
+/// waiting for a reconnect, so a call made while the connection is being re-established could
+/// otherwise wait for the whole retry chain. Running out of time is an I/O timeout: transient.
+pub(crate) async fn bounded<T>(
+    limit: std::time::Duration,
+    command: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    tokio::time::timeout(limit, command)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no reply from Redis within {limit:?}"),
+            )))
+        })
+}
+
 /// Whether the acquire script's `INCR` found the fence counter at `i64::MAX`.
 pub(crate) fn is_fence_overflow(error: &RedisError) -> bool {
     error

@@ -14,7 +14,7 @@ use leasehold::{
 use redis::aio::ConnectionManager;
 
 use crate::{
-    error::{is_fence_overflow, map, unexpected_reply},
+    error::{bounded, is_fence_overflow, map, unexpected_reply},
     keys::LockNames,
     scripts,
     subscriber::{Subscriber, Watch},
@@ -43,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) subscriber: Option<Subscriber>,
     /// `host:port` (never credentials), for `Debug`.
     pub(crate) server: String,
+    /// The bound of one call: the response timeout plus one reconnect.
+    pub(crate) call_timeout: Duration,
 }
 
 impl fmt::Debug for RedisLock {
@@ -95,13 +97,13 @@ impl RedisLock {
             }
         });
         let mut conn = self.inner.conn.clone();
-        let reply: Result<Vec<i64>, redis::RedisError> = scripts::ACQUIRE
-            .key(&names.lock)
+        let mut script = scripts::ACQUIRE.key(&names.lock);
+        script
             .key(names.fence())
             .arg(token.to_hex())
-            .arg(ttl::whole_millis(ttl))
-            .invoke_async(&mut conn)
-            .await;
+            .arg(ttl::whole_millis(ttl));
+        let reply: Result<Vec<i64>, redis::RedisError> =
+            bounded(self.inner.call_timeout, script.invoke_async(&mut conn)).await;
         let reply = match reply {
             Ok(reply) => reply,
             // The cleanup stays armed whatever the error: a lost reply may hide a taken lock,
@@ -147,11 +149,9 @@ impl RedisLock {
         token: LeaseToken,
     ) -> Result<bool, LockError> {
         let mut conn = self.inner.conn.clone();
-        let released: i64 = scripts::RELEASE
-            .key(&names.lock)
-            .arg(token.to_hex())
-            .arg(names.channel())
-            .invoke_async(&mut conn)
+        let mut script = scripts::RELEASE.key(&names.lock);
+        script.arg(token.to_hex()).arg(names.channel());
+        let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;
         Ok(released == 1)
@@ -234,11 +234,11 @@ impl DistributedLock for RedisLock {
         let names = self.names(lease.key());
         let sent_at = Instant::now();
         let mut conn = self.inner.conn.clone();
-        let extended: i64 = scripts::EXTEND
-            .key(&names.lock)
+        let mut script = scripts::EXTEND.key(&names.lock);
+        script
             .arg(lease.token().to_hex())
-            .arg(ttl::whole_millis(ttl))
-            .invoke_async(&mut conn)
+            .arg(ttl::whole_millis(ttl));
+        let extended: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;
         if extended == 1 {

@@ -191,6 +191,11 @@ impl Driver {
         while let Some(command) = commands.recv().await {
             match command {
                 Command::Subscribe(channel, ack) => {
+                    // A waiter stops waiting for the confirmation after one fallback period:
+                    // during an outage, serving its stale requests would only queue up.
+                    if ack.is_closed() {
+                        continue;
+                    }
                     let confirmed = self.subscribe(&channel).await;
                     let _ = ack.send(confirmed);
                 }

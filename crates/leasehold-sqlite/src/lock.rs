@@ -46,6 +46,7 @@ struct Inner {
     path: PathBuf,
     table: String,
     wakers: Arc<Wakers>,
+    busy_timeout: Duration,
 }
 
 impl fmt::Debug for SqliteLock {
@@ -124,6 +125,7 @@ impl SqliteLockBuilder {
                 path: self.path,
                 table: self.table,
                 wakers: Wakers::new(),
+                busy_timeout: self.busy_timeout,
             }),
         })
     }
@@ -182,14 +184,26 @@ impl SqliteLock {
         let sent_at = Instant::now();
         // sqlx runs SQLite statements on a worker thread: a statement whose caller gave up
         // (or that failed after its write) may still have committed, so its token is released.
+        // The cleanup runs on another connection and may overtake the abandoned statement (its
+        // worker thread finishes it): if it found nothing, it tries once more after a busy
+        // timeout, by when that statement has landed or given up.
         let cleanup = InFlight::new(|| {
             let (lock, key) = (self.clone(), key.clone());
             async move {
-                let released = lock
-                    .update(&lock.inner.statements.release, &key, Some(token), None)
-                    .await;
-                if let Err(error) = released {
-                    tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl");
+                for round in 0..2 {
+                    if round > 0 {
+                        tokio::time::sleep(lock.inner.busy_timeout).await;
+                    }
+                    let released = lock
+                        .update(&lock.inner.statements.release, &key, Some(token), None)
+                        .await;
+                    match released {
+                        Ok(0) => {}
+                        Ok(_) => return,
+                        Err(error) => {
+                            tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
+                        }
+                    }
                 }
             }
         });
@@ -200,7 +214,8 @@ impl SqliteLock {
                 .bind(ttl::whole_millis(ttl) as i64)
                 .fetch_optional(&self.inner.pool)
                 .await;
-        if fence.is_ok() {
+        // A busy database wrote nothing: no cleanup (it would only add to the contention).
+        if fence.as_ref().map_or_else(is_busy, |_| true) {
             cleanup.disarm();
         }
         match fence {

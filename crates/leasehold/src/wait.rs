@@ -247,16 +247,21 @@ impl NotifiedWait {
         A: FnMut() -> AFut,
         AFut: Future<Output = Result<Attempt, LockError>>,
     {
+        // Whether the last round had notifications flowing.
+        let mut flowing = true;
         loop {
             if deadline.has_passed() {
                 return Err(failure.unwrap_or_else(|| deadline.timeout(key)));
             }
             // Bounded, so a subscription that cannot be made (a half-open connection, a server
-            // that does not answer) delays no attempt by more than one fallback period.
-            let confirm_by = deadline.cap(Instant::now() + self.fallback);
+            // that does not answer) delays no attempt by more than one fallback period, and by
+            // no more than one poll period once it has failed.
+            let confirm_for = if flowing { self.fallback } else { self.poll };
+            let confirm_by = deadline.cap(Instant::now() + confirm_for);
             let notified = tokio::time::timeout_at(confirm_by.into(), listening())
                 .await
                 .unwrap_or(false);
+            flowing = notified;
             let wake = next_wake();
             let holder_left = match attempt().await {
                 Ok(Ok(lease)) => return Ok(lease),

@@ -15,8 +15,9 @@ fn probe_margin(ttl: Duration) -> Duration {
     (ttl / 10).max(Duration::from_millis(150))
 }
 
-/// Probes `key` from the caller's side just before `lease` ends: it must be held.
-async fn assert_held_until_end(lock: &dyn DistributedLock, case: &str, lease: &Lease, what: &str) {
+/// Probes `key` from the caller's side just before `lease` ends: it must be held. `false` when
+/// the probe could not be sent in time (a stalled scheduler), so the caller tries again.
+async fn held_until_end(lock: &dyn DistributedLock, case: &str, lease: &Lease, what: &str) -> bool {
     let margin = probe_margin(lease.ttl());
     let probe_at = lease.valid_until() - margin;
     sleep_until(probe_at.into()).await;
@@ -26,34 +27,41 @@ async fn assert_held_until_end(lock: &dyn DistributedLock, case: &str, lease: &L
         "probing try_acquire",
         lock.try_acquire(lease.key(), LONG).await,
     );
-    // A probe sent late (a stalled scheduler) proves nothing: say so instead of passing.
-    assert!(
-        sent + margin / 2 <= lease.valid_until(),
-        "[{case}] the probe {what} was sent only {:?} before valid_until (wanted {margin:?}); \
-         the machine is too loaded for this case",
-        lease.valid_until().saturating_duration_since(sent)
-    );
+    let in_time = sent + margin / 2 <= lease.valid_until();
     if let Some(probe) = probe {
-        let early = lease.valid_until().saturating_duration_since(sent);
         ok(case, "releasing the probe", lock.release(probe).await);
+        if !in_time {
+            return false;
+        }
+        let early = lease.valid_until().saturating_duration_since(sent);
         panic!("[{case}] the key was free {early:?} before the lease's valid_until ({what})");
     }
+    in_time
 }
 
 /// The key stays held until just before the lease's own `valid_until`, also after an extend:
 /// the store enforces at least the ttl the lease promises.
 pub async fn key_stays_held_until_valid_until(lock: Arc<dyn DistributedLock>) {
     let case = "key_stays_held_until_valid_until";
-    let key = unique_key(case, "k");
     let ttl = Duration::from_millis(1_200);
-    let mut lease = take(&*lock, case, &key, ttl).await;
-    assert_held_until_end(&*lock, case, &lease, "after acquire").await;
-    assert!(
-        ok(case, "extend", lock.extend(&mut lease, ttl).await),
-        "[{case}] extend of a held lease returned false"
-    );
-    assert_held_until_end(&*lock, case, &lease, "after extend").await;
-    ok(case, "release", lock.release(lease).await);
+    // A probe that could not be sent in time proves nothing: try again, a few times.
+    for round in 0..3 {
+        let key = unique_key(case, &format!("r{round}"));
+        let mut lease = take(&*lock, case, &key, ttl).await;
+        let mut in_time = held_until_end(&*lock, case, &lease, "after acquire").await;
+        if in_time {
+            assert!(
+                ok(case, "extend", lock.extend(&mut lease, ttl).await),
+                "[{case}] extend of a held lease returned false"
+            );
+            in_time = held_until_end(&*lock, case, &lease, "after extend").await;
+        }
+        ok(case, "release", lock.release(lease).await);
+        if in_time {
+            return;
+        }
+    }
+    panic!("[{case}] no probe could be sent in time in 3 rounds: the machine is too loaded");
 }
 
 /// `acquire` on a free key succeeds every time with a zero wait (exactly one complete attempt)

@@ -58,6 +58,18 @@ pub async fn guard_lost_fires_when_lease_taken_away(lock: Arc<dyn DistributedLoc
         .with_ttl(Duration::from_secs(5))
         .with_renew_every(Duration::from_millis(200));
     let guard = ok(case, "lock", locker.lock(&key, options).await);
+    // Renewals that succeed keep the guard held: a loss must come from an extend saying so.
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        guard.state(),
+        GuardState::Held,
+        "[{case}] the guard lost a lease nobody took"
+    );
+    assert_eq!(
+        spy.refused_extends(),
+        0,
+        "[{case}] an extend of a held lease said it was gone"
+    );
     // Take the lease away behind the guard's back, and let someone else take the key.
     assert!(ok(
         case,
