@@ -93,3 +93,25 @@ async fn huge_waits_and_caps_are_accepted_without_panicking() {
     assert_eq!(guard.state(), GuardState::Held);
     assert!(guard.release().await.unwrap());
 }
+
+/// Renewals are scheduled from the acquiring request's send, like the validity: after an
+/// acquire whose reply took 450 ms of a 600 ms ttl, the first renewal comes at once, not a full
+/// 200 ms period after the guard was made (which would be after the validity ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_acquire_is_renewed_at_once_not_a_full_period_later() {
+    let backend = Arc::new(Flaky::default());
+    backend.acquire_delay_ms.store(450, Ordering::SeqCst);
+    let locker = Locker::from_arc(backend.clone());
+    let options = LockOptions::default()
+        .with_ttl(Duration::from_millis(600))
+        .with_renew_every(Duration::from_millis(200))
+        .with_wait(Duration::ZERO);
+    let guard = locker.lock("slow", options).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        guard.state(),
+        GuardState::Held,
+        "the first renewal came too late for the lease's validity"
+    );
+    assert!(guard.release().await.unwrap());
+}

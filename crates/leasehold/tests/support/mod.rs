@@ -1,7 +1,10 @@
 //! A test backend shared by the guard tests.
 
 use std::{
-    sync::{atomic::AtomicBool, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Mutex,
+    },
     time::Duration,
 };
 
@@ -14,6 +17,8 @@ use leasehold::{memory::MemoryLock, Capabilities, DistributedLock, Lease, LockEr
 pub(crate) struct Flaky {
     inner: MemoryLock,
     pub(crate) failing: AtomicBool,
+    /// How long each acquire's reply takes to arrive, in ms.
+    pub(crate) acquire_delay_ms: AtomicU64,
     pub(crate) last_token: Mutex<Option<String>>,
 }
 
@@ -21,6 +26,10 @@ pub(crate) struct Flaky {
 impl DistributedLock for Flaky {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let lease = self.inner.try_acquire(key, ttl).await?;
+        let delay = self
+            .acquire_delay_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         if let Some(lease) = &lease {
             *self.last_token.lock().unwrap() = Some(lease.token().to_hex());
         }
