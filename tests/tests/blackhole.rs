@@ -170,19 +170,48 @@ async fn redis_calls_against_a_black_holed_server_fail_within_the_response_timeo
     .await;
 }
 
-async fn postgres_through(proxy: &Proxy, strategy: Strategy) -> PostgresLock {
-    PostgresLock::builder()
-        .url(through(&postgres_url(), proxy))
+/// A lock of `strategy` on the PostgreSQL at `url` (the shared server or the proxy in front of
+/// it) with the tests' request timeout. `ping_on_checkout: false` turns off sqlx's ping when a
+/// connection leaves the pool, which would stall on a held-back reply before the statement
+/// under test is ever sent.
+async fn postgres_lock(url: &str, strategy: Strategy, ping_on_checkout: bool) -> PostgresLock {
+    let unreachable = |e: &dyn std::fmt::Display| -> ! {
+        panic!(
+            "cannot reach PostgreSQL at {}: {e}; start it with scripts/services.sh (or run \
+             scripts/test.sh)",
+            postgres_url()
+        )
+    };
+    let builder = PostgresLock::builder()
         .strategy(strategy)
-        .request_timeout(REQUEST_TIMEOUT)
-        .build()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL at {}: {e}; start it with scripts/services.sh",
-                postgres_url()
-            )
-        })
+        .request_timeout(REQUEST_TIMEOUT);
+    let builder = if ping_on_checkout {
+        builder.url(url)
+    } else {
+        let pool = leasehold_postgres::sqlx::postgres::PgPoolOptions::new()
+            .test_before_acquire(false)
+            .acquire_timeout(REQUEST_TIMEOUT)
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| unreachable(&e));
+        builder.pool(pool)
+    };
+    builder.build().await.unwrap_or_else(|e| unreachable(&e))
+}
+
+async fn postgres_through(proxy: &Proxy, strategy: Strategy) -> PostgresLock {
+    postgres_lock(&through(&postgres_url(), proxy), strategy, true).await
+}
+
+/// The shared Redis, direct.
+async fn redis_direct() -> RedisLock {
+    RedisLock::connect(&redis_url()).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach Redis at {}: {e}; start it with scripts/services.sh (or run \
+             scripts/test.sh)",
+            redis_url()
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +262,7 @@ async fn redis_waiters_get_a_released_key_with_their_pub_sub_connection_black_ho
         .build()
         .await
         .unwrap();
-    let holder = RedisLock::connect(&redis_url()).await.unwrap();
+    let holder = redis_direct().await;
     assert!(waiting.capabilities().notified_wait);
     // The documented bound: one fallback period (0.25-0.5 s) plus a round trip; doubled.
     let bound = Duration::from_millis(1_000);
@@ -280,7 +309,7 @@ async fn redis_waiters_get_a_released_key_with_their_pub_sub_connection_black_ho
 async fn postgres_waiters_get_a_key_released_while_their_server_was_black_holed() {
     let proxy = proxy_for(&postgres_url()).await;
     let waiting = postgres_through(&proxy, Strategy::LeaseTable).await;
-    let holder = PostgresLock::connect(&postgres_url()).await.unwrap();
+    let holder = postgres_lock(&postgres_url(), Strategy::LeaseTable, true).await;
     let key = key("listen");
     let held = holder
         .try_acquire(&key, Duration::from_secs(30))
@@ -332,30 +361,40 @@ async fn acquires_whose_reply_is_lost_or_whose_future_is_dropped_leave_no_ghost(
         .unwrap();
     // No ping at checkout (sqlx's default would stall on the held reply before the statement
     // is ever sent, and the test could not fail).
-    let postgres = postgres_through_unpinged(&pg_proxy, Strategy::LeaseTable).await;
-    let advisory = postgres_through_unpinged(&pg_proxy, Strategy::Advisory).await;
-    let pg_admin = PostgresLock::connect(&postgres_url()).await.unwrap();
-    let direct: Vec<Pair<'_>> = vec![
+    let postgres = postgres_lock(
+        &through(&postgres_url(), &pg_proxy),
+        Strategy::LeaseTable,
+        false,
+    )
+    .await;
+    let advisory = postgres_lock(
+        &through(&postgres_url(), &pg_proxy),
+        Strategy::Advisory,
+        false,
+    )
+    .await;
+    let pg_admin = postgres_lock(&postgres_url(), Strategy::LeaseTable, true).await;
+    let pairs: Vec<Pair<'_>> = vec![
         (
             "redis",
             Arc::new(redis),
-            Arc::new(RedisLock::connect(&redis_url()).await.unwrap()),
+            Arc::new(redis_direct().await),
             &redis_proxy,
         ),
         (
             "postgres",
             Arc::new(postgres),
-            Arc::new(PostgresLock::connect(&postgres_url()).await.unwrap()),
+            Arc::new(postgres_lock(&postgres_url(), Strategy::LeaseTable, true).await),
             &pg_proxy,
         ),
         (
             "postgres-advisory",
             Arc::new(advisory),
-            Arc::new(postgres_through_direct(Strategy::Advisory).await),
+            Arc::new(postgres_lock(&postgres_url(), Strategy::Advisory, true).await),
             &pg_proxy,
         ),
     ];
-    for (name, through_proxy, other, proxy) in direct {
+    for (name, through_proxy, other, proxy) in pairs {
         for (cut, how) in [
             (None, "reply lost"),
             (Some(Duration::from_millis(300)), "future dropped"),
@@ -415,28 +454,3 @@ type Pair<'a> = (
     Arc<dyn DistributedLock>,
     &'a Proxy,
 );
-
-async fn postgres_through_unpinged(proxy: &Proxy, strategy: Strategy) -> PostgresLock {
-    let pool = leasehold_postgres::sqlx::postgres::PgPoolOptions::new()
-        .test_before_acquire(false)
-        .acquire_timeout(REQUEST_TIMEOUT)
-        .connect(&through(&postgres_url(), proxy))
-        .await
-        .unwrap();
-    PostgresLock::builder()
-        .pool(pool)
-        .strategy(strategy)
-        .request_timeout(REQUEST_TIMEOUT)
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn postgres_through_direct(strategy: Strategy) -> PostgresLock {
-    PostgresLock::builder()
-        .url(postgres_url())
-        .strategy(strategy)
-        .build()
-        .await
-        .unwrap()
-}

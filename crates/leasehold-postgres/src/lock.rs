@@ -8,7 +8,7 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{keep_waiting, Deadline, InFlight, NotifiedWait},
+    wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use sqlx::{PgPool, Row};
@@ -115,24 +115,12 @@ impl PostgresLock {
         // (sqlx lets a dropped statement finish): if it found nothing, it tries once more after
         // a request timeout, by when that statement has most likely landed or been given up.
         let cleanup = InFlight::new(|| {
-            let (lock, key) = (self.clone(), key.clone());
-            async move {
-                for round in 0..2 {
-                    if round > 0 {
-                        tokio::time::sleep(lock.inner.request_timeout).await;
-                    }
-                    match lock.release_token(&key, token).await {
-                        Ok(true) => {
-                            tracing::debug!(key = %key, "released a lock whose acquisition was abandoned");
-                            return;
-                        }
-                        Ok(false) => {}
-                        Err(error) => {
-                            tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
-                        }
-                    }
-                }
-            }
+            let (lock, owned_key) = (self.clone(), key.clone());
+            let retry_after = Some(lock.inner.request_timeout);
+            release_abandoned(owned_key.clone(), retry_after, move || {
+                let (lock, key) = (lock.clone(), owned_key.clone());
+                async move { lock.release_token(&key, token).await }
+            })
         });
         let rows = within(self.inner.request_timeout, async {
             on_pool!(self, exec => sqlx::query(&statements.acquire)

@@ -284,9 +284,10 @@ impl RedisLock {
 }
 
 /// `client` with TCP keepalive (first probe after 10 s idle, then every 5 s, 3 probes),
-/// `TCP_USER_TIMEOUT` (3 response timeouts, at least 5 s; Linux) and `TCP_NODELAY`: a peer that vanished without closing (a half-open connection, a black-holed
-/// network) is found in about 25 s even on a connection that only waits, such as the pub/sub
-/// subscriber's. The `redis` crate leaves keepalive off.
+/// `TCP_USER_TIMEOUT` (3 response timeouts, at least 5 s; Linux) and `TCP_NODELAY`: a peer
+/// that vanished without closing (a half-open connection, a black-holed network) is found in
+/// about 25 s even on a connection that only waits, such as the pub/sub subscriber's. The
+/// `redis` crate leaves keepalive off.
 fn with_keepalive(
     client: redis::Client,
     response_timeout: Duration,

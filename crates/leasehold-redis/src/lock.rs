@@ -8,7 +8,7 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{keep_waiting, Deadline, InFlight, NotifiedWait},
+    wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
 use redis::aio::ConnectionManager;
@@ -86,15 +86,10 @@ impl RedisLock {
         // script, so no ghost lock outlives it.
         let cleanup = InFlight::new(|| {
             let (lock, names) = (self.clone(), names.clone());
-            async move {
-                match lock.release_token(&names, token).await {
-                    Ok(true) => tracing::debug!("released a lock whose acquisition was abandoned"),
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::debug!(%error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
-                    }
-                }
-            }
+            release_abandoned(key.clone(), None, move || {
+                let (lock, names) = (lock.clone(), names.clone());
+                async move { lock.release_token(&names, token).await }
+            })
         });
         let mut conn = self.inner.conn.clone();
         let mut script = scripts::ACQUIRE.key(&names.lock);

@@ -10,7 +10,7 @@ use std::{
 
 use leasehold::{
     async_trait, ttl,
-    wait::{jitter, keep_waiting, Deadline, InFlight},
+    wait::{jitter, keep_waiting, release_abandoned, Deadline, InFlight},
     Capabilities, DistributedLock, Lease, LeaseToken, LockAdmin, LockError, LockKey, LockStatus,
     Wakers,
 };
@@ -188,24 +188,16 @@ impl SqliteLock {
         // worker thread finishes it): if it found nothing, it tries once more after a busy
         // timeout, by when that statement has landed or given up.
         let cleanup = InFlight::new(|| {
-            let (lock, key) = (self.clone(), key.clone());
-            async move {
-                for round in 0..2 {
-                    if round > 0 {
-                        tokio::time::sleep(lock.inner.busy_timeout).await;
-                    }
-                    let released = lock
-                        .update(&lock.inner.statements.release, &key, Some(token), None)
-                        .await;
-                    match released {
-                        Ok(0) => {}
-                        Ok(_) => return,
-                        Err(error) => {
-                            tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
-                        }
-                    }
+            let (lock, owned_key) = (self.clone(), key.clone());
+            let retry_after = Some(lock.inner.busy_timeout);
+            release_abandoned(owned_key.clone(), retry_after, move || {
+                let (lock, key) = (lock.clone(), owned_key.clone());
+                async move {
+                    let released = lock.inner.statements.release.as_str();
+                    let changed = lock.update(released, &key, Some(token), None).await?;
+                    Ok(changed > 0)
                 }
-            }
+            })
         });
         let fence: Result<Option<i64>, sqlx::Error> =
             sqlx::query_scalar(&self.inner.statements.acquire)

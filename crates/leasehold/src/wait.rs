@@ -195,6 +195,34 @@ where
     }
 }
 
+/// The cleanup an [`InFlight`] runs: `release` (a token-checked release of the abandoned
+/// attempt's token, answering whether it freed the key) once, and, if it freed nothing and
+/// `retry_after` is given, once more after that pause. The second try is for stores where the
+/// cleanup runs on another connection than the abandoned request and may overtake it; a
+/// request delayed even longer still ends with its ttl. Failures are logged, never returned.
+pub async fn release_abandoned<R, RFut>(key: LockKey, retry_after: Option<Duration>, mut release: R)
+where
+    R: FnMut() -> RFut,
+    RFut: Future<Output = Result<bool, LockError>>,
+{
+    let tries = if retry_after.is_some() { 2 } else { 1 };
+    for round in 0..tries {
+        if let (true, Some(pause)) = (round > 0, retry_after) {
+            tokio::time::sleep(pause).await;
+        }
+        match release().await {
+            Ok(true) => {
+                tracing::debug!(key = %key, "released a lock whose acquisition was abandoned");
+                return;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::debug!(key = %key, %error, "cleanup of an abandoned acquisition failed; it ends with its ttl")
+            }
+        }
+    }
+}
+
 /// One attempt of a waiting acquire: the lease, or the holder's remaining time when known.
 pub type Attempt = Result<Lease, Option<Duration>>;
 
