@@ -105,15 +105,17 @@ impl Naive {
     }
 
     /// Takes `key` for a token nobody knows, if it is free: a landed attempt whose reply never
-    /// arrived.
-    fn land_ghost(&self, key: &LockKey, ttl: Duration) {
+    /// arrived. Whether it landed.
+    fn land_ghost(&self, key: &LockKey, ttl: Duration) -> bool {
         let now = Instant::now();
         self.with_entry(key, |e| {
-            if self.live(e, now).is_none() {
+            let free = self.live(e, now).is_none();
+            if free {
                 e.fence += 1;
                 e.holder = Some((LeaseToken::random().unwrap(), now + ttl));
             }
-        });
+            free
+        })
     }
 
     /// Waits for a release message or the holder's expiry as seen now, never past `deadline`.
@@ -174,7 +176,10 @@ impl DistributedLock for Naive {
             return Ok(None);
         };
         if ghost {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Longer than every cut the case makes (up to 2.85 ms, on tokio's 1 ms timer
+            // ticks), so each cut lands in this window: a 1 ms window let the timer and the
+            // sleep fire on the same tick, and the flaw slipped through now and then.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             self.with_entry(key, |e| e.holder = Some((token, sent_at + ttl)));
         }
         Ok(Some(Lease::new(key.clone(), token, fence, ttl, sent_at)))
@@ -201,9 +206,12 @@ impl DistributedLock for Naive {
             Flaw::CutAttemptLands => {
                 let outcome = leasehold::wait::poll_acquire(self, key, ttl, wait).await;
                 if matches!(outcome, Err(LockError::Timeout { .. })) {
-                    // The attempt cut off at the deadline arrives at the server a little later.
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                    self.land_ghost(key, ttl);
+                    // The attempt cut off at the deadline reaches the server a little later,
+                    // and lands as soon as the key is free there (within 200 ms).
+                    let lands_by = Instant::now() + Duration::from_millis(200);
+                    while Instant::now() < lands_by && !self.land_ghost(key, ttl) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
                 return outcome;
             }

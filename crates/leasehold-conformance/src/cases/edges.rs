@@ -97,12 +97,19 @@ pub async fn waiter_timing_out_around_a_release_leaves_no_ghost(lock: Arc<dyn Di
     for round in 0..24u64 {
         let key = unique_key(case, &format!("r{round}"));
         let held = take(&*lock, case, &key, LONG).await;
+        let (started_tx, started) = tokio::sync::oneshot::channel();
         let waiter = {
             let (lock, key) = (Arc::clone(&lock), key.clone());
-            tokio::spawn(async move { lock.acquire(&key, LONG, wait).await })
+            tokio::spawn(async move {
+                let _ = started_tx.send(Instant::now());
+                lock.acquire(&key, LONG, wait).await
+            })
         };
-        // Releases from 12 ms before the waiter's deadline to 12 ms after it.
-        sleep(wait - Duration::from_millis(12) + Duration::from_millis(round)).await;
+        // Releases from 12 ms before the waiter's deadline to 12 ms after it, counted from
+        // when the waiter really started (a loaded machine may start it late).
+        let started = started.await.expect("waiter task ended before it started");
+        sleep_until(started + wait - Duration::from_millis(12) + Duration::from_millis(round))
+            .await;
         ok(case, "release", lock.release(held).await);
         match waiter.await.expect("waiter task panicked") {
             Ok(lease) => {
