@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cases;
+pub mod restart;
 mod support;
 
 use std::{future::Future, pin::Pin, sync::Arc};

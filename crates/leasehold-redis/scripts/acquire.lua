@@ -1,9 +1,25 @@
 -- Takes the lock if it is free and hands out the next fence, atomically.
 -- KEYS[1] lock key, KEYS[2] fence counter (same hash slot); ARGV[1] token, ARGV[2] ttl in ms.
 -- Returns {1, fence} when taken, {0, holder's PTTL in ms} when someone else holds it.
--- The fence counter has no ttl and only ever grows, so fences strictly increase per key for
--- as long as Redis keeps its data (see the README on persistence).
+--
+-- fence = max(counter + 1, server clock in microseconds). The counter has no ttl and only ever
+-- grows; the clock floor keeps fences above every fence handed out before when the counter is
+-- lost (restart without persistence) or rolled back (an older snapshot, a lagging replica), as
+-- long as the server clock then reads later than it did at the last acquisition. Microseconds
+-- since 1970 are about 1.8e15: exact in Lua's doubles (below 2^53) and in i64.
+-- TIME runs first, so a refused TIME (an ACL without +time) fails before anything is written.
+local now = redis.call('TIME')
+local floor = now[1] .. string.rep('0', 6 - #now[2]) .. now[2]
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  local fence = redis.call('INCR', KEYS[2])
+  if fence >= 9007199254740992 then
+    -- Not exact as a Lua number any more (set by hand: clock fences reach 2^53 in 2255).
+    return redis.error_reply('ERR leasehold fence counter past 2^53: increment or decrement would overflow')
+  end
+  if fence < tonumber(floor) then
+    redis.call('SET', KEYS[2], floor)
+    return {1, tonumber(floor)}
+  end
+  return {1, fence}
 end
 return {0, redis.call('PTTL', KEYS[1])}

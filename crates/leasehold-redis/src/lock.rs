@@ -252,5 +252,6 @@ impl DistributedLock for RedisLock {
         Capabilities::new()
             .with_notified_wait(self.inner.subscriber.is_some())
             .with_server_clock(true)
+            .with_durable_fences(true)
     }
 }

@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `SET NX PX` + `INCR` fence, or the holder's `PTTL`: see `scripts/acquire.lua`.
+/// `TIME`, `SET NX PX`, the fence (`max(INCR, TIME in µs)`), or the holder's `PTTL`: see
+/// `scripts/acquire.lua`.
 pub(crate) static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/acquire.lua")));
 

@@ -19,6 +19,7 @@ const LOCKER_ACL: &[&str] = &[
     "&{leasehold:*",
     "-@all",
     "+evalsha",
+    "+time",
     "+script|load",
     "+set",
     "+get",
@@ -180,4 +181,56 @@ async fn the_admin_side_works_with_the_documented_acl_plus_scan() {
     assert_eq!(lock.list("acl/").await.unwrap().len(), 1);
     assert!(lock.force_release(&k).await.unwrap());
     assert!(!lock.release(lease).await.unwrap());
+}
+
+#[test]
+fn the_readme_documents_the_acl_line_these_tests_use() {
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER locker "))
+        .expect("the README's ACL line");
+    let documented: Vec<&str> = line
+        .trim_start_matches("ACL SETUSER ")
+        .split(' ')
+        .map(|word| {
+            if word == ">PASSWORD" {
+                ">s3cret-pw"
+            } else {
+                word
+            }
+        })
+        .collect();
+    assert_eq!(
+        documented, LOCKER_ACL,
+        "README and tests disagree on the ACL"
+    );
+}
+
+/// The acquire script reads `TIME` (the fence floor) before its `SET`: without `+time` the
+/// acquire fails with a permanent error and leaves no lock behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_time_the_acquire_fails_before_it_writes_anything() {
+    let server = server_with_users();
+    let mut admin = server.admin();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "locker", "-time"][..])
+        .query(&mut admin)
+        .unwrap();
+    let lock = RedisLock::connect(&locker_url(&server))
+        .await
+        .expect("connect as locker");
+    let err = lock
+        .try_acquire(&LockKey::new("no-time").unwrap(), Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("NOPERM") || text.contains("can't run this command"),
+        "{err}"
+    );
+    assert!(!err.is_transient(), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await; // any cleanup has run
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut admin).unwrap();
+    assert!(keys.is_empty(), "the failed acquire wrote {keys:?}");
 }

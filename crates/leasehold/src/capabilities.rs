@@ -11,7 +11,9 @@ pub struct Capabilities {
     pub notified_wait: bool,
     /// Expiry is measured by the server's clock, not by each client's.
     pub server_clock: bool,
-    /// Fences keep increasing across a restart of the server (they are stored durably).
+    /// Fences never repeat across a store restart or a rollback; the mechanism and its
+    /// assumptions per backend are in `docs/guarantees.md`. Claimed only by backends that pass
+    /// `leasehold_conformance::restart::check`.
     pub durable_fences: bool,
     /// The lock is lost at once when the holder's connection breaks (session-bound locks).
     pub lost_with_connection: bool,

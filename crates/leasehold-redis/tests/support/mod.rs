@@ -166,6 +166,23 @@ impl PrivateRedis {
     /// kill -9, then start again on the same port (with no data: no persistence).
     pub fn restart(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.spawn();
+    }
+
+    /// `SAVE`s a snapshot and keeps a copy of it, for [`restart_from`](Self::restart_from).
+    pub fn checkpoint(&self) -> PathBuf {
+        let _: () = redis::cmd("SAVE").query(&mut self.admin()).expect("SAVE");
+        let copy = self.dir.join("checkpoint.rdb");
+        std::fs::copy(self.dir.join("dump.rdb"), &copy).expect("copy the snapshot");
+        copy
+    }
+
+    /// kill -9, then start again from `snapshot` (a crash that rolls back to an older RDB
+    /// file, or a failover to a replica that lagged by as much).
+    pub fn restart_from(&mut self, snapshot: &std::path::Path) {
+        self.kill();
+        std::fs::copy(snapshot, self.dir.join("dump.rdb")).expect("restore the snapshot");
         self.spawn();
     }
 
