@@ -71,6 +71,9 @@ pub(crate) struct Advisory {
     namespace: String,
     custom: Option<KeyFn>,
     request_timeout: Duration,
+    /// Where fences are drawn: a pool of its own (at most two connections), so that drawing a
+    /// fence never waits for the connections that holders keep.
+    fences: PgPool,
 }
 
 impl std::fmt::Debug for Advisory {
@@ -91,13 +94,49 @@ fn millis_at_least(duration: Duration) -> String {
 }
 
 impl Advisory {
-    pub(crate) fn new(namespace: String, custom: Option<KeyFn>, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        namespace: String,
+        custom: Option<KeyFn>,
+        request_timeout: Duration,
+        fences: PgPool,
+    ) -> Self {
         Self {
             held: Mutex::default(),
             namespace,
             custom,
             request_timeout,
+            fences,
         }
+    }
+
+    /// Opens the fence pool's first connection (kept open: the pool has no idle timeout).
+    pub(crate) async fn warm_up(&self) -> Result<(), LockError> {
+        within(self.request_timeout, self.fences.acquire())
+            .await
+            .map(drop)
+            .map_err(|e| map(e, None))
+    }
+
+    /// The next fence, by a committed and flushed statement on the fence pool: called once the
+    /// lock is held, so fences follow the order of grants.
+    async fn draw_fence(&self, statements: &Statements, key: &LockKey) -> Result<u64, LockError> {
+        let query = || {
+            sqlx::query_as::<_, (i64, String, i64)>(&statements.advisory_fence)
+                .persistent(statements.persistent)
+        };
+        let drawn = within(self.request_timeout, async {
+            if statements.persistent {
+                return query().fetch_one(&self.fences).await;
+            }
+            // Behind a transaction pooler an unnamed statement and its commit must share one
+            // server connection: an explicit transaction keeps them together.
+            let mut tx = self.fences.begin().await?;
+            let row = query().fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        });
+        let (fence, _, _) = drawn.await.map_err(|e| map(e, Some(key)))?;
+        fence_of(fence)
     }
 
     fn key_of(&self, key: &LockKey) -> i64 {
@@ -142,20 +181,22 @@ impl Advisory {
         // idle session after the ttl (idle_in_transaction_session_timeout).
         let attempt = within(self.request_timeout, async {
             let mut tx = pool.begin().await?;
-            let (fence, _): (Option<i64>, String) = sqlx::query_as(&statements.advisory_try)
+            let (got, _): (bool, String) = sqlx::query_as(&statements.advisory_try)
                 .persistent(statements.persistent)
                 .bind(self.key_of(key))
                 .bind(millis(ttl))
                 .fetch_one(&mut *tx)
                 .await?;
-            Ok((tx, fence))
+            Ok((tx, got))
         });
-        let (tx, fence) = attempt.await.map_err(|e| map(e, Some(key)))?;
-        let Some(fence) = fence else {
+        let (tx, got) = attempt.await.map_err(|e| map(e, Some(key)))?;
+        if !got {
             // Ends the transaction; nothing was locked.
             return Ok(None);
-        };
-        let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
+        }
+        // A failed draw drops (rolls back) the transaction, and with it the lock.
+        let fence = self.draw_fence(statements, key).await?;
+        let lease = Lease::new(key.clone(), token, fence, ttl, sent_at);
         self.keep(token, tx, sent_at + ttl);
         Ok(Some(lease))
     }
@@ -181,11 +222,19 @@ impl Advisory {
         let mut failure = None;
         loop {
             match self.queue_once(pool, statements, key, ttl, &deadline).await {
-                Ok(Some((tx, fence, sent_at))) => {
-                    let lease = Lease::new(key.clone(), token, fence_of(fence)?, ttl, sent_at);
-                    self.keep(token, tx, sent_at + ttl);
-                    return Ok(lease);
-                }
+                // A failed draw drops (rolls back) the transaction, and with it the lock; the
+                // wait goes on if the failure is transient.
+                Ok(Some((tx, sent_at))) => match self.draw_fence(statements, key).await {
+                    Ok(fence) => {
+                        let lease = Lease::new(key.clone(), token, fence, ttl, sent_at);
+                        self.keep(token, tx, sent_at + ttl);
+                        return Ok(lease);
+                    }
+                    Err(error) => {
+                        drop(tx);
+                        keep_waiting(error, &mut failure)?;
+                    }
+                },
                 // lock_timeout ended this statement's wait: the key was held all along.
                 Ok(None) => failure = None,
                 Err(error) => keep_waiting(error, &mut failure)?,
@@ -200,8 +249,8 @@ impl Advisory {
         }
     }
 
-    /// One statement in the server's lock queue: the transaction holding the lock, its fence
-    /// and the instant validity counts from; `None` when `lock_timeout` fired first.
+    /// One statement in the server's lock queue: the transaction holding the lock and the
+    /// instant validity counts from; `None` when `lock_timeout` fired first.
     async fn queue_once(
         &self,
         pool: &PgPool,
@@ -209,7 +258,7 @@ impl Advisory {
         key: &LockKey,
         ttl: Duration,
         deadline: &Deadline,
-    ) -> Result<Option<(Transaction<'static, Postgres>, i64, Instant)>, LockError> {
+    ) -> Result<Option<(Transaction<'static, Postgres>, Instant)>, LockError> {
         let server_wait = deadline.at().map_or(SERVER_WAIT, |at| {
             at.saturating_duration_since(Instant::now())
                 .min(SERVER_WAIT)
@@ -217,19 +266,18 @@ impl Advisory {
         let sent_at = Instant::now();
         let queued = within(server_wait + self.request_timeout, async {
             let mut tx = pool.begin().await?;
-            let fenced: Result<(i64, String), sqlx::Error> =
-                sqlx::query_as(&statements.advisory_wait)
-                    .persistent(statements.persistent)
-                    .bind(self.key_of(key))
-                    .bind(millis(ttl))
-                    .bind(millis_at_least(server_wait))
-                    .fetch_one(&mut *tx)
-                    .await;
-            Ok(fenced.map(|(fence, _)| (tx, fence)))
+            let locked: Result<(String,), sqlx::Error> = sqlx::query_as(&statements.advisory_wait)
+                .persistent(statements.persistent)
+                .bind(self.key_of(key))
+                .bind(millis(ttl))
+                .bind(millis_at_least(server_wait))
+                .fetch_one(&mut *tx)
+                .await;
+            Ok(locked.map(|_| tx))
         })
         .await
         .map_err(|e| map(e, Some(key)))?;
-        let (mut tx, fence) = match queued {
+        let mut tx = match queued {
             Ok(granted) => granted,
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
                 return Ok(None)
@@ -241,7 +289,7 @@ impl Advisory {
         // leaves the lease little or no validity, so restart the countdown with one more
         // statement and count from just before it.
         if sent_at.elapsed() <= ttl / 10 {
-            return Ok(Some((tx, fence, sent_at)));
+            return Ok(Some((tx, sent_at)));
         }
         let touched_at = Instant::now();
         within(
@@ -253,7 +301,7 @@ impl Advisory {
         )
         .await
         .map_err(|e| map(e, Some(key)))?;
-        Ok(Some((tx, fence, touched_at)))
+        Ok(Some((tx, touched_at)))
     }
 
     /// Any failure on the lease's connection means its session (and so its lock) is gone.

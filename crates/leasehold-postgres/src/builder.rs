@@ -350,7 +350,17 @@ impl PostgresLockBuilder {
             inner: Arc::new(Inner {
                 statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
                 advisory: advisory.then(|| {
-                    Advisory::new(qualified.clone(), self.advisory_keys, self.request_timeout)
+                    let fences = PgPoolOptions::new()
+                        .max_connections(2)
+                        .idle_timeout(None)
+                        .acquire_timeout(self.request_timeout)
+                        .connect_lazy_with((*pool.connect_options()).clone());
+                    Advisory::new(
+                        qualified.clone(),
+                        self.advisory_keys,
+                        self.request_timeout,
+                        fences,
+                    )
                 }),
                 table: qualified,
                 pool,
@@ -362,6 +372,11 @@ impl PostgresLockBuilder {
         };
         if self.migrate {
             lock.migrate().await?;
+        }
+        if let Some(advisory) = &lock.inner.advisory {
+            // Open the fence connection now, while the server has room: waiters queued later
+            // may fill every connection slot, and a holder must still draw its fence.
+            advisory.warm_up().await?;
         }
         Ok(lock)
     }

@@ -254,6 +254,12 @@ impl DistributedLock for PostgresLock {
         let ttl = ttl::check(ttl)?;
         if let Some(advisory) = &self.inner.advisory {
             let inner = &self.inner;
+            if !inner.statements.persistent {
+                // Behind a transaction pooler a waiter in the server's lock queue pins one of
+                // the pooler's server connections, and the holder needs one to draw its fence:
+                // waiters poll instead, so waiting never starves the holder.
+                return leasehold::wait::poll_acquire(self, key, ttl, wait).await;
+            }
             return advisory
                 .acquire(&inner.pool, &inner.statements, key, ttl, wait)
                 .await;
@@ -321,8 +327,9 @@ impl DistributedLock for PostgresLock {
 
     fn capabilities(&self) -> Capabilities {
         let advisory = self.inner.advisory.is_some();
+        let queued = advisory && self.inner.statements.persistent;
         Capabilities::new()
-            .with_notified_wait(advisory || self.inner.listener.is_some())
+            .with_notified_wait(queued || self.inner.listener.is_some())
             .with_server_clock(true)
             .with_durable_fences(true)
             .with_lost_with_connection(advisory)

@@ -21,6 +21,7 @@ pub(crate) struct Statements {
     pub(crate) advisory_try: String,
     pub(crate) advisory_wait: String,
     pub(crate) advisory_extend: String,
+    pub(crate) advisory_fence: String,
     /// Whether statements are prepared under a name and cached per connection (faster), or
     /// sent unnamed (needed behind PgBouncer before 1.21 in transaction pooling).
     pub(crate) persistent: bool,
@@ -51,7 +52,9 @@ impl Statements {
             // ONE statement: insert a new key, or take over a free or expired row with
             // fence + 1. A held row is left alone; the row is then read back (from the
             // statement's snapshot) for the holder's remaining time in ms, and a waiting caller
-            // ($4 > 0) marks it wanted for $4 ms so that the release notifies.
+            // ($4 > 0) marks it wanted for $4 ms so that the release notifies. A taking
+            // statement commits with synchronous_commit on, whatever the role's default, so a
+            // fence (and lease) handed out is on disk and never handed out again after a crash.
             // The upsert is only tried when the statement's snapshot shows the key free:
             // ON CONFLICT locks the row even when its WHERE then refuses, and a row lock is a
             // write (a flushed commit, and a queue behind the holder's release), which every
@@ -79,16 +82,22 @@ impl Statements {
                       AND coalesce(wanted_until, '-infinity')
                           < clock_timestamp() + $4::float8 / 2 * interval '1 millisecond'
                 )
-                SELECT fence, NULL::bigint AS holder_ms FROM taken
+                SELECT fence, NULL::bigint AS holder_ms,
+                       set_config('synchronous_commit', 'on', true) AS flushed FROM taken
                 UNION ALL
-                SELECT NULL, (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint
-                    FROM {t} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM taken)"
+                SELECT NULL, (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint,
+                       NULL FROM {t} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM taken)"
             ),
-            // Only while our token holds an unexpired lease; never resurrects.
-            // $1 key, $2 token, $3 ttl in ms.
+            // Only while our token holds an unexpired lease; never resurrects. Flushed like
+            // the acquire: an extend lost in a crash would end the lease before the holder's
+            // view of it. $1 key, $2 token, $3 ttl in ms.
             extend: format!(
-                "UPDATE {t} SET expires_at = clock_timestamp() + $3::float8 * interval '1 millisecond'
-                 WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()"
+                "WITH extended AS (
+                    UPDATE {t} SET expires_at = clock_timestamp() + $3::float8 * interval '1 millisecond'
+                    WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
+                    RETURNING key
+                )
+                SELECT set_config('synchronous_commit', 'on', true) FROM extended"
             ),
             // Only while our token holds an unexpired lease; keeps the row (and its fence) and
             // notifies waiters, if any said they wait. NOTIFY is sent at commit, and notifying
@@ -134,21 +143,27 @@ impl Statements {
             // Fences of the advisory strategy. nextval is never rolled back, so a killed
             // holder's fence is never handed out again.
             create_sequence: format!("CREATE SEQUENCE IF NOT EXISTS {seq}"),
-            // Advisory, one attempt: the fence only if the lock was taken, and the server ends
-            // the session (freeing the lock) when it idles for the ttl.
-            // $1 advisory key, $2 ttl ("<n>ms").
-            advisory_try: format!(
-                "SELECT CASE WHEN got THEN {nextval} END,
-                        set_config('idle_in_transaction_session_timeout', $2, true)
-                 FROM (SELECT pg_try_advisory_xact_lock($1) AS got) AS attempt"
-            ),
+            // Advisory, one attempt: whether the lock was taken; the server ends the session
+            // (freeing the lock) when it idles for the ttl. $1 advisory key, $2 ttl ("<n>ms").
+            advisory_try: "SELECT pg_try_advisory_xact_lock($1),
+                    set_config('idle_in_transaction_session_timeout', $2, true)"
+                .to_owned(),
             // Advisory, waiting in the server's queue (first come, first served) for at most
             // lock_timeout; the innermost subquery runs first. $1 advisory key, $2 ttl,
             // $3 lock_timeout ("<n>ms", "0" = no limit).
-            advisory_wait: format!(
-                "SELECT {nextval}, set_config('idle_in_transaction_session_timeout', $2, true)
+            advisory_wait: "SELECT set_config('idle_in_transaction_session_timeout', $2, true)
                  FROM (SELECT pg_advisory_xact_lock($1)
                        FROM (SELECT set_config('lock_timeout', $3, true)) AS limited) AS locked"
+                .to_owned(),
+            // Advisory fence, drawn once the lock is held, in a transaction of its own that
+            // commits and flushes its WAL before the lease is handed out, whatever the role's
+            // synchronous_commit: the holder's transaction never commits, so a nextval inside
+            // it may be lost in a crash and handed out again. txid_current() gives the
+            // transaction an xid, so its commit also flushes a sequence record written by a
+            // concurrent nextval that has not committed yet (nextval logs 32 values ahead and
+            // hands out the rest from the page).
+            advisory_fence: format!(
+                "SELECT {nextval}, set_config('synchronous_commit', 'on', true), txid_current()"
             ),
             // Advisory extend: any statement resets the idle timer; this one also sets the new
             // ttl. $1 ttl ("<n>ms").

@@ -52,8 +52,8 @@ pub struct PrivateCluster {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
-    /// Server options added for TLS, if it serves TLS.
-    tls: Option<String>,
+    /// Server options added to the defaults (TLS, settings of the test).
+    extra: String,
 }
 
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
@@ -87,16 +87,21 @@ fn nix_is_root() -> bool {
 
 impl PrivateCluster {
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, &[])
+    }
+
+    /// One started with these extra settings (`name=value`, passed as `-c name=value`).
+    pub fn start_with_settings(settings: &[&str]) -> Self {
+        Self::start_with(false, settings)
     }
 
     /// A cluster that also serves TLS with a certificate for 127.0.0.1 from a throwaway CA
     /// ([`ca_file`](Self::ca_file)), made by `scripts/test-certs.sh`.
     pub fn start_tls() -> Self {
-        Self::start_with(true)
+        Self::start_with(true, &[])
     }
 
-    fn start_with(tls: bool) -> Self {
+    fn start_with(tls: bool, settings: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -127,19 +132,24 @@ impl PrivateCluster {
                 "--no-sync",
             ],
         );
-        let tls = tls.then(|| {
+        let mut extra = String::new();
+        if tls {
             let certs = dir.join("tls");
             make_certs(&certs);
-            format!(
+            extra = format!(
                 " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
                 certs.display()
-            )
-        });
+            );
+        }
+        for setting in settings {
+            extra.push_str(" -c ");
+            extra.push_str(setting);
+        }
         let cluster = Self {
             port,
             dir,
             bin,
-            tls,
+            extra,
         };
         cluster.pg_ctl_start();
         cluster
@@ -151,7 +161,7 @@ impl PrivateCluster {
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off{}",
             self.port,
             self.dir.display(),
-            self.tls.as_deref().unwrap_or("")
+            self.extra
         );
         let log = self.dir.join("server.log");
         run_pg(
