@@ -13,6 +13,7 @@ use std::{
 };
 
 use leasehold::{
+    clock::SentAt,
     ttl,
     wait::{jitter, keep_waiting, Deadline},
     Lease, LeaseToken, LockError, LockKey,
@@ -175,7 +176,7 @@ impl Advisory {
     ) -> Result<Option<Lease>, LockError> {
         self.forget_abandoned();
         let token = LeaseToken::random()?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         // A transaction dropped unfinished (timeout, cancelled future) is rolled back, which
         // frees whatever it locked; if even that cannot reach the server, the server ends the
         // idle session after the ttl (idle_in_transaction_session_timeout).
@@ -197,7 +198,7 @@ impl Advisory {
         // A failed draw drops (rolls back) the transaction, and with it the lock.
         let fence = self.draw_fence(statements, key).await?;
         let lease = Lease::new(key.clone(), token, fence, ttl, sent_at);
-        self.keep(token, tx, sent_at + ttl);
+        self.keep(token, tx, sent_at.instant() + ttl);
         Ok(Some(lease))
     }
 
@@ -227,7 +228,7 @@ impl Advisory {
                 Ok(Some((tx, sent_at))) => match self.draw_fence(statements, key).await {
                     Ok(fence) => {
                         let lease = Lease::new(key.clone(), token, fence, ttl, sent_at);
-                        self.keep(token, tx, sent_at + ttl);
+                        self.keep(token, tx, sent_at.instant() + ttl);
                         return Ok(lease);
                     }
                     Err(error) => {
@@ -258,12 +259,12 @@ impl Advisory {
         key: &LockKey,
         ttl: Duration,
         deadline: &Deadline,
-    ) -> Result<Option<(Transaction<'static, Postgres>, Instant)>, LockError> {
+    ) -> Result<Option<(Transaction<'static, Postgres>, SentAt)>, LockError> {
         let server_wait = deadline.at().map_or(SERVER_WAIT, |at| {
             at.saturating_duration_since(Instant::now())
                 .min(SERVER_WAIT)
         });
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         let queued = within(server_wait + self.request_timeout, async {
             let mut tx = pool.begin().await?;
             let locked: Result<(String,), sqlx::Error> = sqlx::query_as(&statements.advisory_wait)
@@ -288,10 +289,10 @@ impl Advisory {
         // wait, but all we know is that it started after `sent_at`. After a long wait that bound
         // leaves the lease little or no validity, so restart the countdown with one more
         // statement and count from just before it.
-        if sent_at.elapsed() <= ttl / 10 {
+        if sent_at.instant().elapsed() <= ttl / 10 {
             return Ok(Some((tx, sent_at)));
         }
-        let touched_at = Instant::now();
+        let touched_at = SentAt::now();
         within(
             self.request_timeout,
             sqlx::query(&statements.advisory_extend)
@@ -317,7 +318,7 @@ impl Advisory {
             return Ok(false);
         };
         let mut held = slot.lock().await;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         // A statement that outlives the request timeout is a transient failure: the slot (and
         // the session's lock) stay, the guard reports `Unknown` and retries; sqlx drains the
         // late reply before the connection's next statement.
@@ -331,7 +332,7 @@ impl Advisory {
         .await;
         match reset {
             Ok(_) => {
-                held.ends = sent_at + ttl;
+                held.ends = sent_at.instant() + ttl;
                 lease.renewed(ttl, sent_at);
                 Ok(true)
             }

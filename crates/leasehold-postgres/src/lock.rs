@@ -1,13 +1,11 @@
 //! [`PostgresLock`]: the lease-table strategy.
 
-use std::{
-    fmt,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use leasehold::{
-    async_trait, ttl,
+    async_trait,
+    clock::SentAt,
+    ttl,
     wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
@@ -179,12 +177,13 @@ impl PostgresLock {
         waiting: bool,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         // A waiter that listens asks for a notification for as long as it may still wait (at
         // most a minute; later attempts ask again).
         let wanted_for = if waiting && self.inner.listener.is_some() {
             deadline.at().map_or(MAX_WANTED, |at| {
-                at.saturating_duration_since(sent_at).min(MAX_WANTED)
+                at.saturating_duration_since(sent_at.instant())
+                    .min(MAX_WANTED)
             })
         } else {
             Duration::ZERO
@@ -234,7 +233,7 @@ impl DistributedLock for PostgresLock {
                 .await;
         }
         let token = LeaseToken::random()?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         Ok(match self.attempt(key, token, ttl, Duration::ZERO).await? {
             Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(_) => None,
@@ -297,7 +296,7 @@ impl DistributedLock for PostgresLock {
         if let Some(advisory) = &self.inner.advisory {
             return advisory.extend(&self.inner.statements, lease, ttl).await;
         }
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         let statements = &self.inner.statements;
         let done = within(self.inner.request_timeout, async {
             on_pool!(self, exec => sqlx::query(&statements.extend)

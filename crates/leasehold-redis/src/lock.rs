@@ -1,13 +1,11 @@
 //! [`RedisLock`]: the `DistributedLock` implementation.
 
-use std::{
-    fmt,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use leasehold::{
-    async_trait, ttl,
+    async_trait,
+    clock::SentAt,
+    ttl,
     wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
@@ -131,7 +129,7 @@ impl RedisLock {
         ttl: Duration,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         Ok(match self.attempt(key, names, token, ttl).await? {
             Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(pttl) => Err(pttl),
@@ -165,7 +163,7 @@ impl DistributedLock for RedisLock {
         let ttl = ttl::check(ttl)?;
         let names = self.names(key);
         let token = LeaseToken::random()?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         Ok(match self.attempt(key, &names, token, ttl).await? {
             Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
             Attempt::Busy(_) => None,
@@ -227,7 +225,7 @@ impl DistributedLock for RedisLock {
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = ttl::check(ttl)?;
         let names = self.names(lease.key());
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         let mut conn = self.inner.conn.clone();
         let mut script = scripts::EXTEND.key(&names.lock);
         script

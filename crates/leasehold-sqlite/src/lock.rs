@@ -9,7 +9,9 @@ use std::{
 };
 
 use leasehold::{
-    async_trait, ttl,
+    async_trait,
+    clock::SentAt,
+    ttl,
     wait::{jitter, keep_waiting, release_abandoned, Deadline, InFlight},
     Capabilities, DistributedLock, Lease, LeaseToken, LockAdmin, LockError, LockKey, LockStatus,
     Wakers,
@@ -181,7 +183,7 @@ impl SqliteLock {
         ttl: Duration,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         // sqlx runs SQLite statements on a worker thread: a statement whose caller gave up
         // (or that failed after its write) may still have committed, so its token is released.
         // The cleanup runs on another connection and may overtake the abandoned statement (its
@@ -316,7 +318,7 @@ impl DistributedLock for SqliteLock {
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = ttl::check(ttl)?;
-        let sent_at = Instant::now();
+        let sent_at = SentAt::now();
         let changed = self
             .update(
                 &self.inner.statements.extend,

@@ -5,7 +5,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{error::LockError, key::LockKey, ttl};
+use crate::{
+    clock::{SentAt, Validity},
+    error::LockError,
+    key::LockKey,
+};
 
 /// The secret that proves one acquisition: 128 random bits from the operating system's
 /// generator, fresh for every acquisition.
@@ -63,51 +67,56 @@ impl fmt::Debug for LeaseToken {
 ///
 /// A `Lease` is plain data: holding one does not renew anything. See
 /// [`Locker`](crate::Locker) for the auto-renewing guard.
+///
+/// Validity counts time the machine spends suspended (see [`clock`](crate::clock)): after a
+/// resume, [`remaining`](Self::remaining) and [`is_valid`](Self::is_valid) account for the
+/// suspend, and [`valid_until`](Self::valid_until) moves earlier by as much.
 #[derive(Debug, Clone)]
 pub struct Lease {
     key: LockKey,
     token: LeaseToken,
     fence: u64,
     ttl: Duration,
-    valid_until: Instant,
-    /// When the request that acquired or last renewed the lease was sent.
-    sent_at: Instant,
+    validity: Validity,
 }
 
 impl Lease {
     /// Builds a lease; for backend authors.
     ///
-    /// `sent_at` is the instant taken *before* the request that acquired the lock was sent, and
-    /// `ttl` the checked ttl (see [`ttl::check`]); the validity follows the formula in
-    /// [`ttl`](crate::ttl).
+    /// `sent_at` is the stamp taken with [`SentAt::now`] *before* the request that acquired the
+    /// lock was sent (an `Instant` converts, but a suspend between taking it and this call is
+    /// then not seen), and `ttl` the checked ttl (see [`ttl::check`](crate::ttl::check)); the validity follows the
+    /// formula in [`ttl`](crate::ttl).
     pub fn new(
         key: LockKey,
         token: LeaseToken,
         fence: u64,
         ttl: Duration,
-        sent_at: Instant,
+        sent_at: impl Into<SentAt>,
     ) -> Self {
         Self {
             key,
             token,
             fence,
             ttl,
-            valid_until: ttl::valid_until(sent_at, ttl),
-            sent_at,
+            validity: Validity::new(sent_at.into(), ttl),
         }
     }
 
     /// Records a successful extend by a request sent at `sent_at`; for backend authors.
-    pub fn renewed(&mut self, ttl: Duration, sent_at: Instant) {
+    pub fn renewed(&mut self, ttl: Duration, sent_at: impl Into<SentAt>) {
         self.ttl = ttl;
-        self.valid_until = ttl::valid_until(sent_at, ttl);
-        self.sent_at = sent_at;
+        self.validity = Validity::new(sent_at.into(), ttl);
     }
 
     /// When the request that acquired or last renewed the lease was sent: the guard schedules
     /// renewals from it, so a slow acquire does not push the first renewal past the validity.
     pub(crate) fn sent_at(&self) -> Instant {
-        self.sent_at
+        self.validity.sent_at().instant()
+    }
+
+    pub(crate) fn validity(&self) -> Validity {
+        self.validity
     }
 
     /// The locked key.
@@ -133,19 +142,21 @@ impl Lease {
         self.ttl
     }
 
-    /// The instant until which the holder may rely on the lease (see [`ttl`](crate::ttl)).
+    /// The instant until which the holder may rely on the lease (see [`ttl`](crate::ttl)):
+    /// `now + remaining()` at the time of the call, so it moves earlier after a suspend.
     pub fn valid_until(&self) -> Instant {
-        self.valid_until
+        self.validity.instant()
     }
 
-    /// Time left until [`valid_until`](Self::valid_until); zero once it has passed.
+    /// Time left until the validity ends, counting time the machine spent suspended; zero once
+    /// it has passed.
     pub fn remaining(&self) -> Duration {
-        self.valid_until.saturating_duration_since(Instant::now())
+        self.validity.remaining()
     }
 
-    /// Whether [`valid_until`](Self::valid_until) is still in the future.
+    /// Whether the validity has time left (see [`remaining`](Self::remaining)).
     pub fn is_valid(&self) -> bool {
-        Instant::now() < self.valid_until
+        !self.remaining().is_zero()
     }
 }
 
@@ -179,5 +190,28 @@ mod tests {
         assert_eq!(lease.valid_until(), sent_at + Duration::from_millis(988));
         assert!(lease.is_valid());
         assert!(lease.remaining() <= Duration::from_millis(988));
+    }
+
+    #[test]
+    fn a_suspend_ends_the_validity_early() {
+        let key = LockKey::new("k").unwrap();
+        let lease = Lease::new(
+            key,
+            LeaseToken::random().unwrap(),
+            7,
+            Duration::from_secs(10),
+            SentAt::now(),
+        );
+        let before = lease.valid_until();
+        crate::clock::testing::suspend(Duration::from_secs(4));
+        let left = lease.remaining();
+        assert!(
+            left <= Duration::from_secs(6) && left > Duration::from_secs(5),
+            "{left:?}"
+        );
+        assert!(lease.valid_until() <= before - Duration::from_secs(4));
+        crate::clock::testing::suspend(Duration::from_secs(7));
+        assert!(!lease.is_valid());
+        assert_eq!(lease.remaining(), Duration::ZERO);
     }
 }

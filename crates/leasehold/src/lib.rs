@@ -4,6 +4,7 @@
 mod admin;
 mod backend;
 mod capabilities;
+pub mod clock;
 mod error;
 mod guard;
 mod key;

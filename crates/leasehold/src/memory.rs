@@ -15,6 +15,7 @@ use tokio::sync::{futures::OwnedNotified, Notify};
 use crate::{
     backend::DistributedLock,
     capabilities::Capabilities,
+    clock::SentAt,
     error::LockError,
     key::LockKey,
     lease::{Lease, LeaseToken},
@@ -101,7 +102,8 @@ impl MemoryLock {
     }
 
     fn attempt(&self, key: &LockKey, ttl: Duration) -> Result<Attempt, LockError> {
-        let sent_at = Instant::now();
+        let stamp = SentAt::now();
+        let sent_at = stamp.instant();
         let mut slots = self.slots();
         let slot = slots.entry(key.clone()).or_default();
         if let Some(holder) = slot.holder.filter(|h| h.is_live(sent_at)) {
@@ -128,7 +130,7 @@ impl MemoryLock {
             token,
             fence,
             ttl,
-            sent_at,
+            stamp,
         )))
     }
 }
@@ -172,7 +174,8 @@ impl DistributedLock for MemoryLock {
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = ttl::check(ttl)?;
-        let sent_at = Instant::now();
+        let stamp = SentAt::now();
+        let sent_at = stamp.instant();
         let mut slots = self.slots();
         let Some(slot) = slots.get_mut(lease.key()) else {
             return Ok(false);
@@ -191,7 +194,7 @@ impl DistributedLock for MemoryLock {
             // Waiters sleep until the expiry they saw; they must see the earlier one.
             slot.released.notify_waiters();
         }
-        lease.renewed(ttl, sent_at);
+        lease.renewed(ttl, stamp);
         Ok(true)
     }
 

@@ -225,7 +225,7 @@ impl Locker {
     fn guard(&self, lease: Lease, ttl: std::time::Duration, options: &LockOptions) -> LockGuard {
         let status = Arc::new(watch::Sender::new(Status {
             state: GuardState::Held,
-            valid_until: lease.valid_until(),
+            validity: lease.validity(),
         }));
         let view = LeaseView::new(lease.key().clone(), lease.fence(), status);
         let (stop, stopped) = oneshot::channel();

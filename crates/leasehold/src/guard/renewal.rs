@@ -8,7 +8,9 @@ use std::{
 use tokio::sync::oneshot;
 
 use super::view::{GuardState, LeaseView};
-use crate::{backend::DistributedLock, error::LockError, lease::Lease, wait::jitter};
+use crate::{
+    backend::DistributedLock, clock::Validity, error::LockError, lease::Lease, wait::jitter,
+};
 
 /// A request from [`LockGuard::release`](super::LockGuard::release), answered with the
 /// backend's verdict.
@@ -38,21 +40,23 @@ impl Renewal {
         loop {
             let renewing = !self.view.state().is_terminal()
                 && self.renew_until.is_none_or(|until| next_renewal < until);
-            let valid_until = self.lease.valid_until();
+            // Re-checked at least every second: tokio's timers stop during a suspend.
+            let check_at = self.lease.validity().next_check();
             tokio::select! {
                 biased;
                 stop = &mut stop => return self.release(token_gone, stop.ok()).await,
-                () = tokio::time::sleep_until(valid_until.into()), if renewing => {
+                () = tokio::time::sleep_until(check_at.into()), if renewing => {
                     self.view.expire_if_due();
                     continue;
                 }
                 () = tokio::time::sleep_until(next_renewal.into()), if renewing => {}
             }
             let sent_at = Instant::now();
+            let validity = self.lease.validity();
             let renewed = tokio::select! {
                 biased;
                 stop = &mut stop => return self.release(token_gone, stop.ok()).await,
-                () = tokio::time::sleep_until(valid_until.into()) => {
+                () = ended(validity) => {
                     self.view.expire_if_due();
                     continue;
                 }
@@ -62,7 +66,7 @@ impl Renewal {
                 Ok(true) => {
                     tracing::trace!(key = %self.lease.key(), fence = self.lease.fence(), "lease renewed");
                     self.view
-                        .update(GuardState::Held, Some(self.lease.valid_until()));
+                        .update(GuardState::Held, Some(self.lease.validity()));
                     next_renewal = sent_at + self.renew_every;
                 }
                 Ok(false) => {
@@ -100,5 +104,12 @@ impl Renewal {
             // The caller may have stopped waiting; the release happened all the same.
             let _ = reply.send(outcome);
         }
+    }
+}
+
+/// Completes when `validity` has ended, checking at least every second.
+async fn ended(validity: Validity) {
+    while !validity.remaining().is_zero() {
+        tokio::time::sleep_until(validity.next_check().into()).await;
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::key::LockKey;
+use crate::{clock::Validity, key::LockKey};
 
 /// Where a guard's lease stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,7 +37,7 @@ impl GuardState {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Status {
     pub(crate) state: GuardState,
-    pub(crate) valid_until: Instant,
+    pub(crate) validity: Validity,
 }
 
 /// A read-only, cloneable view of a guard's lease: what the body of
@@ -78,17 +78,18 @@ impl LeaseView {
         self.fence
     }
 
-    /// The instant until which the lease is valid, as of the last successful renewal.
+    /// The instant until which the lease is valid, as of the last successful renewal:
+    /// `now + remaining` at the time of the call while held, so it moves earlier after a
+    /// suspend (see [`Lease::valid_until`](crate::Lease::valid_until)).
     pub fn valid_until(&self) -> Instant {
-        self.status.borrow().valid_until
+        self.status.borrow().validity.instant()
     }
 
-    /// Time left in the lease's validity; zero once lost or released.
+    /// Time left in the lease's validity, counting time the machine spent suspended; zero once
+    /// lost or released.
     pub fn remaining(&self) -> Duration {
         match self.state() {
-            GuardState::Held | GuardState::Unknown => {
-                self.valid_until().saturating_duration_since(Instant::now())
-            }
+            GuardState::Held | GuardState::Unknown => self.status.borrow().validity.remaining(),
             GuardState::Lost | GuardState::Released => Duration::ZERO,
         }
     }
@@ -104,7 +105,9 @@ impl LeaseView {
     /// `Released` if the guard released it (or was dropped) first.
     ///
     /// Completes at the latest at [`valid_until`](Self::valid_until) if no renewal succeeds
-    /// before it, without depending on the renewal task being scheduled.
+    /// before it, without depending on the renewal task being scheduled; after a suspend,
+    /// within a second of the resume (its timer re-checks the suspend-counting clock every
+    /// second, because tokio's timers stop while the machine sleeps).
     ///
     /// # Cancel safety
     ///
@@ -119,7 +122,7 @@ impl LeaseView {
             tokio::select! {
                 // The sender lives in `self`, so this never fails.
                 _ = changes.changed() => {}
-                () = tokio::time::sleep_until(status.valid_until.into()) => {
+                () = tokio::time::sleep_until(status.validity.next_check().into()) => {
                     self.expire_if_due();
                 }
             }
@@ -128,9 +131,8 @@ impl LeaseView {
 
     /// Marks the lease lost if its validity has passed; never touches a terminal state.
     pub(crate) fn expire_if_due(&self) {
-        let now = Instant::now();
         self.status.send_if_modified(|s| {
-            let due = !s.state.is_terminal() && now >= s.valid_until;
+            let due = !s.state.is_terminal() && s.validity.remaining().is_zero();
             if due {
                 s.state = GuardState::Lost;
                 tracing::warn!(key = %self.key, fence = self.fence, "lease validity ended without renewal: lock lost");
@@ -140,19 +142,77 @@ impl LeaseView {
     }
 
     /// Records a renewal outcome unless the state is already terminal. Returns false if it was.
-    pub(crate) fn update(&self, state: GuardState, valid_until: Option<Instant>) -> bool {
+    pub(crate) fn update(&self, state: GuardState, validity: Option<Validity>) -> bool {
         let mut applied = false;
         self.status.send_if_modified(|s| {
             if s.state.is_terminal() {
                 return false;
             }
             s.state = state;
-            if let Some(valid_until) = valid_until {
-                s.valid_until = valid_until;
+            if let Some(validity) = validity {
+                s.validity = validity;
             }
             applied = true;
             true
         });
         applied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{clock::testing::suspend, memory::MemoryLock, GuardState, LockOptions, Locker};
+
+    fn options() -> LockOptions {
+        // No renewal before the checks below: the suspend alone must end the lease.
+        LockOptions::default()
+            .with_ttl(Duration::from_secs(30))
+            .with_renew_every(Duration::from_secs(25))
+    }
+
+    /// Tests run on a current-thread runtime, so the injected suspend (per thread) reaches the
+    /// renewal task too.
+    #[tokio::test]
+    async fn a_suspend_past_the_validity_reports_lost_at_once() {
+        let locker = Locker::new(MemoryLock::new());
+        let guard = locker.lock("suspended", options()).await.unwrap();
+        assert_eq!(guard.state(), GuardState::Held);
+        let before = guard.valid_until();
+        suspend(Duration::from_secs(10));
+        let left = guard.remaining();
+        assert!(
+            left < Duration::from_secs(20),
+            "{left:?} left after a 10 s suspend"
+        );
+        assert!(guard.valid_until() <= before - Duration::from_secs(10));
+        assert_eq!(guard.state(), GuardState::Held);
+        suspend(Duration::from_secs(25));
+        assert_eq!(guard.state(), GuardState::Lost);
+        assert_eq!(guard.remaining(), Duration::ZERO);
+    }
+
+    /// `lost()` and the renewal task wait on tokio timers, which do not count suspend: they
+    /// must still notice within about a second.
+    #[tokio::test]
+    async fn lost_fires_within_a_second_or_so_of_a_resume() {
+        let locker = Locker::new(MemoryLock::new());
+        let guard = locker.lock("resumed", options()).await.unwrap();
+        let view = guard.view();
+        let lost = tokio::spawn(async move { view.lost().await });
+        tokio::time::sleep(Duration::from_millis(50)).await; // lost() is waiting
+        suspend(Duration::from_secs(60));
+        let started = tokio::time::Instant::now();
+        let state = tokio::time::timeout(Duration::from_secs(3), lost)
+            .await
+            .expect("lost() did not notice the suspend")
+            .unwrap();
+        assert_eq!(state, GuardState::Lost);
+        assert!(
+            started.elapsed() <= Duration::from_millis(1_500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
