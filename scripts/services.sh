@@ -136,9 +136,11 @@ INI
 fi
 
 # Tools the tests use besides the servers: openssl (certificates for the TLS tests), pgrep
-# (lockcheck pauses a private PostgreSQL cluster's processes).
+# (lockcheck pauses a private PostgreSQL cluster's processes), faketime (SQLite and PostgreSQL
+# under a stepped wall clock).
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v pgrep >/dev/null 2>&1 || apt_install procps
+command -v faketime >/dev/null 2>&1 || apt_install faketime
 
 export LEASEHOLD_PGBOUNCER_URL="$bouncer_url"
 export LEASEHOLD_REDIS_URL="$redis_url"

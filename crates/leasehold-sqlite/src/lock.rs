@@ -22,8 +22,9 @@ use sqlx::{
 };
 
 use crate::{
+    clock::Clock,
     error::{is_busy, map},
-    sql::{check_table, Statements},
+    sql::{check_table, Statements, FORMAT},
 };
 
 /// The default table.
@@ -49,6 +50,7 @@ struct Inner {
     table: String,
     wakers: Arc<Wakers>,
     busy_timeout: Duration,
+    clock: Clock,
 }
 
 impl fmt::Debug for SqliteLock {
@@ -101,17 +103,24 @@ impl SqliteLockBuilder {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(self.busy_timeout);
         let statements = Statements::new(&self.table);
+        let clock = Clock::open()?;
         // Opening switches the file to WAL and creates the table, which needs the write lock:
         // when other processes open the same file at that moment, SQLite says busy. Retry
         // within the busy timeout.
         let started = Instant::now();
         let pool = loop {
-            match self.connect(&options, &statements).await {
+            match self.connect(&options, &statements, &clock).await {
                 Ok(pool) => break pool,
                 Err(error) if is_busy(&error) && started.elapsed() < self.busy_timeout => {
                     tokio::time::sleep(jitter(Duration::from_millis(50))).await;
                 }
                 Err(error) if is_busy(&error) => return Err(map(error, None)),
+                Err(sqlx::Error::Protocol(newer)) => {
+                    return Err(LockError::invalid_config(
+                        format!("sqlite database {}", self.path.display()),
+                        newer,
+                    ))
+                }
                 Err(error) => {
                     return Err(LockError::invalid_config(
                         format!("sqlite database {}", self.path.display()),
@@ -128,6 +137,7 @@ impl SqliteLockBuilder {
                 table: self.table,
                 wakers: Wakers::new(),
                 busy_timeout: self.busy_timeout,
+                clock,
             }),
         })
     }
@@ -138,13 +148,69 @@ impl SqliteLockBuilder {
         &self,
         options: &SqliteConnectOptions,
         statements: &Statements,
+        clock: &Clock,
     ) -> Result<SqlitePool, sqlx::Error> {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
-        sqlx::query(&statements.create_table).execute(&pool).await?;
+        let mut conn = pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let migrated = self.migrate(&mut conn, statements, clock).await;
+        let end = if migrated.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let ended = sqlx::query(end).execute(&mut *conn).await;
+        migrated?;
+        ended?;
         Ok(pool)
+    }
+
+    /// Creates the table, or brings one of the old format to format 2, inside the caller's
+    /// IMMEDIATE transaction (so two processes opening the file at once migrate it once).
+    /// A file whose `user_version` is newer than this crate's format is refused.
+    async fn migrate(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        statements: &Statements,
+        clock: &Clock,
+    ) -> Result<(), sqlx::Error> {
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        if version > FORMAT {
+            return Err(sqlx::Error::Protocol(format!(
+                "the file uses lease format {version}, newer than this leasehold-sqlite's \
+                 ({FORMAT}): upgrade leasehold-sqlite in every program that opens it"
+            )));
+        }
+        let columns: Vec<String> = sqlx::query_scalar(&statements.columns)
+            .bind(&self.table)
+            .fetch_all(&mut *conn)
+            .await?;
+        if columns.is_empty() {
+            sqlx::query(&statements.create_table)
+                .execute(&mut *conn)
+                .await?;
+        } else if !columns.iter().any(|c| c == "expires_ms") {
+            for (n, sql) in statements.migrate.iter().enumerate() {
+                let query = sqlx::query(sql);
+                let query = if n == 1 {
+                    query.bind(clock.now_ms()).bind(clock.boot())
+                } else {
+                    query
+                };
+                query.execute(&mut *conn).await?;
+            }
+        }
+        if version < FORMAT {
+            sqlx::query(&format!("PRAGMA user_version = {FORMAT}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -201,9 +267,12 @@ impl SqliteLock {
                 }
             })
         });
+        let clock = &self.inner.clock;
         let fence: Result<Option<i64>, sqlx::Error> =
             sqlx::query_scalar(&self.inner.statements.acquire)
                 .bind(key.as_str())
+                .bind(clock.now_ms())
+                .bind(clock.boot())
                 .bind(token.to_bytes().as_slice())
                 .bind(ttl::whole_millis(ttl) as i64)
                 .fetch_optional(&self.inner.pool)
@@ -227,8 +296,11 @@ impl SqliteLock {
     }
 
     async fn holder_left(&self, key: &LockKey) -> Option<Duration> {
+        let clock = &self.inner.clock;
         let left: Option<Option<i64>> = sqlx::query_scalar(&self.inner.statements.holder_left)
             .bind(key.as_str())
+            .bind(clock.now_ms())
+            .bind(clock.boot())
             .fetch_optional(&self.inner.pool)
             .await
             .ok()
@@ -248,7 +320,11 @@ impl SqliteLock {
     ) -> Result<u64, LockError> {
         let mut tries = 0;
         loop {
-            let mut query = sqlx::query(sql).bind(key.as_str());
+            let clock = &self.inner.clock;
+            let mut query = sqlx::query(sql)
+                .bind(key.as_str())
+                .bind(clock.now_ms())
+                .bind(clock.boot());
             if let Some(token) = token {
                 query = query.bind(token.to_bytes().to_vec());
             }
@@ -368,8 +444,11 @@ fn status_of(fence: Option<i64>, left_ms: Option<i64>) -> LockStatus {
 #[async_trait]
 impl LockAdmin for SqliteLock {
     async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {
+        let clock = &self.inner.clock;
         let row = sqlx::query(&self.inner.statements.status)
             .bind(key.as_str())
+            .bind(clock.now_ms())
+            .bind(clock.boot())
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(|e| map(e, Some(key)))?;
@@ -380,8 +459,11 @@ impl LockAdmin for SqliteLock {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
+        let clock = &self.inner.clock;
         let rows = sqlx::query(&self.inner.statements.list)
             .bind(prefix)
+            .bind(clock.now_ms())
+            .bind(clock.boot())
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| map(e, None))?;
