@@ -54,22 +54,35 @@ pub struct PrivateCluster {
     bin: PathBuf,
     /// Server options added to the defaults (TLS, settings of the test).
     extra: String,
+    /// Environment of the server processes (libfaketime).
+    env: Vec<(String, String)>,
 }
 
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
 fn run_pg(bin: &Path, tool: &str, args: &[&str]) {
+    run_pg_with(bin, tool, args, &[]);
+}
+
+/// As [`run_pg`], with environment variables for the tool (and the server it starts).
+fn run_pg_with(bin: &Path, tool: &str, args: &[&str], env: &[(String, String)]) {
     let tool = bin.join(tool);
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let status = if nix_is_root() {
+        // runuser keeps the environment, but `env` makes the variables explicit.
         Command::new("runuser")
             .arg("-u")
             .arg("postgres")
             .arg("--")
+            .arg("env")
+            .args(&vars)
             .arg(&tool)
             .args(args)
             .stdout(Stdio::null())
             .status()
     } else {
-        Command::new(&tool)
+        Command::new("env")
+            .args(&vars)
+            .arg(&tool)
             .args(args)
             .stdout(Stdio::null())
             .status()
@@ -150,6 +163,7 @@ impl PrivateCluster {
             dir,
             bin,
             extra,
+            env: Vec::new(),
         };
         cluster.pg_ctl_start();
         cluster
@@ -164,7 +178,7 @@ impl PrivateCluster {
             self.extra
         );
         let log = self.dir.join("server.log");
-        run_pg(
+        run_pg_with(
             &self.bin,
             "pg_ctl",
             &[
@@ -177,7 +191,55 @@ impl PrivateCluster {
                 &options,
                 "start",
             ],
+            &self.env,
         );
+    }
+
+    /// A cluster whose wall clock libfaketime reads from a file on every call
+    /// (`FAKETIME_TIMESTAMP_FILE`, `FAKETIME_NO_CACHE=1`), with the monotonic clocks left
+    /// alone; [`set_clock`](Self::set_clock) steps it while the server runs.
+    pub fn start_with_faked_clock() -> Self {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+        assert!(
+            lib.exists(),
+            "{} is missing: install faketime with `apt-get install faketime` (scripts/services.sh does)",
+            lib.display()
+        );
+        let mut cluster = Self::start();
+        run_pg(
+            &cluster.bin,
+            "pg_ctl",
+            &[
+                "-D",
+                cluster.dir.join("data").to_str().unwrap(),
+                "-w",
+                "stop",
+            ],
+        );
+        cluster.set_clock("+0");
+        cluster.env = [
+            ("LD_PRELOAD", lib.display().to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE",
+                cluster.clock_file().display().to_string(),
+            ),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .to_vec();
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    fn clock_file(&self) -> PathBuf {
+        self.dir.join("faketime")
+    }
+
+    /// Sets the faked wall clock's offset from the real one (libfaketime syntax: `+0`, `+1h`,
+    /// `-30m`).
+    pub fn set_clock(&self, offset: &str) {
+        std::fs::write(self.clock_file(), format!("{offset}\n")).expect("write the clock file");
     }
 
     /// The CA that signed the server certificate of a [`start_tls`](Self::start_tls) cluster.
