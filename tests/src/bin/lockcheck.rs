@@ -23,7 +23,7 @@ use leasehold_tests::harness::{
     backend::{connect, Broken},
     checker::{check, Context},
     history::{monotonic_ns, Event},
-    nemesis::{self, Workers, DROPS_SESSIONS},
+    nemesis::{self, Workers, DROPS_SESSIONS, LOSES_LOCKS},
     proxy::Proxy,
     resource,
     servers::{Kind, PrivateServer},
@@ -51,7 +51,8 @@ struct Args {
     ttl: Duration,
     /// Faults to inject, comma-separated: pause, kill (workers); server-pause, server-restart,
     /// conn-kill, proxy-delay, proxy-blackhole, proxy-reset (a private server behind a proxy,
-    /// Redis and PostgreSQL); pause-write (Redis); or `all`, or `none`.
+    /// Redis and PostgreSQL); pause-write, store-wipe (restart with no data), store-rollback
+    /// (restart from an older snapshot) (Redis); or `all`, or `none`.
     #[arg(long, default_value = "pause,kill")]
     faults: String,
     /// `fenced`: the resource's counter only takes writes with the highest fence; `unfenced`:
@@ -59,7 +60,7 @@ struct Args {
     #[arg(long, default_value = "fenced")]
     resource: String,
     /// A deliberately broken backend, for the negative controls: extend-blind, release-any
-    /// (sqlite), get-then-set (redis).
+    /// (sqlite), get-then-set, fences-restart-at-1 (redis).
     #[arg(long, default_value = "none")]
     broken: String,
     /// Where histories and the report go (default: a temp dir).
@@ -111,7 +112,8 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     if Broken::parse(&args.broken).is_none() {
         eprintln!(
-            "lockcheck: unknown --broken {:?} (none, extend-blind, release-any, get-then-set)",
+            "lockcheck: unknown --broken {:?} (none, extend-blind, release-any, get-then-set, \
+             fences-restart-at-1)",
             args.broken
         );
         return ExitCode::from(2);
@@ -265,6 +267,11 @@ async fn main() -> ExitCode {
             .filter(|f| DROPS_SESSIONS.contains(&f.kind))
             .map(|f| (f.start_ns, f.end_ns))
             .collect(),
+        store_losses: faults
+            .iter()
+            .filter(|f| LOSES_LOCKS.contains(&f.kind))
+            .map(|f| (f.start_ns, f.end_ns))
+            .collect(),
         lost_with_connection: checker_lock.capabilities().lost_with_connection,
         fenced,
         quiet_from_ns,
@@ -386,8 +393,9 @@ fn print_summary(report: &Report, args: &Args, out: &std::path::Path) {
         report.keys_stuck, f.stale_writes_rejected
     );
     println!(
-        "  leases lost with their session {} (overlaps from that {})  reacquire after kill ms p50 {:.0} max {:.0} (n {})  loss told after ms p50 {:.0} max {:.0} (n {})  workers granted after faults {}/{}",
+        "  leases lost with their session {} (overlaps from that {})  with the store {} (overlaps from that {})  reacquire after kill ms p50 {:.0} max {:.0} (n {})  loss told after ms p50 {:.0} max {:.0} (n {})  workers granted after faults {}/{}",
         f.leases_lost_with_session, f.overlaps_after_session_loss,
+        f.leases_lost_with_store, f.overlaps_after_store_loss,
         f.reacquire_after_kill_ms.p50, f.reacquire_after_kill_ms.max, f.reacquire_after_kill_ms.count,
         f.loss_detected_after_ms.p50, f.loss_detected_after_ms.max, f.loss_detected_after_ms.count,
         f.workers_granted_after_faults, report.workers

@@ -15,16 +15,20 @@ pub enum Broken {
     ReleaseAny,
     /// Redis only: acquire by `GET`, then `SET` without `NX` (see [`super::racy`]).
     GetThenSet,
+    /// Redis only: a correct lock whose fences are a bare `INCR` (see [`super::racy`]), so they
+    /// restart at 1 when the store loses its data.
+    FencesRestartAtOne,
 }
 
 impl Broken {
-    /// Parses `none`, `extend-blind`, `release-any`, `get-then-set`.
+    /// Parses `none`, `extend-blind`, `release-any`, `get-then-set`, `fences-restart-at-1`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "none" => Some(Self::None),
             "extend-blind" => Some(Self::ExtendBlind),
             "release-any" => Some(Self::ReleaseAny),
             "get-then-set" => Some(Self::GetThenSet),
+            "fences-restart-at-1" => Some(Self::FencesRestartAtOne),
             _ => None,
         }
     }
@@ -37,12 +41,15 @@ impl Broken {
 ///
 /// When the backend cannot be reached, or the flaw needs what the backend lacks.
 pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLock>, LockError> {
-    if broken == Broken::GetThenSet {
+    if matches!(broken, Broken::GetThenSet | Broken::FencesRestartAtOne) {
         if !url.starts_with("redis://") {
             return Err(LockError::invalid_config(
-                "negative control get-then-set",
+                format!("negative control {broken:?}"),
                 "needs a redis:// backend",
             ));
+        }
+        if broken == Broken::FencesRestartAtOne {
+            return Ok(Arc::new(super::racy::Unfloored::connect(url).await?));
         }
         return Ok(Arc::new(super::racy::GetThenSet::connect(url).await?));
     }
@@ -76,7 +83,7 @@ pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLoc
             }
         };
     Ok(match broken {
-        Broken::None | Broken::GetThenSet => lock,
+        Broken::None | Broken::GetThenSet | Broken::FencesRestartAtOne => lock,
         Broken::ExtendBlind => Arc::new(Flawed {
             inner: lock,
             admin: None,

@@ -31,6 +31,9 @@ pub struct Context {
     /// (start, end) in monotonic ns. The loss itself happens somewhere in that window (killing
     /// connections takes a while), so a lease granted inside it may be lost too.
     pub session_losses: Vec<(u64, u64)>,
+    /// When faults that lose the store's locks happened (a restart without persistence, a
+    /// rollback to an older snapshot), as (start, end): any backend's lease may end there.
+    pub store_losses: Vec<(u64, u64)>,
     /// The backend's locks live in a session and end with it (`Capabilities::lost_with_connection`).
     pub lost_with_connection: bool,
     /// Whether the counter's read-modify-write was fenced: only then is a lost update a
@@ -90,6 +93,12 @@ pub struct Findings {
     pub overlaps_after_session_loss: u64,
     /// Leases that a session loss ended early.
     pub leases_lost_with_session: u64,
+    /// Overlaps that exist only because the store lost its locks (restarted without
+    /// persistence, rolled back): no lease can prevent them, so not a violation; the fence
+    /// check (which still covers every grant on both sides) is what must hold.
+    pub overlaps_after_store_loss: u64,
+    /// Leases that a store loss ended early.
+    pub leases_lost_with_store: u64,
     /// From the kill of a worker holding a key to the next grant of that key to someone else.
     pub reacquire_after_kill_ms: Millis,
     /// From the end of a lease (its validity, or the session loss that ended it) to when its
@@ -216,22 +225,33 @@ pub fn check(
     holds.retain(|hold| hold.end_ns > hold.start_ns);
     findings.expired_on_arrival = (valid - holds.len()) as u64;
 
-    // Where locks live in a session, a session loss ends the lease there and then.
+    // Where locks live in a session, a session loss ends the lease there and then; a store
+    // that lost its locks ends every lease it had granted.
+    let during = |windows: &[(u64, u64)], hold: &Hold| {
+        windows
+            .iter()
+            .find(|&&(from, to)| to > hold.start_ns && from < hold.end_ns)
+            .map(|&(from, _)| from)
+    };
     let mut cut = holds.clone();
     let mut detected = Vec::new();
     for (hold, original) in cut.iter_mut().zip(&holds) {
         if context.lost_with_connection {
-            if let Some(&(from, _)) = context
-                .session_losses
-                .iter()
-                .find(|&&(from, to)| to > hold.start_ns && from < hold.end_ns)
-            {
+            if let Some(from) = during(&context.session_losses, hold) {
                 hold.end_ns = from.max(hold.start_ns);
                 findings.leases_lost_with_session += 1;
             }
         }
         if let Some(told) = original.told_lost_ns {
             detected.push(told.saturating_sub(hold.end_ns));
+        }
+    }
+    let mut session_cut = cut.clone();
+    session_cut.retain(|hold| hold.end_ns > hold.start_ns);
+    for hold in &mut cut {
+        if let Some(from) = during(&context.store_losses, hold) {
+            hold.end_ns = hold.end_ns.min(from.max(hold.start_ns));
+            findings.leases_lost_with_store += 1;
         }
     }
     findings.loss_detected_after_ms = Millis::of(detected);
@@ -241,7 +261,9 @@ pub fn check(
     let (overlaps, fences) = scan(&cut);
     findings.validity_overlaps = overlaps;
     findings.fence_violations = fences;
-    findings.overlaps_after_session_loss = scan(&holds).0.saturating_sub(overlaps);
+    let session_overlaps = scan(&session_cut).0;
+    findings.overlaps_after_session_loss = scan(&holds).0.saturating_sub(session_overlaps);
+    findings.overlaps_after_store_loss = session_overlaps.saturating_sub(overlaps);
     findings.reacquire_after_kill_ms = Millis::of(reacquire_after_kill(&holds, deaths));
     let quiet_waits = events.iter().filter(|e| {
         e.op == Op::Acquire && e.outcome == Outcome::Fail && e.start_ns >= context.quiet_from_ns
@@ -473,6 +495,33 @@ mod tests {
             ..session
         };
         assert_eq!(check(&events, &HashMap::new(), &lease).validity_overlaps, 1);
+    }
+
+    #[test]
+    fn a_store_that_lost_its_locks_excuses_the_overlap_but_not_a_repeated_fence() {
+        // Worker 1 holds until 100; the store is wiped at 30-40; worker 2 gets the key at 50.
+        let overlap = |second_fence| {
+            vec![
+                event(1, Op::Acquire, 1_796_000_000_000_000, 0, 10, 100),
+                event(1, Op::Release, 1_796_000_000_000_000, 90, 95, 100),
+                event(2, Op::Acquire, second_fence, 45, 50, 200),
+                event(2, Op::Release, second_fence, 150, 160, 200),
+            ]
+        };
+        let wiped = Context {
+            store_losses: vec![(30, 40)],
+            ..fenced()
+        };
+        let floored = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &wiped);
+        assert_eq!(floored.violations(), 0, "{floored:?}");
+        assert_eq!(floored.overlaps_after_store_loss, 1);
+        assert_eq!(floored.leases_lost_with_store, 1);
+        // Fences that restarted at 1 after the wipe: caught.
+        let restarted = check(&overlap(1), &HashMap::new(), &wiped);
+        assert_eq!(restarted.fence_violations, 1, "{restarted:?}");
+        // Without the wipe on record, the overlap itself is a violation.
+        let unexcused = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &fenced());
+        assert_eq!(unexcused.validity_overlaps, 1);
     }
 
     #[test]

@@ -14,13 +14,15 @@ use super::{
 };
 
 /// Every fault the nemesis knows, with what it needs.
-pub const KINDS: [(&str, Needs); 9] = [
+pub const KINDS: [(&str, Needs); 11] = [
     ("pause", Needs::Workers),
     ("kill", Needs::Workers),
     ("server-pause", Needs::Server),
     ("server-restart", Needs::Server),
     ("conn-kill", Needs::Server),
     ("pause-write", Needs::Redis),
+    ("store-wipe", Needs::Redis),
+    ("store-rollback", Needs::Redis),
     ("proxy-delay", Needs::Server),
     ("proxy-blackhole", Needs::Server),
     ("proxy-reset", Needs::Server),
@@ -28,7 +30,18 @@ pub const KINDS: [(&str, Needs); 9] = [
 
 /// Faults that end the server's side of the clients' connections (and so any lock that lives
 /// in a session, like a PostgreSQL advisory lock).
-pub const DROPS_SESSIONS: [&str; 3] = ["server-restart", "conn-kill", "proxy-reset"];
+pub const DROPS_SESSIONS: [&str; 5] = [
+    "server-restart",
+    "conn-kill",
+    "proxy-reset",
+    "store-wipe",
+    "store-rollback",
+];
+
+/// Faults after which the store has lost locks it had granted (a restart without persistence,
+/// a rollback to an older snapshot): two holders may then overlap, which no lease can prevent,
+/// but no fence may repeat or go back.
+pub const LOSES_LOCKS: [&str; 2] = ["store-wipe", "store-rollback"];
 
 /// What a fault kind needs to be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +166,15 @@ pub async fn run(
         let Some(kind) = bag.pop() else {
             break;
         };
+        // A rollback goes back to the state of one fault ago, fences handed out since included.
+        if kind == "store-rollback" {
+            if let Some(server) = server.as_deref() {
+                if let Err(error) = server.checkpoint() {
+                    eprintln!("lockcheck: checkpoint failed: {error}");
+                }
+            }
+            tokio::time::sleep(ttl * 2).await;
+        }
         let start_ns = monotonic_ns();
         let target = match kind {
             "pause" | "kill" => {
@@ -214,6 +236,8 @@ async fn server_fault(
             Ok(())
         }
         "server-restart" => server.crash_and_restart(),
+        "store-wipe" => server.wipe_and_restart(),
+        "store-rollback" => server.roll_back_and_restart(),
         "conn-kill" => server.kill_connections().await.map(drop),
         "pause-write" => {
             let paused = server.pause_writes(ttl).await;

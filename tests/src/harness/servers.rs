@@ -21,7 +21,9 @@ pub enum Kind {
     /// `redis-server` with `appendonly yes` and `appendfsync always`, so that locks and fences
     /// survive a kill -9 (the configuration the Redis README asks for when fences matter).
     Redis,
-    /// A PostgreSQL cluster (with `fsync=off`: the machine itself does not crash here).
+    /// A PostgreSQL cluster (with `fsync=off`: the machine itself does not crash here), with
+    /// `synchronous_commit = off` and `wal_writer_delay = 10s` as a role's defaults may be: an
+    /// immediate stop then loses every commit that did not flush its WAL itself.
     Postgres,
 }
 
@@ -104,7 +106,7 @@ impl PrivateServer {
             pg_bin: None,
         };
         match kind {
-            Kind::Redis => server.spawn_redis()?,
+            Kind::Redis => server.spawn_redis(true)?,
             Kind::Postgres => {
                 if is_root() {
                     // initdb runs as user postgres and must own its directory.
@@ -142,7 +144,9 @@ impl PrivateServer {
         }
     }
 
-    fn spawn_redis(&mut self) -> std::io::Result<()> {
+    /// Starts redis-server on the port; with `aof` false it loads `dump.rdb` (Redis ignores
+    /// the snapshot when the append-only file is on), and the caller turns the AOF on after.
+    fn spawn_redis(&mut self, aof: bool) -> std::io::Result<()> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -152,7 +156,8 @@ impl PrivateServer {
                 "--save",
                 "",
             ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--appendonly", if aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -193,7 +198,8 @@ impl PrivateServer {
 
     fn pg_ctl_start(&self) -> std::io::Result<()> {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200 \
+             -c synchronous_commit=off -c wal_writer_delay=10s",
             self.port,
             self.dir.display()
         );
@@ -266,17 +272,73 @@ impl PrivateServer {
     pub fn crash_and_restart(&mut self) -> std::io::Result<()> {
         match self.kind {
             Kind::Redis => {
-                if let Some(mut child) = self.redis.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                self.spawn_redis()
+                self.kill_redis();
+                self.spawn_redis(true)
             }
             Kind::Postgres => {
                 self.pg_ctl(&["-m", "immediate", "stop"])?;
                 self.pg_ctl_start()
             }
         }
+    }
+
+    fn kill_redis(&mut self) {
+        if let Some(mut child) = self.redis.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Redis only: kill -9, then start again with no data at all, as a server without
+    /// persistence comes back (every lock and fence counter gone).
+    ///
+    /// # Errors
+    ///
+    /// When it does not come back.
+    pub fn wipe_and_restart(&mut self) -> std::io::Result<()> {
+        self.kill_redis();
+        let _ = std::fs::remove_dir_all(self.dir.join("appendonlydir"));
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.spawn_redis(true)
+    }
+
+    /// Redis only: `SAVE`s a snapshot and keeps a copy, for
+    /// [`roll_back_and_restart`](Self::roll_back_and_restart).
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer or the copy fails.
+    pub fn checkpoint(&self) -> std::io::Result<()> {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .map_err(failed)?;
+        redis::cmd("SAVE").query::<()>(&mut conn).map_err(failed)?;
+        std::fs::copy(self.dir.join("dump.rdb"), self.dir.join("checkpoint.rdb")).map(drop)
+    }
+
+    /// Redis only: kill -9, then start again from the last [`checkpoint`](Self::checkpoint)
+    /// (a crash that rolls back to an older snapshot, or a failover to a replica that lagged
+    /// by as much), with the append-only file turned on again once it is loaded.
+    ///
+    /// # Errors
+    ///
+    /// When there is no checkpoint or the server does not come back.
+    pub fn roll_back_and_restart(&mut self) -> std::io::Result<()> {
+        let checkpoint = self.dir.join("checkpoint.rdb");
+        if !checkpoint.exists() {
+            return Err(failed("no checkpoint to roll back to"));
+        }
+        self.kill_redis();
+        let _ = std::fs::remove_dir_all(self.dir.join("appendonlydir"));
+        std::fs::copy(&checkpoint, self.dir.join("dump.rdb"))?;
+        self.spawn_redis(false)?;
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .map_err(failed)?;
+        redis::cmd("CONFIG")
+            .arg(&["SET", "appendonly", "yes"][..])
+            .query::<()>(&mut conn)
+            .map_err(failed)
     }
 
     /// Kills every client connection: `CLIENT KILL TYPE normal` and `TYPE pubsub`, or
