@@ -154,6 +154,11 @@ async fn after_restart(
         }
     };
     let highest = fences.iter().copied().max().unwrap_or(0);
+    // Shown with --nocapture: what the store did to the fences.
+    eprintln!(
+        "[restart] after a restart {when}: fence {} (before: {fences:?})",
+        lease.fence()
+    );
     assert!(
         lease.fence() > highest,
         "[restart] after a restart {when}, {key} got fence {} although fence {highest} was handed \

@@ -118,8 +118,36 @@ impl Advisory {
             .map_err(|e| map(e, None))
     }
 
-    /// The next fence, by a committed and flushed statement on the fence pool: called once the
-    /// lock is held, so fences follow the order of grants.
+    /// The lease's fence, once `tx` holds the lock: the next value, drawn by a committed and
+    /// flushed statement on the fence pool, then a statement on `tx` that proves its session
+    /// (and so the lock) outlived the draw. Without that proof a holder whose session ended
+    /// before its draw (killed, timed out while the draw waited) would carry a fence above
+    /// the next holder's. The proof also restarts the server's idle countdown: validity counts
+    /// from the returned stamp, taken before it.
+    ///
+    /// An error leaves `tx` to the caller, who drops it (rolling back, freeing the lock).
+    async fn fence_for(
+        &self,
+        statements: &Statements,
+        key: &LockKey,
+        ttl: Duration,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(u64, SentAt), LockError> {
+        let fence = self.draw_fence(statements, key).await?;
+        let touched_at = SentAt::now();
+        within(
+            self.request_timeout,
+            sqlx::query(&statements.advisory_extend)
+                .persistent(statements.persistent)
+                .bind(millis(ttl))
+                .execute(&mut **tx),
+        )
+        .await
+        .map_err(|e| map(e, Some(key)))?;
+        Ok((fence, touched_at))
+    }
+
+    /// The next fence, by a committed and flushed statement on the fence pool.
     async fn draw_fence(&self, statements: &Statements, key: &LockKey) -> Result<u64, LockError> {
         let query = || {
             sqlx::query_as::<_, (i64, String, i64)>(&statements.advisory_fence)
@@ -176,7 +204,6 @@ impl Advisory {
     ) -> Result<Option<Lease>, LockError> {
         self.forget_abandoned();
         let token = LeaseToken::random()?;
-        let sent_at = SentAt::now();
         // A transaction dropped unfinished (timeout, cancelled future) is rolled back, which
         // frees whatever it locked; if even that cannot reach the server, the server ends the
         // idle session after the ttl (idle_in_transaction_session_timeout).
@@ -190,15 +217,15 @@ impl Advisory {
                 .await?;
             Ok((tx, got))
         });
-        let (tx, got) = attempt.await.map_err(|e| map(e, Some(key)))?;
+        let (mut tx, got) = attempt.await.map_err(|e| map(e, Some(key)))?;
         if !got {
             // Ends the transaction; nothing was locked.
             return Ok(None);
         }
-        // A failed draw drops (rolls back) the transaction, and with it the lock.
-        let fence = self.draw_fence(statements, key).await?;
-        let lease = Lease::new(key.clone(), token, fence, ttl, sent_at);
-        self.keep(token, tx, sent_at.instant() + ttl);
+        // A failure drops (rolls back) the transaction, and with it the lock.
+        let (fence, touched_at) = self.fence_for(statements, key, ttl, &mut tx).await?;
+        let lease = Lease::new(key.clone(), token, fence, ttl, touched_at);
+        self.keep(token, tx, touched_at.instant() + ttl);
         Ok(Some(lease))
     }
 
@@ -223,12 +250,12 @@ impl Advisory {
         let mut failure = None;
         loop {
             match self.queue_once(pool, statements, key, ttl, &deadline).await {
-                // A failed draw drops (rolls back) the transaction, and with it the lock; the
-                // wait goes on if the failure is transient.
-                Ok(Some((tx, sent_at))) => match self.draw_fence(statements, key).await {
-                    Ok(fence) => {
-                        let lease = Lease::new(key.clone(), token, fence, ttl, sent_at);
-                        self.keep(token, tx, sent_at.instant() + ttl);
+                // A failure drops (rolls back) the transaction, and with it the lock; the wait
+                // goes on if the failure is transient.
+                Ok(Some(mut tx)) => match self.fence_for(statements, key, ttl, &mut tx).await {
+                    Ok((fence, touched_at)) => {
+                        let lease = Lease::new(key.clone(), token, fence, ttl, touched_at);
+                        self.keep(token, tx, touched_at.instant() + ttl);
                         return Ok(lease);
                     }
                     Err(error) => {
@@ -250,8 +277,8 @@ impl Advisory {
         }
     }
 
-    /// One statement in the server's lock queue: the transaction holding the lock and the
-    /// instant validity counts from; `None` when `lock_timeout` fired first.
+    /// One statement in the server's lock queue: the transaction holding the lock; `None` when
+    /// `lock_timeout` fired first.
     async fn queue_once(
         &self,
         pool: &PgPool,
@@ -259,12 +286,11 @@ impl Advisory {
         key: &LockKey,
         ttl: Duration,
         deadline: &Deadline,
-    ) -> Result<Option<(Transaction<'static, Postgres>, SentAt)>, LockError> {
+    ) -> Result<Option<Transaction<'static, Postgres>>, LockError> {
         let server_wait = deadline.at().map_or(SERVER_WAIT, |at| {
             at.saturating_duration_since(Instant::now())
                 .min(SERVER_WAIT)
         });
-        let sent_at = SentAt::now();
         let queued = within(server_wait + self.request_timeout, async {
             let mut tx = pool.begin().await?;
             let locked: Result<(String,), sqlx::Error> = sqlx::query_as(&statements.advisory_wait)
@@ -278,31 +304,13 @@ impl Advisory {
         })
         .await
         .map_err(|e| map(e, Some(key)))?;
-        let mut tx = match queued {
-            Ok(granted) => granted,
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => {
-                return Ok(None)
-            }
-            Err(error) => return Err(map(error, Some(key))),
-        };
         // The server's idle countdown started when the lock was granted, somewhere during the
-        // wait, but all we know is that it started after `sent_at`. After a long wait that bound
-        // leaves the lease little or no validity, so restart the countdown with one more
-        // statement and count from just before it.
-        if sent_at.instant().elapsed() <= ttl / 10 {
-            return Ok(Some((tx, sent_at)));
+        // wait; the statement after the fence draw restarts it, and validity counts from then.
+        match queued {
+            Ok(granted) => Ok(Some(granted)),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => Ok(None),
+            Err(error) => Err(map(error, Some(key))),
         }
-        let touched_at = SentAt::now();
-        within(
-            self.request_timeout,
-            sqlx::query(&statements.advisory_extend)
-                .persistent(statements.persistent)
-                .bind(millis(ttl))
-                .execute(&mut *tx),
-        )
-        .await
-        .map_err(|e| map(e, Some(key)))?;
-        Ok(Some((tx, touched_at)))
     }
 
     /// Any failure on the lease's connection means its session (and so its lock) is gone.

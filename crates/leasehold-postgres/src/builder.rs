@@ -352,7 +352,9 @@ impl PostgresLockBuilder {
                 advisory: advisory.then(|| {
                     let fences = PgPoolOptions::new()
                         .max_connections(2)
+                        .min_connections(1)
                         .idle_timeout(None)
+                        .max_lifetime(None)
                         .acquire_timeout(self.request_timeout)
                         .connect_lazy_with((*pool.connect_options()).clone());
                     Advisory::new(

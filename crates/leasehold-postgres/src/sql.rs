@@ -158,12 +158,15 @@ impl Statements {
             // Advisory fence, drawn once the lock is held, in a transaction of its own that
             // commits and flushes its WAL before the lease is handed out, whatever the role's
             // synchronous_commit: the holder's transaction never commits, so a nextval inside
-            // it may be lost in a crash and handed out again. txid_current() gives the
-            // transaction an xid, so its commit also flushes a sequence record written by a
-            // concurrent nextval that has not committed yet (nextval logs 32 values ahead and
-            // hands out the rest from the page).
+            // it may be lost in a crash and handed out again. A commit flushes only when its
+            // transaction wrote WAL itself and has an xid: nextval writes WAL once per 32
+            // values (the rest come from the page, covered by a record some other, maybe
+            // uncommitted, transaction wrote), so setval writes a record on every draw, and
+            // txid_current() gives the transaction an xid. The flush then also covers every
+            // earlier sequence record.
             advisory_fence: format!(
-                "SELECT {nextval}, set_config('synchronous_commit', 'on', true), txid_current()"
+                "SELECT setval('{seq}', {nextval}, true),
+                        set_config('synchronous_commit', 'on', true), txid_current()"
             ),
             // Advisory extend: any statement resets the idle timer; this one also sets the new
             // ttl. $1 ttl ("<n>ms").

@@ -8,6 +8,11 @@
 -- long as the server clock then reads later than it did at the last acquisition. Microseconds
 -- since 1970 are about 1.8e15: exact in Lua's doubles (below 2^53) and in i64.
 -- TIME runs first, so a refused TIME (an ACL without +time) fails before anything is written.
+-- Writing after TIME needs effects replication: the default since Redis 5, switched on here
+-- for servers configured otherwise (a no-op on Redis 7).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local now = redis.call('TIME')
 local floor = now[1] .. string.rep('0', 6 - #now[2]) .. now[2]
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then

@@ -220,10 +220,23 @@ async fn without_time_the_acquire_fails_before_it_writes_anything() {
     let lock = RedisLock::connect(&locker_url(&server))
         .await
         .expect("connect as locker");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin)
+        .unwrap();
     let err = lock
         .try_acquire(&LockKey::new("no-time").unwrap(), Duration::from_secs(30))
         .await
         .unwrap_err();
+    // Not only no lock left (the cleanup would remove one): no SET ran at all.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut admin)
+        .unwrap();
+    assert!(
+        !stats.contains("cmdstat_set:"),
+        "the script ran SET before TIME was refused:\n{stats}"
+    );
     let text = err.to_string();
     assert!(
         text.contains("NOPERM") || text.contains("can't run this command"),

@@ -31,7 +31,13 @@ impl Clock {
     }
 
     /// Now, in milliseconds.
-    pub(crate) fn now_ms(&self) -> i64 {
+    ///
+    /// # Errors
+    ///
+    /// Permanent, when the clock cannot be read (never seen: Linux has had `CLOCK_BOOTTIME`
+    /// since 2.6.39). A made-up value would make leases look live or expired to this process
+    /// alone.
+    pub(crate) fn now_ms(&self) -> Result<i64, LockError> {
         now_ms()
     }
 }
@@ -45,12 +51,15 @@ fn boot_id() -> Result<String, LockError> {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn now_ms() -> i64 {
+fn now_ms() -> Result<i64, LockError> {
     use nix::time::{clock_gettime, ClockId};
-    // CLOCK_BOOTTIME cannot fail on Linux >= 2.6.39; zero would only make leases look expired.
-    clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
-        i64::try_from(std::time::Duration::from(t).as_millis()).unwrap_or(i64::MAX)
-    })
+    let now = clock_gettime(ClockId::CLOCK_BOOTTIME).map_err(|e| {
+        LockError::permanent(
+            crate::error::BACKEND,
+            format!("reading CLOCK_BOOTTIME: {e}"),
+        )
+    })?;
+    Ok(i64::try_from(std::time::Duration::from(now).as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -59,8 +68,9 @@ fn boot_id() -> Result<String, LockError> {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
+fn now_ms() -> Result<i64, LockError> {
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_err(|e| LockError::permanent(crate::error::BACKEND, format!("the wall clock: {e}")))?;
+    Ok(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
 }

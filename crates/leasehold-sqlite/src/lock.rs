@@ -195,10 +195,13 @@ impl SqliteLockBuilder {
                 .execute(&mut *conn)
                 .await?;
         } else if !columns.iter().any(|c| c == "expires_ms") {
+            let now = clock
+                .now_ms()
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
             for (n, sql) in statements.migrate.iter().enumerate() {
                 let query = sqlx::query(sql);
                 let query = if n == 1 {
-                    query.bind(clock.now_ms()).bind(clock.boot())
+                    query.bind(now).bind(clock.boot())
                 } else {
                     query
                 };
@@ -250,6 +253,9 @@ impl SqliteLock {
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let token = LeaseToken::random()?;
         let sent_at = SentAt::now();
+        // Read after the stamp: the lease ends no earlier in the file than its validity here.
+        let clock = &self.inner.clock;
+        let now = clock.now_ms()?;
         // sqlx runs SQLite statements on a worker thread: a statement whose caller gave up
         // (or that failed after its write) may still have committed, so its token is released.
         // The cleanup runs on another connection and may overtake the abandoned statement (its
@@ -267,11 +273,10 @@ impl SqliteLock {
                 }
             })
         });
-        let clock = &self.inner.clock;
         let fence: Result<Option<i64>, sqlx::Error> =
             sqlx::query_scalar(&self.inner.statements.acquire)
                 .bind(key.as_str())
-                .bind(clock.now_ms())
+                .bind(now)
                 .bind(clock.boot())
                 .bind(token.to_bytes().as_slice())
                 .bind(ttl::whole_millis(ttl) as i64)
@@ -297,9 +302,10 @@ impl SqliteLock {
 
     async fn holder_left(&self, key: &LockKey) -> Option<Duration> {
         let clock = &self.inner.clock;
+        let now = clock.now_ms().ok()?;
         let left: Option<Option<i64>> = sqlx::query_scalar(&self.inner.statements.holder_left)
             .bind(key.as_str())
-            .bind(clock.now_ms())
+            .bind(now)
             .bind(clock.boot())
             .fetch_optional(&self.inner.pool)
             .await
@@ -321,9 +327,10 @@ impl SqliteLock {
         let mut tries = 0;
         loop {
             let clock = &self.inner.clock;
+            let now = clock.now_ms()?;
             let mut query = sqlx::query(sql)
                 .bind(key.as_str())
-                .bind(clock.now_ms())
+                .bind(now)
                 .bind(clock.boot());
             if let Some(token) = token {
                 query = query.bind(token.to_bytes().to_vec());
@@ -392,6 +399,11 @@ impl DistributedLock for SqliteLock {
         }
     }
 
+    /// `now` is read before the statement, which may wait up to the busy timeout for another
+    /// process's write: an extend that waited past the lease's end can still succeed if nobody
+    /// took the key meanwhile (the token check keeps anyone else's lease safe). The renewed
+    /// validity counts from before the wait, so the holder never believes in more time than
+    /// the file gives it.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         let ttl = ttl::check(ttl)?;
         let sent_at = SentAt::now();
@@ -445,9 +457,10 @@ fn status_of(fence: Option<i64>, left_ms: Option<i64>) -> LockStatus {
 impl LockAdmin for SqliteLock {
     async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {
         let clock = &self.inner.clock;
+        let now = clock.now_ms()?;
         let row = sqlx::query(&self.inner.statements.status)
             .bind(key.as_str())
-            .bind(clock.now_ms())
+            .bind(now)
             .bind(clock.boot())
             .fetch_optional(&self.inner.pool)
             .await
@@ -460,9 +473,10 @@ impl LockAdmin for SqliteLock {
 
     async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
         let clock = &self.inner.clock;
+        let now = clock.now_ms()?;
         let rows = sqlx::query(&self.inner.statements.list)
             .bind(prefix)
-            .bind(clock.now_ms())
+            .bind(now)
             .bind(clock.boot())
             .fetch_all(&self.inner.pool)
             .await

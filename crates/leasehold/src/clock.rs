@@ -33,7 +33,7 @@ pub struct SentAt {
 impl SentAt {
     /// Now.
     pub fn now() -> Self {
-        let gap = gap(Order::BootFirst);
+        let gap = gap(Bias::Low);
         Self {
             instant: Instant::now(),
             gap,
@@ -48,7 +48,7 @@ impl SentAt {
     /// How long the machine was suspended since the stamp, as far as this platform can tell
     /// (zero below a millisecond, and on platforms without a suspend-counting clock).
     pub fn suspended_since(&self) -> Duration {
-        let grown = gap(Order::MonotonicFirst).saturating_sub(self.gap);
+        let grown = gap(Bias::High).saturating_sub(self.gap);
         if grown < SUSPEND_RESOLUTION {
             Duration::ZERO
         } else {
@@ -109,42 +109,49 @@ impl From<Instant> for SentAt {
     fn from(instant: Instant) -> Self {
         Self {
             instant,
-            gap: gap(Order::BootFirst),
+            gap: gap(Bias::Low),
         }
     }
 }
 
-/// Which clock to read first: reading `CLOCK_BOOTTIME` first makes the gap err low, reading
-/// it last makes it err high.
+/// Which way the gap may err: low (boot minus the later monotonic read) for a stamp, high
+/// (boot minus the earlier one) for a reading compared with it, so that only a real suspend,
+/// or jitter that can only shorten validity, shows up.
 #[derive(Clone, Copy)]
-enum Order {
-    BootFirst,
-    MonotonicFirst,
+enum Bias {
+    Low,
+    High,
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn gap(order: Order) -> Duration {
+fn gap(bias: Bias) -> Duration {
     use nix::time::{clock_gettime, ClockId};
+    /// A reading whose two monotonic reads lie further apart than this was preempted; it is
+    /// taken again (up to three times), so jitter stays far below [`SUSPEND_RESOLUTION`].
+    const TIGHT: Duration = Duration::from_micros(50);
     let read = |id| {
         clock_gettime(id)
             .map(Duration::from)
             .unwrap_or(Duration::ZERO)
     };
-    let (boot, monotonic) = match order {
-        Order::BootFirst => {
-            let boot = read(ClockId::CLOCK_BOOTTIME);
-            (boot, read(ClockId::CLOCK_MONOTONIC))
+    let mut gap = Duration::ZERO;
+    for _ in 0..3 {
+        let before = read(ClockId::CLOCK_MONOTONIC);
+        let boot = read(ClockId::CLOCK_BOOTTIME);
+        let after = read(ClockId::CLOCK_MONOTONIC);
+        gap = match bias {
+            Bias::Low => boot.saturating_sub(after),
+            Bias::High => boot.saturating_sub(before),
+        };
+        if after.saturating_sub(before) <= TIGHT {
+            break;
         }
-        Order::MonotonicFirst => {
-            let monotonic = read(ClockId::CLOCK_MONOTONIC);
-            (read(ClockId::CLOCK_BOOTTIME), monotonic)
-        }
-    };
-    boot.saturating_sub(monotonic) + testing::injected()
+    }
+    gap + testing::injected()
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn gap(_order: Order) -> Duration {
+fn gap(_bias: Bias) -> Duration {
     testing::injected()
 }
 

@@ -248,9 +248,16 @@ pub fn check(
     }
     let mut session_cut = cut.clone();
     session_cut.retain(|hold| hold.end_ns > hold.start_ns);
+    // Only leases whose request was sent before the store came back can have been granted by
+    // the store that lost them (a reply read just after the fault began may still be the old
+    // store's); a lease asked for later is held to the full checks.
     for hold in &mut cut {
-        if let Some(from) = during(&context.store_losses, hold) {
-            hold.end_ns = hold.end_ns.min(from.max(hold.start_ns));
+        let lost = context
+            .store_losses
+            .iter()
+            .find(|&&(from, to)| hold.occupied_from_ns < to && from < hold.end_ns);
+        if let Some(&(from, _)) = lost {
+            hold.end_ns = from.max(hold.start_ns);
             findings.leases_lost_with_store += 1;
         }
     }
@@ -522,6 +529,17 @@ mod tests {
         // Without the wipe on record, the overlap itself is a violation.
         let unexcused = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &fenced());
         assert_eq!(unexcused.validity_overlaps, 1);
+        // A lease asked for after the store came back is not excused.
+        let mut later = overlap(1_796_000_000_000_050);
+        later.extend([
+            event(3, Op::Acquire, 1_796_000_000_000_060, 45, 50, 300),
+            event(3, Op::Release, 1_796_000_000_000_060, 250, 260, 300),
+        ]);
+        for e in &mut later {
+            e.sent_ns = e.start_ns;
+        }
+        let found = check(&later, &HashMap::new(), &wiped);
+        assert_eq!(found.validity_overlaps, 1, "{found:?}");
     }
 
     #[test]

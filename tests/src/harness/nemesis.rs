@@ -174,6 +174,9 @@ pub async fn run(
                 }
             }
             tokio::time::sleep(ttl * 2).await;
+            if monotonic_ns() >= quiet_from_ns {
+                break;
+            }
         }
         let start_ns = monotonic_ns();
         let target = match kind {
