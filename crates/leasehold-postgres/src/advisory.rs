@@ -72,7 +72,7 @@ pub(crate) struct Advisory {
     namespace: String,
     custom: Option<KeyFn>,
     request_timeout: Duration,
-    /// Where fences are drawn: a pool of its own (at most two connections), so that drawing a
+    /// Where fences are drawn: a pool of its own (half the lock pool's size, at least two), so that drawing a
     /// fence never waits for the connections that holders keep.
     fences: PgPool,
 }

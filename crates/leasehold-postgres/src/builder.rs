@@ -350,8 +350,11 @@ impl PostgresLockBuilder {
             inner: Arc::new(Inner {
                 statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
                 advisory: advisory.then(|| {
+                    // Half the lock pool's size, at least two: draws are short, but every
+                    // acquisition makes one.
+                    let size = (pool.options().get_max_connections() / 2).max(2);
                     let fences = PgPoolOptions::new()
-                        .max_connections(2)
+                        .max_connections(size)
                         .min_connections(1)
                         .idle_timeout(None)
                         .max_lifetime(None)
