@@ -150,8 +150,9 @@ impl Advisory {
     /// The next fence, by a committed and flushed statement on the fence pool.
     async fn draw_fence(&self, statements: &Statements, key: &LockKey) -> Result<u64, LockError> {
         let query = || {
-            sqlx::query_as::<_, (i64, String, i64)>(&statements.advisory_fence)
+            sqlx::query_as::<_, (i64, String)>(&statements.advisory_fence)
                 .persistent(statements.persistent)
+                .bind(key.as_str())
         };
         let drawn = within(self.request_timeout, async {
             if statements.persistent {
@@ -164,7 +165,7 @@ impl Advisory {
             tx.commit().await?;
             Ok(row)
         });
-        let (fence, _, _) = drawn.await.map_err(|e| map(e, Some(key)))?;
+        let (fence, _) = drawn.await.map_err(|e| map(e, Some(key)))?;
         fence_of(fence)
     }
 

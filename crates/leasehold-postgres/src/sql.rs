@@ -158,15 +158,17 @@ impl Statements {
             // Advisory fence, drawn once the lock is held, in a transaction of its own that
             // commits and flushes its WAL before the lease is handed out, whatever the role's
             // synchronous_commit: the holder's transaction never commits, so a nextval inside
-            // it may be lost in a crash and handed out again. A commit flushes only when its
-            // transaction wrote WAL itself and has an xid: nextval writes WAL once per 32
-            // values (the rest come from the page, covered by a record some other, maybe
-            // uncommitted, transaction wrote), so setval writes a record on every draw, and
-            // txid_current() gives the transaction an xid. The flush then also covers every
-            // earlier sequence record.
+            // it may be lost in a crash and handed out again. The fence is the key's row in the
+            // lease table (one per key ever locked), counted up under the row's lock, so draws
+            // for one key are ordered and draws for different keys do not wait for each other;
+            // a row write always writes WAL (a bare nextval writes it once per 32 values, and a
+            // commit that wrote none does not flush). A new row starts from the sequence, and
+            // every draw stays above it, so fences handed out by the sequence before (earlier
+            // versions) never come again. $1 key.
             advisory_fence: format!(
-                "SELECT setval('{seq}', {nextval}, true),
-                        set_config('synchronous_commit', 'on', true), txid_current()"
+                "INSERT INTO {t} AS l (key, fence) VALUES ($1, {nextval})
+                 ON CONFLICT (key) DO UPDATE SET fence = greatest(l.fence + 1, EXCLUDED.fence)
+                 RETURNING fence, set_config('synchronous_commit', 'on', true)"
             ),
             // Advisory extend: any statement resets the idle timer; this one also sets the new
             // ttl. $1 ttl ("<n>ms").

@@ -103,8 +103,8 @@ async fn advisory_holders_draw_fences_while_waiters_fill_the_server() {
 
 /// A crash right after an acquisition whose `nextval` wrote no WAL of its own: another session
 /// drew first, after a checkpoint, and never committed, so the record covering our value is
-/// unflushed. The draw must flush a record of its own (`setval`); with a bare `nextval` the
-/// next fence after the crash repeats.
+/// unflushed. The draw must flush a record of its own (it writes the key's row); with a bare
+/// `nextval` the next fence after the crash repeats (measured: 3 -> 2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisory_fences_survive_a_crash_after_another_session_drew_without_committing() {
     use std::time::Duration;
