@@ -143,7 +143,14 @@ impl Advisory {
                 .execute(&mut **tx),
         )
         .await
-        .map_err(|e| map(e, Some(key)))?;
+        .map_err(|e| {
+            // Whatever ended the session (a timeout while the draw waited is FATAL 25P03),
+            // the attempt failed, not the backend: a waiting acquire goes on.
+            LockError::transient(
+                crate::error::BACKEND,
+                format!("the lock's session ended before its fence was handed out: {e}"),
+            )
+        })?;
         Ok((fence, touched_at))
     }
 
@@ -165,7 +172,13 @@ impl Advisory {
             tx.commit().await?;
             Ok(row)
         });
-        let (fence, _) = drawn.await.map_err(|e| map(e, Some(key)))?;
+        let (fence, _) = drawn.await.map_err(|e| {
+            // The pool may have lost its connection (a restart): open one again in the
+            // background while the server has room, rather than at the next draw.
+            let fences = self.fences.clone();
+            tokio::spawn(async move { drop(fences.acquire().await) });
+            map(e, Some(key))
+        })?;
         fence_of(fence)
     }
 

@@ -55,10 +55,11 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
 }
 
 /// Transient failures become `FailureKind::Transient`; the rest (permissions, authentication,
-/// missing table, bad config) permanent. A fence counter at `bigint`'s end is `FenceOverflow`.
+/// missing table, bad config) permanent. A fence counter at `bigint`'s end (`22003`) or a fence
+/// sequence at its maximum (`2200H`) is `FenceOverflow`.
 pub(crate) fn map(error: sqlx::Error, key: Option<&LockKey>) -> LockError {
     if let (sqlx::Error::Database(db), Some(key)) = (&error, key) {
-        if db.code().as_deref() == Some("22003") {
+        if matches!(db.code().as_deref(), Some("22003" | "2200H")) {
             return LockError::FenceOverflow { key: key.clone() };
         }
     }

@@ -265,9 +265,10 @@ pub fn check(
     // A lease whose session was lost before its holder heard of it was never valid for it, like
     // one that expired on arrival: its fence was drawn before a later grant's, but arrived after.
     cut.retain(|hold| hold.end_ns > hold.start_ns);
-    let (overlaps, fences) = scan(&cut);
+    let (overlaps, _) = scan(&cut);
     findings.validity_overlaps = overlaps;
-    findings.fence_violations = fences;
+    // Fences get no allowance for a store loss: every lease granted around it stays in.
+    findings.fence_violations = scan(&session_cut).1;
     let session_overlaps = scan(&session_cut).0;
     findings.overlaps_after_session_loss = scan(&holds).0.saturating_sub(session_overlaps);
     findings.overlaps_after_store_loss = session_overlaps.saturating_sub(overlaps);
@@ -540,6 +541,12 @@ mod tests {
         }
         let found = check(&later, &HashMap::new(), &wiped);
         assert_eq!(found.validity_overlaps, 1, "{found:?}");
+        // A lease asked for during the loss and granted after it with a fence that restarted
+        // is excused for its overlap, never for its fence.
+        let mut during = overlap(1);
+        during[2].sent_ns = 35;
+        let found = check(&during, &HashMap::new(), &wiped);
+        assert_eq!(found.fence_violations, 1, "{found:?}");
     }
 
     #[test]
