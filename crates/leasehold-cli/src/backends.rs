@@ -55,16 +55,8 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
             name: "memory",
         }),
         _ => Err(LockError::invalid_config(
-            format!("URL {:?}", redact(url)),
+            format!("URL {:?}", leasehold::redact::url(url)),
             "use sqlite://PATH, redis://HOST, rediss://HOST, postgres://HOST/DB or memory://",
         )),
-    }
-}
-
-/// Hides anything between `://` and `@` (credentials) for messages.
-fn redact(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
-        _ => url.to_owned(),
     }
 }

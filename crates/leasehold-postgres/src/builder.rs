@@ -387,34 +387,7 @@ impl PostgresLockBuilder {
     }
 }
 
-/// The URL with any password replaced by `***`, for messages.
+/// The URL with any password replaced by `***`, for messages (see [`leasehold::redact::url`]).
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable URL)".to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let path = path.split('?').next().unwrap_or("");
-    format!("{scheme}://{authority}/{path}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn urls_never_show_passwords() {
-        assert_eq!(
-            redact_url("postgres://u:hunter2@h:5432/db?password=hunter2"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("hunter2"), "(unparsable URL)");
-    }
+    leasehold::redact::url(url)
 }

@@ -337,29 +337,9 @@ async fn manage(
         .map_err(map)
 }
 
-/// The URL with any password replaced by `***`, for messages.
+/// The URL with any password replaced by `***`, for messages (see [`leasehold::redact::url`]).
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable URL)".to_owned();
-    };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, None), |(a, p)| (a, Some(p)));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None if userinfo.is_empty() => format!("@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    match path {
-        Some(path) => format!(
-            "{scheme}://{authority}/{}",
-            path.split('?').next().unwrap_or("")
-        ),
-        None => format!("{scheme}://{authority}"),
-    }
+    leasehold::redact::url(url)
 }
 
 #[cfg(feature = "tls")]
@@ -389,25 +369,5 @@ fn open_with_root(url: &str, root: Option<Vec<u8>>) -> redis::RedisResult<redis:
                 root_cert: Some(pem),
             },
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn urls_never_show_passwords() {
-        assert_eq!(
-            redact_url("redis://u:hunter2@h:6379/0"),
-            "redis://u:***@h:6379/0"
-        );
-        assert_eq!(redact_url("redis://:hunter2@h"), "redis://:***@h");
-        assert_eq!(
-            redact_url("rediss://hunter2@h/1?x=hunter2"),
-            "rediss://***@h/1"
-        );
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-        assert_eq!(redact_url("hunter2"), "(unparsable URL)");
     }
 }

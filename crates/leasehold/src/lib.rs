@@ -10,6 +10,7 @@ mod guard;
 mod key;
 mod lease;
 pub mod memory;
+pub mod redact;
 pub mod ttl;
 pub mod wait;
 mod wakers;
