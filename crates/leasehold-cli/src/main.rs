@@ -1,6 +1,23 @@
 //! `leasehold`: hold a distributed lock while a command runs (like `flock(1)`, `consul lock`,
 //! `etcdctl lock`) on any leasehold backend; inspect and release locks.
 
+/// `eprintln!` that never panics: a closed stderr (`leasehold -v run .. 2>&1 | head -1`) is
+/// ignored, so leasehold goes on supervising its command.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics on a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod backends;
 mod run;
 
@@ -103,7 +120,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("leasehold: cannot start: {error}");
+            note!("leasehold: cannot start: {error}");
             return ExitCode::from(exit::BACKEND);
         }
     };
@@ -111,7 +128,7 @@ fn main() -> ExitCode {
         match execute(cli).await {
             Ok(code) => code,
             Err(error) => {
-                eprintln!("leasehold: {error}");
+                note!("leasehold: {error}");
                 ExitCode::from(exit_code_for(&error))
             }
         }
@@ -136,7 +153,7 @@ async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
             let key = LockKey::new(key)?;
             let admin = admin_of(&backend, "status")?;
             let status = admin.status(&key).await?;
-            println!(
+            out!(
                 "{}",
                 if json {
                     status_json(&key, &status).to_string()
@@ -154,10 +171,10 @@ async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
                     .iter()
                     .map(|(key, status)| status_json(key, status))
                     .collect();
-                println!("{}", serde_json::Value::Array(all));
+                out!("{}", serde_json::Value::Array(all));
             } else {
                 for (key, status) in &listed {
-                    println!("{}", status_line(key, status));
+                    out!("{}", status_line(key, status));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -166,10 +183,10 @@ async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
             let key = LockKey::new(key)?;
             let admin = admin_of(&backend, "release --force")?;
             if admin.force_release(&key).await? {
-                eprintln!("leasehold: released \"{key}\"");
+                note!("leasehold: released \"{key}\"");
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("leasehold: \"{key}\" was not held");
+                note!("leasehold: \"{key}\" was not held");
                 Ok(ExitCode::from(1))
             }
         }

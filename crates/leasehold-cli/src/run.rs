@@ -6,7 +6,7 @@ use std::{
 };
 
 use clap::Args;
-use leasehold::{LockError, LockOptions, Locker};
+use leasehold::{GuardState, LockError, LockOptions, Locker};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
     process::Command,
@@ -26,9 +26,12 @@ pub(crate) struct RunArgs {
     /// Do not wait: exit 75 at once if the lock is held.
     #[arg(long)]
     no_wait: bool,
-    /// After a lost lease: how long the command gets between SIGTERM and SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    grace: Duration,
+    /// How long the command gets between SIGTERM and SIGKILL when it must stop (a forwarded
+    /// signal, leftovers; failing renewals stop it when this much validity is left). Default:
+    /// 10s, or a third of the ttl if that is less. Must be below the ttl minus one renewal
+    /// period (ttl / 3).
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<Duration>,
     /// The lock's key.
     key: String,
     /// The command and its arguments, after `--`.
@@ -43,18 +46,35 @@ pub(crate) async fn run(
 ) -> Result<ExitCode, LockError> {
     let say = |message: String| {
         if verbose {
-            eprintln!("leasehold: {message}");
+            note!("leasehold: {message}");
         }
     };
+    let ttl = leasehold::ttl::check(args.ttl)?;
+    let renew_every = ttl / 3;
+    let grace = args.grace.unwrap_or_else(|| (ttl / 3).min(DEFAULT_GRACE));
+    let room = Duration::from_millis(leasehold::ttl::whole_millis(
+        ttl.saturating_sub(renew_every),
+    ));
+    if grace >= room {
+        note!(
+            "leasehold: --grace {} does not fit --ttl {}: it must be below {} (the ttl minus one \
+             renewal period), so that a command whose renewals fail is stopped before its lease ends",
+            humantime::format_duration(grace),
+            humantime::format_duration(ttl),
+            humantime::format_duration(room)
+        );
+        return Ok(ExitCode::from(exit::BAD_INPUT));
+    }
     let locker = Locker::from_arc(backend.lock);
     let options = LockOptions::default()
         .with_ttl(args.ttl)
+        .with_renew_every(renew_every)
         .with_wait(args.wait);
     let guard = if args.no_wait {
         match locker.try_lock(args.key.as_str(), options).await? {
             Some(guard) => guard,
             None => {
-                eprintln!("leasehold: \"{}\" is held by someone else", args.key);
+                note!("leasehold: \"{}\" is held by someone else", args.key);
                 return Ok(ExitCode::from(exit::BUSY));
             }
         }
@@ -67,7 +87,7 @@ pub(crate) async fn run(
         match locker.lock(args.key.as_str(), options).await {
             Ok(guard) => guard,
             Err(LockError::Timeout { waited, .. }) => {
-                eprintln!(
+                note!(
                     "leasehold: \"{}\" is still held after waiting {:.1}s",
                     args.key,
                     waited.as_secs_f64()
@@ -84,94 +104,254 @@ pub(crate) async fn run(
     ));
 
     let Some((program, rest)) = args.command.split_first() else {
-        eprintln!("leasehold: no command given after --");
+        note!("leasehold: no command given after --");
         let _ = guard.release().await;
         return Ok(ExitCode::from(exit::BAD_INPUT));
     };
+    // Orphans of the command (a pipeline's processes whose shell exited) become leasehold's
+    // children, so leasehold can reap them and knows when the group is really gone.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    // In place before the command starts, so no signal meant for it is lost.
+    let Ok(mut signals) = UserSignals::new() else {
+        note!("leasehold: cannot watch for signals");
+        let _ = guard.release().await;
+        return Ok(ExitCode::from(exit::BACKEND));
+    };
+    // Its own process group: every signal goes to the whole tree the command starts (a shell's
+    // pipeline, make's jobs), not to the first process alone. The variable leasehold may have
+    // read credentials from is not passed on.
     let mut child = match Command::new(program)
         .args(rest)
         .env("LEASEHOLD_KEY", guard.key().as_str())
         .env("LEASEHOLD_FENCE", guard.fence().to_string())
+        .env_remove("LEASEHOLD_URL")
+        .process_group(0)
         .stdin(Stdio::inherit())
         .spawn()
     {
         Ok(child) => child,
         Err(error) => {
-            eprintln!("leasehold: cannot start {program:?}: {error}");
+            note!("leasehold: cannot start {program:?}: {error}");
             let _ = guard.release().await;
             return Ok(ExitCode::from(exit::CANNOT_START));
         }
     };
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
-    let send = |sig: Signal| {
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(pid, sig);
-        }
-    };
-    let (Ok(mut interrupts), Ok(mut terminates)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        eprintln!("leasehold: cannot watch for signals");
-        send(Signal::SIGKILL);
-        let _ = guard.release().await;
-        return Ok(ExitCode::from(exit::BACKEND));
-    };
+    let group = Group(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map_or(Pid::from_raw(0), Pid::from_raw),
+    );
+    let terminal = Terminal::hand_to(group.0);
 
     let view = guard.view();
     let mut valid_until = view.valid_until();
-    let mut lost_at: Option<Instant> = None;
+    let mut renewal_check = tokio::time::interval(Duration::from_millis(100));
+    // Why the command is being stopped, and when it gets SIGKILL.
+    let mut stopping: Option<Stop> = None;
+    let mut kill_at: Option<Instant> = None;
     let mut killed = false;
-    let mut renewal_check = tokio::time::interval(Duration::from_millis(200));
-    let status: std::io::Result<ExitStatus> = loop {
-        // A grace too large to add to now means the command is never killed.
-        let kill_at = lost_at
-            .filter(|_| !killed)
-            .and_then(|at| at.checked_add(args.grace));
+    let mut status: Option<std::io::Result<ExitStatus>> = None;
+    loop {
         tokio::select! {
-            status = child.wait() => break status,
-            _ = interrupts.recv() => send(Signal::SIGINT),
-            _ = terminates.recv() => send(Signal::SIGTERM),
-            _ = view.lost(), if lost_at.is_none() => {
-                eprintln!("leasehold: lost the lease on \"{}\"; stopping the command (SIGTERM, SIGKILL after {})",
-                    guard.key(), humantime::format_duration(args.grace));
-                send(Signal::SIGTERM);
-                lost_at = Some(Instant::now());
+            exited = child.wait(), if status.is_none() => status = Some(exited),
+            sig = signals.recv() => {
+                // Each user signal once, to the whole group; the command gets `grace` to end.
+                group.signal(sig);
+                if stopping.is_none() {
+                    stopping = Some(Stop::Signal(sig));
+                    kill_at = Instant::now().checked_add(grace);
+                }
             }
-            () = async { tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now).into()).await }, if kill_at.is_some() => {
-                send(Signal::SIGKILL);
+            _ = view.lost(), if !matches!(stopping, Some(Stop::Lost)) => {
+                note!("leasehold: lost the lease on \"{}\"; stopping the command", guard.key());
+                group.signal(Signal::SIGTERM);
+                stopping = Some(Stop::Lost);
+                // The key may be someone else's already: a short last chance, then SIGKILL.
+                kill_at = Some(Instant::now() + grace.min(LOST_KILL_AFTER));
+            }
+            () = sleep_until_some(kill_at), if kill_at.is_some() && !killed => {
+                group.signal(Signal::SIGKILL);
                 killed = true;
             }
-            _ = renewal_check.tick(), if verbose => {
-                let now_valid = view.valid_until();
-                if now_valid > valid_until {
-                    valid_until = now_valid;
-                    say(format!("renewed \"{}\" ({:.1}s left)", guard.key(), view.remaining().as_secs_f64()));
+            _ = renewal_check.tick() => {
+                let left = view.remaining();
+                if stopping.is_none() && view.state() == GuardState::Unknown && left <= grace {
+                    // Renewals keep failing: stop in time, so that the group is gone before
+                    // the lease ends and anyone else can be granted the key.
+                    note!("leasehold: renewing \"{}\" keeps failing ({:.1}s left); stopping the command",
+                        guard.key(), left.as_secs_f64());
+                    group.signal(Signal::SIGTERM);
+                    stopping = Some(Stop::Renewal);
+                    kill_at = Some(Instant::now() + left.saturating_sub(KILL_MARGIN));
+                }
+                if stopping.is_some() && !killed && left <= KILL_MARGIN {
+                    group.signal(Signal::SIGKILL);
+                    killed = true;
+                }
+                if verbose {
+                    let now_valid = view.valid_until();
+                    if now_valid > valid_until {
+                        valid_until = now_valid;
+                        say(format!("renewed \"{}\" ({:.1}s left)", guard.key(), left.as_secs_f64()));
+                    }
+                }
+                if status.is_some() {
+                    group.reap();
+                    if !group.alive() {
+                        break;
+                    }
+                    // The command left processes behind in its group: they go too.
+                    if stopping.is_none() {
+                        group.signal(Signal::SIGTERM);
+                        stopping = Some(Stop::Leftovers);
+                        kill_at = Instant::now().checked_add(grace);
+                    }
                 }
             }
         }
-    };
+    }
+    drop(terminal);
     let key = guard.key().clone();
     match guard.release().await {
         Ok(true) => say(format!("released \"{key}\"")),
         Ok(false) => say(format!("\"{key}\" was no longer held at release")),
         Err(error) => {
-            eprintln!("leasehold: release of \"{key}\" failed ({error}); it ends with its ttl")
+            note!("leasehold: release of \"{key}\" failed ({error}); it ends with its ttl")
         }
     }
-    if lost_at.is_some() {
-        return Ok(ExitCode::from(exit::LOST));
-    }
-    Ok(match status {
-        Ok(status) => ExitCode::from(exit_code_of(status)),
-        Err(error) => {
-            eprintln!("leasehold: waiting for the command failed: {error}");
-            ExitCode::from(exit::BACKEND)
+    Ok(ExitCode::from(match (stopping, status) {
+        (Some(Stop::Lost | Stop::Renewal), _) => exit::LOST,
+        (Some(Stop::Signal(sig)), _) => 128 + sig as u8,
+        (_, Some(Ok(status))) => exit_code_of(status),
+        (_, Some(Err(error))) => {
+            note!("leasehold: waiting for the command failed: {error}");
+            exit::BACKEND
         }
-    })
+        (_, None) => exit::BACKEND,
+    }))
+}
+
+/// The grace when none is given (or a third of the ttl, if less).
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How long a command whose lease is gone gets between SIGTERM and SIGKILL (at most `--grace`).
+const LOST_KILL_AFTER: Duration = Duration::from_secs(1);
+/// SIGKILL goes out this long before the lease's validity ends, so the group is gone by then.
+const KILL_MARGIN: Duration = Duration::from_millis(300);
+
+/// Why the command is being stopped.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// A user signal, forwarded.
+    Signal(Signal),
+    /// The lease is gone.
+    Lost,
+    /// Renewals kept failing until the validity left was down to the grace.
+    Renewal,
+    /// The command exited and left processes in its group.
+    Leftovers,
+}
+
+/// The command's process group.
+#[derive(Debug, Clone, Copy)]
+struct Group(Pid);
+
+impl Group {
+    fn signal(self, sig: Signal) {
+        let _ = nix::sys::signal::killpg(self.0, sig);
+    }
+
+    /// Whether any process is left in the group.
+    fn alive(self) -> bool {
+        nix::sys::signal::killpg(self.0, None).is_ok()
+    }
+
+    /// Reaps the group's processes that ended and were left to leasehold (the subreaper). Only
+    /// called once the command itself was reaped, so it never takes tokio's child.
+    fn reap(self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        let group = Pid::from_raw(-self.0.as_raw());
+        while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+}
+
+/// The signals a user (a terminal, systemd, cron's kill) sends to stop a command.
+struct UserSignals([(Signal, tokio::signal::unix::Signal); 4]);
+
+impl UserSignals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self([
+            (Signal::SIGINT, signal(SignalKind::interrupt())?),
+            (Signal::SIGTERM, signal(SignalKind::terminate())?),
+            (Signal::SIGHUP, signal(SignalKind::hangup())?),
+            (Signal::SIGQUIT, signal(SignalKind::quit())?),
+        ]))
+    }
+
+    async fn recv(&mut self) -> Signal {
+        let [(a, sa), (b, sb), (c, sc), (d, sd)] = &mut self.0;
+        tokio::select! {
+            _ = sa.recv() => *a,
+            _ = sb.recv() => *b,
+            _ = sc.recv() => *c,
+            _ = sd.recv() => *d,
+        }
+    }
+}
+
+/// The controlling terminal, handed to the command's group while it runs (so that Ctrl-C
+/// reaches the command directly, once, and reading the terminal does not stop it) and given
+/// back when dropped. Nothing when stdin is not a terminal.
+struct Terminal(Option<Pid>);
+
+impl Terminal {
+    fn hand_to(group: Pid) -> Self {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Self(None);
+        }
+        let ours = nix::unistd::getpgrp();
+        // Only a leasehold in the foreground hands the terminal on (one started with `&` must
+        // not take it from the shell).
+        if nix::unistd::tcgetpgrp(std::io::stdin()).ok() != Some(ours) {
+            return Self(None);
+        }
+        if set_foreground(group) {
+            // The command may have read the terminal before it was its own and been stopped.
+            let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
+            Self(Some(ours))
+        } else {
+            Self(None)
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Some(ours) = self.0 {
+            set_foreground(ours);
+        }
+    }
+}
+
+/// `tcsetpgrp` on stdin, with SIGTTOU blocked on this thread (a background process changing
+/// the terminal's foreground group is otherwise stopped by it).
+fn set_foreground(group: Pid) -> bool {
+    let mut ttou = nix::sys::signal::SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let _ = ttou.thread_block();
+    nix::unistd::tcsetpgrp(std::io::stdin(), group).is_ok()
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The command's exit code, or 128 + N if it was killed by signal N (as shells report it).

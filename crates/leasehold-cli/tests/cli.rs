@@ -155,27 +155,152 @@ fn sigterm_is_forwarded_to_the_command_and_the_lock_released() {
     assert_eq!(env.json_status("job")["held"], false);
 }
 
+/// A command whose tree has a grandchild: `sh` starts `sleep` in the background, writes its
+/// pid to `grandchild.pid` and waits for it.
+const TREE: &[&str] = &["sh", "-c", "sleep 30 & echo $! > grandchild.pid; wait"];
+
+impl Env {
+    /// The grandchild's pid, once the command has written it.
+    fn grandchild(&self) -> nix::unistd::Pid {
+        let file = self.dir.join("grandchild.pid");
+        let started = Instant::now();
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return nix::unistd::Pid::from_raw(pid);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no grandchild pid"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Whether `pid` still runs (a zombie waiting for init to reap it does not).
+fn running(pid: nix::unistd::Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn args_with_tree<'a>(before: &[&'a str]) -> Vec<&'a str> {
+    let mut args = before.to_vec();
+    args.push("--");
+    args.extend_from_slice(TREE);
+    args
+}
+
 #[test]
-fn a_lost_lease_stops_the_command_with_its_own_exit_code() {
+fn a_lost_lease_stops_the_whole_group_with_its_own_exit_code() {
     let env = Env::new("lost");
-    let mut run = env.spawn(&[
-        "run", "--ttl", "1s", "--grace", "2s", "job", "--", "sleep", "30",
-    ]);
+    let mut run = env.spawn(&args_with_tree(&[
+        "run", "--ttl", "1s", "--grace", "500ms", "job",
+    ]));
     env.wait_until_held("job", &mut run);
+    let grandchild = env.grandchild();
     let forced = env.run(&["release", "--force", "job"]);
     assert!(forced.status.success(), "{}", text(&forced.stderr));
     let started = Instant::now();
     let out = run.wait_with_output().unwrap();
+    let took = started.elapsed();
     assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("lost the lease"),
         "{}",
         text(&out.stderr)
     );
+    assert!(!running(grandchild), "the grandchild outlived a lost lease");
+    eprintln!("forced release to leasehold's exit, group gone: {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn sighup_sigterm_and_sigquit_stop_the_whole_group_and_release() {
+    use nix::sys::signal::Signal;
+    for sig in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGQUIT] {
+        let env = Env::new(&format!("signal-{}", sig as i32));
+        let mut run = env.spawn(&args_with_tree(&["run", "--grace", "1s", "job"]));
+        env.wait_until_held("job", &mut run);
+        let grandchild = env.grandchild();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(run.id()).unwrap());
+        nix::sys::signal::kill(pid, sig).unwrap();
+        let started = Instant::now();
+        let status = run.wait().unwrap();
+        let took = started.elapsed();
+        assert_eq!(status.code(), Some(128 + sig as i32), "{sig}");
+        assert!(
+            !running(grandchild),
+            "{sig}: the grandchild outlived leasehold"
+        );
+        assert_eq!(
+            env.json_status("job")["held"],
+            false,
+            "{sig}: the lock was kept"
+        );
+        eprintln!("{sig} to leasehold's exit, group gone, lock released: {took:?}");
+        assert!(took < Duration::from_secs(5), "{sig}: took {took:?}");
+    }
+}
+
+/// A Ctrl-C in a terminal is SIGINT to the foreground process group: here leasehold runs in a
+/// group of its own and gets it from `killpg`; the command (in its own group) must see it once.
+#[test]
+fn one_sigint_to_the_foreground_group_reaches_the_command_once() {
+    let env = Env::new("sigint");
+    let script = "trap 'echo int >> interrupts' INT; echo $$ > grandchild.pid; \
+                  while :; do sleep 0.1; done";
+    let mut command = env.command(&["run", "--grace", "2s", "job", "--", "sh", "-c", script]);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut run = command.spawn().unwrap();
+    env.wait_until_held("job", &mut run);
+    env.grandchild(); // the trap is set
+    let group = nix::unistd::Pid::from_raw(i32::try_from(run.id()).unwrap());
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "a forwarded SIGINT ends leasehold with 128 + 2"
+    );
+    let seen = std::fs::read_to_string(env.dir.join("interrupts")).unwrap_or_default();
+    assert_eq!(seen.lines().count(), 1, "the command saw {seen:?}");
+}
+
+#[test]
+fn the_command_does_not_see_leasehold_url() {
+    let env = Env::with_url("env", String::new());
+    let url = format!("sqlite://{}", env.dir.join("locks.db").display());
+    let out = env
+        .command(&["run", "job", "--", "env"])
+        .env("LEASEHOLD_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen = text(&out.stdout);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
+        seen.contains("LEASEHOLD_KEY=job") && seen.contains("LEASEHOLD_FENCE="),
+        "{seen}"
+    );
+    assert!(!seen.contains("LEASEHOLD_URL"), "{seen}");
+}
+
+#[test]
+fn a_grace_that_cannot_fit_the_ttl_is_refused() {
+    let env = Env::new("grace");
+    let out = env.run(&["run", "--ttl", "3s", "--grace", "2s", "job", "--", "true"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("--grace 2s does not fit --ttl 3s") && said.contains("below 2s"),
+        "{said}"
     );
 }
 
