@@ -463,3 +463,39 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_code() {
         text(&unreachable.stderr)
     );
 }
+
+/// Another process holding SQLite's write lock past the busy timeout (5 s) is a backend
+/// failure, exit 69, not "held by someone else" (75): nobody may hold the key at all.
+#[test]
+fn a_database_locked_past_the_busy_timeout_is_a_backend_failure() {
+    let env = Env::new("busy");
+    assert!(env.run(&["run", "job", "--", "true"]).status.success());
+    let db = env.dir.join("leasehold.db");
+    let script = "import sqlite3, sys, time\n\
+                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                  c.execute('BEGIN EXCLUSIVE')\n\
+                  print('locked', flush=True)\n\
+                  time.sleep(12)\n";
+    let mut holder = Command::new("python3")
+        .args(["-c", script])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (with its sqlite3 module) holds the write lock");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let out = env.run(&["run", "--no-wait", "job", "--", "true"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("locked"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -294,8 +294,8 @@ impl SqliteLock {
                 Ok(Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)))
             }
             Ok(None) => Ok(Err(None)),
-            // Another process held the write lock past the busy timeout: contention.
-            Err(error) if is_busy(&error) => Ok(Err(None)),
+            // Another process held the write lock past the busy timeout: a transient failure,
+            // not "held by someone else" (nobody may hold the key; a waiting acquire goes on).
             Err(error) => Err(map(error, Some(key))),
         }
     }
