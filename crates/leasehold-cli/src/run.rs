@@ -6,7 +6,7 @@ use std::{
 };
 
 use clap::Args;
-use leasehold::{GuardState, LockError, LockOptions, Locker};
+use leasehold::{LockError, LockOptions, Locker};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
     process::Command,
@@ -27,9 +27,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     no_wait: bool,
     /// How long the command gets between SIGTERM and SIGKILL when it must stop (a forwarded
-    /// signal, leftovers; failing renewals stop it when this much validity is left). Default:
-    /// 10s, or a third of the ttl if that is less. Must be below the ttl minus one renewal
-    /// period (ttl / 3).
+    /// signal, leftovers); failing renewals stop it when this much validity is left. Default:
+    /// 10s, or a third of the ttl if that is less. At most half the ttl.
     #[arg(long, value_parser = parse_duration)]
     grace: Option<Duration>,
     /// The lock's key.
@@ -52,13 +51,13 @@ pub(crate) async fn run(
     let ttl = leasehold::ttl::check(args.ttl)?;
     let renew_every = ttl / 3;
     let grace = args.grace.unwrap_or_else(|| (ttl / 3).min(DEFAULT_GRACE));
-    let room = Duration::from_millis(leasehold::ttl::whole_millis(
-        ttl.saturating_sub(renew_every),
-    ));
-    if grace >= room {
+    // A renewal is due when two thirds of the validity are left; half the ttl leaves room for
+    // its round trip, so a healthy lease never gets down to the grace.
+    let room = ttl / 2;
+    if grace > room {
         note!(
-            "leasehold: --grace {} does not fit --ttl {}: it must be below {} (the ttl minus one \
-             renewal period), so that a command whose renewals fail is stopped before its lease ends",
+            "leasehold: --grace {} does not fit --ttl {}: it must be at most {} (half the ttl), \
+             so that a command whose renewals fail is stopped before its lease ends",
             humantime::format_duration(grace),
             humantime::format_duration(ttl),
             humantime::format_duration(room)
@@ -177,9 +176,10 @@ pub(crate) async fn run(
             }
             _ = renewal_check.tick() => {
                 let left = view.remaining();
-                if stopping.is_none() && view.state() == GuardState::Unknown && left <= grace {
-                    // Renewals keep failing: stop in time, so that the group is gone before
-                    // the lease ends and anyone else can be granted the key.
+                if stopping.is_none() && left <= grace {
+                    // Renewals keep failing or hanging (a healthy lease never gets this low):
+                    // stop in time, so that the group is gone before the lease ends and anyone
+                    // else can be granted the key.
                     note!("leasehold: renewing \"{}\" keeps failing ({:.1}s left); stopping the command",
                         guard.key(), left.as_secs_f64());
                     group.signal(Signal::SIGTERM);

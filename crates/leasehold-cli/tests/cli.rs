@@ -299,7 +299,7 @@ fn a_grace_that_cannot_fit_the_ttl_is_refused() {
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     let said = text(&out.stderr);
     assert!(
-        said.contains("--grace 2s does not fit --ttl 3s") && said.contains("below 2s"),
+        said.contains("--grace 2s does not fit --ttl 3s") && said.contains("at most 1s 500ms"),
         "{said}"
     );
 }
@@ -498,4 +498,49 @@ fn a_database_locked_past_the_busy_timeout_is_a_backend_failure() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Renewals that hang (another process holds SQLite's write lock, so each extend waits out the
+/// busy timeout) must stop the command's whole group before the lease's validity ends.
+#[test]
+fn hanging_renewals_stop_the_group_before_the_validity_ends() {
+    let env = Env::new("hanging");
+    let mut run = env.spawn(&args_with_tree(&[
+        "run", "--ttl", "3s", "--grace", "1s", "job",
+    ]));
+    env.wait_until_held("job", &mut run);
+    let grandchild = env.grandchild();
+    let db = env.dir.join("leasehold.db");
+    let script = "import sqlite3, sys, time\n\
+                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                  c.execute('BEGIN EXCLUSIVE')\n\
+                  print('locked', flush=True)\n\
+                  time.sleep(8)\n";
+    let mut holder = Command::new("python3")
+        .args(["-c", script])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (with its sqlite3 module) holds the write lock");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // No renewal can land from here on: the lease's validity ends within 3 s.
+    let locked_at = Instant::now();
+    while running(grandchild) && locked_at.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone_after = locked_at.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let out = run.wait_with_output().unwrap();
+    eprintln!("write lock taken to the group gone: {gone_after:?}");
+    assert!(
+        gone_after < Duration::from_millis(2_950),
+        "the group outlived the lease's validity: gone {gone_after:?} after the last renewal could land"
+    );
+    assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
 }
