@@ -4,8 +4,58 @@ use std::sync::Arc;
 
 use leasehold::{memory::MemoryLock, DistributedLock, LockAdmin, LockError};
 
-/// The database file used when neither `--url` nor `LEASEHOLD_URL` is set.
-pub(crate) const DEFAULT_URL: &str = "sqlite://leasehold.db";
+use std::path::{Path, PathBuf};
+
+/// Where the default database lives when neither `--url` nor `LEASEHOLD_URL` is set: for root,
+/// or a process without `HOME` (systemd units, some cron setups), `/var/lib/leasehold`; else
+/// `$XDG_STATE_HOME/leasehold` (when absolute) or `~/.local/state/leasehold`. Never the
+/// working directory, so cron, systemd and a shell running the same job share one file.
+pub(crate) fn default_database(
+    is_root: bool,
+    home: Option<&str>,
+    state_home: Option<&str>,
+) -> PathBuf {
+    let dir = match (is_root, home.filter(|h| !h.is_empty())) {
+        (true, _) | (_, None) => PathBuf::from("/var/lib/leasehold"),
+        (false, Some(home)) => match state_home.filter(|s| Path::new(s).is_absolute()) {
+            Some(state) => Path::new(state).join("leasehold"),
+            None => Path::new(home).join(".local/state/leasehold"),
+        },
+    };
+    dir.join("leasehold.db")
+}
+
+/// The default database's URL, its directory made if missing.
+///
+/// # Errors
+///
+/// `InvalidConfig` naming the directory when it cannot be made.
+pub(crate) fn default_url() -> Result<String, LockError> {
+    let home = std::env::var("HOME").ok();
+    let state = std::env::var("XDG_STATE_HOME").ok();
+    let path = default_database(
+        nix::unistd::geteuid().is_root(),
+        home.as_deref(),
+        state.as_deref(),
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            LockError::invalid_config(
+                format!("the default database's directory {}", dir.display()),
+                format!("{e}; make it, or pass --url sqlite://PATH"),
+            )
+        })?;
+    }
+    let old = Path::new("leasehold.db");
+    if old.exists() && std::fs::canonicalize(old).ok() != std::fs::canonicalize(&path).ok() {
+        note!(
+            "leasehold: ./leasehold.db (the default before) is not used; the default database is \
+             {} (pass --url sqlite://leasehold.db to keep using the old file)",
+            path.display()
+        );
+    }
+    Ok(format!("sqlite://{}", path.display()))
+}
 
 /// A connected backend, with its admin side where it has one.
 pub(crate) struct Backend {
@@ -58,5 +108,44 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
             format!("URL {:?}", leasehold::redact::url(url)),
             "use sqlite://PATH, redis://HOST, rediss://HOST, postgres://HOST/DB or memory://",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_database;
+
+    #[test]
+    fn the_default_database_never_depends_on_the_working_directory() {
+        let cases = [
+            (true, Some("/root"), None, "/var/lib/leasehold/leasehold.db"),
+            (false, None, None, "/var/lib/leasehold/leasehold.db"),
+            (false, Some(""), None, "/var/lib/leasehold/leasehold.db"),
+            (
+                false,
+                Some("/home/ann"),
+                None,
+                "/home/ann/.local/state/leasehold/leasehold.db",
+            ),
+            (
+                false,
+                Some("/home/ann"),
+                Some("/srv/state"),
+                "/srv/state/leasehold/leasehold.db",
+            ),
+            (
+                false,
+                Some("/home/ann"),
+                Some("relative"),
+                "/home/ann/.local/state/leasehold/leasehold.db",
+            ),
+        ];
+        for (root, home, state, expected) in cases {
+            assert_eq!(
+                default_database(root, home, state).to_str(),
+                Some(expected),
+                "{root} {home:?} {state:?}"
+            );
+        }
     }
 }

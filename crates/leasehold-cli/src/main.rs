@@ -26,7 +26,7 @@ use std::{process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use leasehold::{LockError, LockKey, LockStatus};
 
-use crate::backends::{connect, DEFAULT_URL};
+use crate::backends::{connect, default_url};
 
 /// Exit codes of `leasehold` itself (a command run under the lock exits with its own).
 pub(crate) mod exit {
@@ -45,7 +45,10 @@ pub(crate) mod exit {
 const AFTER_HELP: &str = "\
 URLs (--url or LEASEHOLD_URL):
   sqlite://PATH          a database file shared by every process on this machine
-                         (default: sqlite://leasehold.db in the current directory)
+                         (default, without --url and LEASEHOLD_URL: for root or without
+                         HOME /var/lib/leasehold/leasehold.db, else
+                         $XDG_STATE_HOME/leasehold/leasehold.db or
+                         ~/.local/state/leasehold/leasehold.db; made if missing)
   redis://HOST[:PORT]    Redis; rediss:// for TLS
   postgres://HOST/DB     PostgreSQL (lease table)
   memory://              this process only, for trying things out
@@ -71,9 +74,9 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "leasehold", version, about, after_help = AFTER_HELP)]
 struct Cli {
-    /// Backend URL.
-    #[arg(long, env = "LEASEHOLD_URL", default_value = DEFAULT_URL, global = true)]
-    url: String,
+    /// Backend URL (default: a SQLite file, see below).
+    #[arg(long, env = "LEASEHOLD_URL", global = true)]
+    url: Option<String>,
     /// Print progress to stderr (waiting, acquired, renewed, released).
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -146,7 +149,11 @@ pub(crate) fn exit_code_for(error: &LockError) -> u8 {
 }
 
 async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
-    let backend = connect(&cli.url).await?;
+    let url = match cli.url {
+        Some(url) => url,
+        None => default_url()?,
+    };
+    let backend = connect(&url).await?;
     match cli.command {
         Command::Run(args) => run::run(backend, args, cli.verbose).await,
         Command::Status { key, json } => {

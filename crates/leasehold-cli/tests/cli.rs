@@ -9,7 +9,7 @@ use std::{
 
 struct Env {
     dir: PathBuf,
-    /// `LEASEHOLD_URL` for the runs; none: the default SQLite file in `dir`.
+    /// `LEASEHOLD_URL` for the runs; none: `leasehold.db` in `dir`.
     url: Option<String>,
 }
 
@@ -30,10 +30,12 @@ impl Env {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
-        command.current_dir(&self.dir).env_remove("LEASEHOLD_URL");
-        if let Some(url) = &self.url {
-            command.env("LEASEHOLD_URL", url);
-        }
+        // Without a URL of its own, a SQLite file in the test's directory.
+        let url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.dir.join("leasehold.db").display()));
+        command.current_dir(&self.dir).env("LEASEHOLD_URL", url);
         command
             .args(args)
             .stdout(Stdio::piped())
@@ -543,4 +545,58 @@ fn hanging_renewals_stop_the_group_before_the_validity_ends() {
         "the group outlived the lease's validity: gone {gone_after:?} after the last renewal could land"
     );
     assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
+}
+
+/// Without `--url` and `LEASEHOLD_URL`, the database is the same file whatever the working
+/// directory (for root: /var/lib/leasehold), made if missing; a `./leasehold.db` of the old
+/// default gets a warning.
+#[test]
+fn without_a_url_the_database_does_not_depend_on_the_working_directory() {
+    let env = Env::new("default-db");
+    std::fs::write(env.dir.join("leasehold.db"), b"").unwrap();
+    let home = env.dir.join("home");
+    let out = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .current_dir(&env.dir)
+        .env_remove("LEASEHOLD_URL")
+        .env_remove("XDG_STATE_HOME")
+        .env("HOME", &home)
+        .args(["status", "default-db-check"])
+        .output()
+        .unwrap();
+    let said = text(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let expected = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/leasehold/leasehold.db")
+    } else {
+        home.join(".local/state/leasehold/leasehold.db")
+    };
+    assert!(expected.exists(), "{} was not made", expected.display());
+    assert!(
+        said.contains("./leasehold.db (the default before) is not used")
+            && said.contains(&expected.display().to_string()),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_password_in_the_url_never_appears_in_messages() {
+    let env = Env::new("redaction");
+    for url in [
+        "redis://u:se/cret@127.0.0.1:1",
+        "rediss://u:se?cr#et@127.0.0.1:1",
+        "postgres://u:se/cret@127.0.0.1:1/db",
+        "postgres://u:se@cret@127.0.0.1:1/db",
+        "bogus://u:secret@host",
+    ] {
+        let out = env
+            .command(&["-v", "status", "k"])
+            .env("LEASEHOLD_URL", url)
+            .output()
+            .unwrap();
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{url}: {said}");
+        for secret in ["se/cret", "se?cr#et", "se@cret", "secret"] {
+            assert!(!said.contains(secret), "{url}: {said}");
+        }
+    }
 }
