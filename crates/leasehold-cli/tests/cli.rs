@@ -600,3 +600,67 @@ fn a_password_in_the_url_never_appears_in_messages() {
         }
     }
 }
+
+/// Under a pseudo-terminal (`script`): the command's group is the terminal's foreground group,
+/// so it reads the terminal (without it, SIGTTIN stops it and this test times out), and one
+/// Ctrl-C typed at the terminal reaches it once.
+#[test]
+fn an_interactive_command_reads_the_terminal_and_gets_one_ctrl_c() {
+    use std::io::Write as _;
+    let env = Env::new("tty");
+    let interrupts = env.dir.join("interrupts");
+    let inner = format!(
+        "'{bin}' --url 'sqlite://{db}' run job -- sh -c 'read line; echo \"got:$line\"; \
+         trap \"echo int >> {interrupts}; exit 3\" INT; echo ready; while :; do sleep 0.1; done'",
+        bin = env!("CARGO_BIN_EXE_leasehold"),
+        db = env.dir.join("leasehold.db").display(),
+        interrupts = interrupts.display(),
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1), from util-linux");
+    let mut stdin = script.stdin.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = script.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str| {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(15) {
+            if let Ok(line) = seen.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(what) {
+                    return;
+                }
+            }
+        }
+        panic!("the command never printed {what:?} (stopped reading the terminal?)");
+    };
+    std::thread::sleep(Duration::from_millis(500)); // leasehold has the lock and the terminal
+    stdin.write_all(b"hello\n").unwrap();
+    wait_for("got:hello");
+    wait_for("ready");
+    stdin.write_all(b"\x03").unwrap(); // Ctrl-C
+    stdin.flush().unwrap();
+    let status = script.wait().unwrap();
+    let seen_interrupts = std::fs::read_to_string(&interrupts).unwrap_or_default();
+    assert_eq!(
+        seen_interrupts.lines().count(),
+        1,
+        "the command saw {seen_interrupts:?}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the command's exit code through leasehold and script"
+    );
+}
