@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod backends;
 mod run;
+mod watchdog;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -115,6 +116,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(watchdog::SUBCOMMAND) {
+        return watchdog::run(&args.next().unwrap_or_default());
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -13,7 +13,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use crate::{backends::Backend, exit, parse_duration};
+use crate::{backends::Backend, exit, parse_duration, watchdog::Watchdog};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -117,6 +117,15 @@ pub(crate) async fn run(
         let _ = guard.release().await;
         return Ok(ExitCode::from(exit::BACKEND));
     };
+    // Stops the command's group should leasehold die without finishing (SIGKILL, a crash).
+    let mut watchdog = match Watchdog::start(grace) {
+        Ok(watchdog) => watchdog,
+        Err(error) => {
+            note!("leasehold: cannot start the watchdog: {error}");
+            let _ = guard.release().await;
+            return Ok(ExitCode::from(exit::BACKEND));
+        }
+    };
     // Its own process group: every signal goes to the whole tree the command starts (a shell's
     // pipeline, make's jobs), not to the first process alone. The variable leasehold may have
     // read credentials from is not passed on.
@@ -142,6 +151,7 @@ pub(crate) async fn run(
             .and_then(|id| i32::try_from(id).ok())
             .map_or(Pid::from_raw(0), Pid::from_raw),
     );
+    watchdog.watch(group.0);
     let terminal = Terminal::hand_to(group.0);
 
     let view = guard.view();
@@ -213,6 +223,7 @@ pub(crate) async fn run(
         }
     }
     drop(terminal);
+    watchdog.finish();
     let key = guard.key().clone();
     match guard.release().await {
         Ok(true) => say(format!("released \"{key}\"")),

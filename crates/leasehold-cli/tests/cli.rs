@@ -664,3 +664,25 @@ fn an_interactive_command_reads_the_terminal_and_gets_one_ctrl_c() {
         "the command's exit code through leasehold and script"
     );
 }
+
+/// leasehold killed with SIGKILL cannot stop anything itself: its watchdog stops the command's
+/// whole group within the grace.
+#[test]
+fn sigkill_of_leasehold_still_stops_the_whole_group() {
+    let env = Env::new("sigkill");
+    let mut run = env.spawn(&args_with_tree(&["run", "--grace", "1s", "job"]));
+    env.wait_until_held("job", &mut run);
+    let grandchild = env.grandchild();
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    let killed_at = Instant::now();
+    while running(grandchild) && killed_at.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone_after = killed_at.elapsed();
+    eprintln!("SIGKILL of leasehold to the group gone: {gone_after:?}");
+    assert!(
+        gone_after < Duration::from_secs(3),
+        "the group outlived a killed leasehold: {gone_after:?}"
+    );
+}
