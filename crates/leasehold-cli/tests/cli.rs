@@ -686,3 +686,22 @@ fn sigkill_of_leasehold_still_stops_the_whole_group() {
         "the group outlived a killed leasehold: {gone_after:?}"
     );
 }
+
+/// `leasehold -v run .. 2>&1 | head -1`: stderr closed while leasehold still has progress to
+/// print; it must go on (and exit with the command's code), never panic.
+#[test]
+fn a_closed_stderr_does_not_stop_leasehold() {
+    let env = Env::new("epipe");
+    let mut run = env
+        .command(&["-v", "run", "--ttl", "1s", "job", "--", "sleep", "1.5"])
+        .spawn()
+        .unwrap();
+    drop(run.stderr.take()); // the reader is gone: every write gets EPIPE
+    let status = run.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "leasehold did not survive a closed stderr"
+    );
+    assert_eq!(env.json_status("job")["held"], false);
+}
