@@ -274,7 +274,13 @@ async fn main() -> ExitCode {
             .collect(),
         lost_with_connection: checker_lock.capabilities().lost_with_connection,
         fenced,
-        quiet_from_ns,
+        // The liveness checks start once the last fault is over and the clients had two ttl
+        // to reconnect and resubscribe (a restart that ended just before the quiet stretch
+        // leaves waiters polling until then).
+        quiet_from_ns: faults
+            .iter()
+            .map(|f| f.end_ns + 2 * u64::try_from(args.ttl.as_nanos()).unwrap_or(0))
+            .fold(quiet_from_ns, u64::max),
     };
     let findings = check(&events, &counters, &context);
     let violations = findings.violations() + keys_stuck;

@@ -39,7 +39,8 @@ pub struct Context {
     /// Whether the counter's read-modify-write was fenced: only then is a lost update a
     /// violation.
     pub fenced: bool,
-    /// When the nemesis stopped, monotonic ns.
+    /// From when the liveness checks apply, monotonic ns: the faults are over and the clients
+    /// had time to reconnect.
     pub quiet_from_ns: u64,
 }
 
