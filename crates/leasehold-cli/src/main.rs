@@ -76,7 +76,7 @@ Examples:
 #[command(name = "leasehold", version, about, after_help = AFTER_HELP)]
 struct Cli {
     /// Backend URL (default: a SQLite file, see below).
-    #[arg(long, env = "LEASEHOLD_URL", global = true)]
+    #[arg(long, env = "LEASEHOLD_URL", hide_env_values = true, global = true)]
     url: Option<String>,
     /// Print progress to stderr (waiting, acquired, renewed, released).
     #[arg(short, long, global = true)]
@@ -116,10 +116,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some(watchdog::SUBCOMMAND) {
-        return watchdog::run(&args.next().unwrap_or_default());
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == watchdog::SUBCOMMAND) {
+        let grace = args.next().and_then(|g| g.into_string().ok());
+        return watchdog::run(grace.as_deref().unwrap_or_default());
     }
+    // leasehold itself is never stopped by job control (Ctrl-Z, a background read or write
+    // of the terminal): stopped, it could not renew while its command runs on. Blocked here,
+    // before the runtime's threads exist, so every thread inherits it; the command does not
+    // (std resets the mask in the child).
+    let mut job_control = nix::sys::signal::SigSet::empty();
+    for sig in [
+        nix::sys::signal::Signal::SIGTSTP,
+        nix::sys::signal::Signal::SIGTTIN,
+        nix::sys::signal::Signal::SIGTTOU,
+    ] {
+        job_control.add(sig);
+    }
+    let _ = job_control.thread_block();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -145,12 +145,18 @@ pub(crate) async fn run(
             return Ok(ExitCode::from(exit::CANNOT_START));
         }
     };
-    let group = Group(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map_or(Pid::from_raw(0), Pid::from_raw),
-    );
+    let Some(group) = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .filter(|&id| id > 0)
+        .map(|id| Group(Pid::from_raw(id)))
+    else {
+        // Cannot happen for a child that was just spawned; never signal group 0 (our own).
+        note!("leasehold: the command started without a process id");
+        let _ = child.kill().await;
+        let _ = guard.release().await;
+        return Ok(ExitCode::from(exit::BACKEND));
+    };
     watchdog.watch(group.0);
     let terminal = Terminal::hand_to(group.0);
 
@@ -273,9 +279,13 @@ impl Group {
         let _ = nix::sys::signal::killpg(self.0, sig);
     }
 
-    /// Whether any process is left in the group.
+    /// Whether any process is left in the group (one leasehold may not signal, e.g. after a
+    /// `sudo`, counts: only "no such process" means gone).
     fn alive(self) -> bool {
-        nix::sys::signal::killpg(self.0, None).is_ok()
+        !matches!(
+            nix::sys::signal::killpg(self.0, None),
+            Err(nix::errno::Errno::ESRCH)
+        )
     }
 
     /// Reaps the group's processes that ended and were left to leasehold (the subreaper). Only
@@ -291,38 +301,69 @@ impl Group {
     }
 }
 
-/// The signals a user (a terminal, systemd, cron's kill) sends to stop a command.
-struct UserSignals([(Signal, tokio::signal::unix::Signal); 4]);
+/// The signals a user (a terminal, systemd, cron's kill) sends to stop a command. A signal
+/// leasehold was started ignoring (`nohup` ignores SIGHUP, a shell's `&` SIGINT and SIGQUIT)
+/// is left ignored, for leasehold and the command.
+struct UserSignals([(Signal, Option<tokio::signal::unix::Signal>); 4]);
 
 impl UserSignals {
     fn new() -> std::io::Result<Self> {
+        let ignored = ignored_signals();
+        let watch = |sig: Signal, kind: SignalKind| -> std::io::Result<_> {
+            let bit = 1_u64 << (sig as i32 - 1);
+            Ok((sig, (ignored & bit == 0).then(|| signal(kind)).transpose()?))
+        };
         Ok(Self([
-            (Signal::SIGINT, signal(SignalKind::interrupt())?),
-            (Signal::SIGTERM, signal(SignalKind::terminate())?),
-            (Signal::SIGHUP, signal(SignalKind::hangup())?),
-            (Signal::SIGQUIT, signal(SignalKind::quit())?),
+            watch(Signal::SIGINT, SignalKind::interrupt())?,
+            watch(Signal::SIGTERM, SignalKind::terminate())?,
+            watch(Signal::SIGHUP, SignalKind::hangup())?,
+            watch(Signal::SIGQUIT, SignalKind::quit())?,
         ]))
     }
 
     async fn recv(&mut self) -> Signal {
+        async fn one(watched: &mut Option<tokio::signal::unix::Signal>) {
+            match watched {
+                Some(watched) => {
+                    watched.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         let [(a, sa), (b, sb), (c, sc), (d, sd)] = &mut self.0;
         tokio::select! {
-            _ = sa.recv() => *a,
-            _ = sb.recv() => *b,
-            _ = sc.recv() => *c,
-            _ = sd.recv() => *d,
+            () = one(sa) => *a,
+            () = one(sb) => *b,
+            () = one(sc) => *c,
+            () = one(sd) => *d,
         }
     }
+}
+
+/// The signals this process was started ignoring, as a mask (bit N - 1 for signal N), from
+/// `/proc/self/status` (none where it cannot be read).
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("SigIgn:"))?;
+            u64::from_str_radix(line.trim_start_matches("SigIgn:").trim(), 16).ok()
+        })
+        .unwrap_or(0)
 }
 
 /// The controlling terminal, handed to the command's group while it runs (so that Ctrl-C
 /// reaches the command directly, once, and reading the terminal does not stop it) and given
 /// back when dropped. Nothing when stdin is not a terminal.
-struct Terminal(Option<Pid>);
+struct Terminal(Option<(Pid, Pid)>);
 
 impl Terminal {
     fn hand_to(group: Pid) -> Self {
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // A pipeline (`leasehold run k -- make | less`) keeps the terminal where it is: the
+        // other side of the pipe would be stopped reading a terminal it lost.
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin())
+            || !std::io::IsTerminal::is_terminal(&std::io::stdout())
+        {
             return Self(None);
         }
         let ours = nix::unistd::getpgrp();
@@ -334,7 +375,7 @@ impl Terminal {
         if set_foreground(group) {
             // The command may have read the terminal before it was its own and been stopped.
             let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
-            Self(Some(ours))
+            Self(Some((ours, group)))
         } else {
             Self(None)
         }
@@ -343,8 +384,12 @@ impl Terminal {
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        if let Some(ours) = self.0 {
-            set_foreground(ours);
+        // Only taken back while the command's group still has it (a shell that took it back
+        // after a Ctrl-Z must keep it).
+        if let Some((ours, group)) = self.0 {
+            if nix::unistd::tcgetpgrp(std::io::stdin()).ok() == Some(group) {
+                set_foreground(ours);
+            }
         }
     }
 }

@@ -52,17 +52,39 @@ impl Watchdog {
         }
     }
 
-    /// The group is gone: the watchdog ends without touching it.
+    /// The group is gone: the watchdog ends without touching it (waited for at most a second:
+    /// a stopped watchdog must not keep leasehold, and its lock, waiting).
     pub(crate) fn finish(mut self) {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = writeln!(stdin, "done");
         }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 /// `leasehold __watchdog GRACE_MS`: see the module docs.
 pub(crate) fn run(grace_ms: &str) -> ExitCode {
+    // Signals meant for leasehold (`pkill leasehold`, systemd stopping the unit) must not end
+    // the watchdog first: leasehold handles them, and its pipe says when the group is gone.
+    let mut blocked = nix::sys::signal::SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGTSTP,
+    ] {
+        blocked.add(sig);
+    }
+    let _ = blocked.thread_block();
     let grace = Duration::from_millis(grace_ms.parse().unwrap_or(10_000));
     let mut lines = std::io::stdin().lock().lines();
     let Some(Ok(group)) = lines.next() else {
@@ -82,7 +104,8 @@ pub(crate) fn run(grace_ms: &str) -> ExitCode {
     // leasehold is gone and its command's group may not be.
     let _ = killpg(group, Signal::SIGTERM);
     let started = Instant::now();
-    while started.elapsed() < grace && killpg(group, None).is_ok() {
+    while started.elapsed() < grace && !matches!(killpg(group, None), Err(nix::errno::Errno::ESRCH))
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = killpg(group, Signal::SIGKILL);

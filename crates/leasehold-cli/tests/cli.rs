@@ -29,7 +29,13 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_leasehold"));
+        // Through `env --default-signal`: a test run started in the background of a script
+        // inherits SIGINT and SIGQUIT ignored, and leasehold keeps signals it was started
+        // ignoring ignored (for nohup), which would make the signal tests meaningless.
+        let mut command = Command::new("env");
+        command
+            .arg("--default-signal=INT,QUIT,HUP,TERM")
+            .arg(env!("CARGO_BIN_EXE_leasehold"));
         // Without a URL of its own, a SQLite file in the test's directory.
         let url = self
             .url
@@ -204,7 +210,7 @@ fn args_with_tree<'a>(before: &[&'a str]) -> Vec<&'a str> {
 fn a_lost_lease_stops_the_whole_group_with_its_own_exit_code() {
     let env = Env::new("lost");
     let mut run = env.spawn(&args_with_tree(&[
-        "run", "--ttl", "1s", "--grace", "500ms", "job",
+        "run", "--ttl", "3s", "--grace", "1s", "job",
     ]));
     env.wait_until_held("job", &mut run);
     let grandchild = env.grandchild();
@@ -258,7 +264,7 @@ fn sighup_sigterm_and_sigquit_stop_the_whole_group_and_release() {
 fn one_sigint_to_the_foreground_group_reaches_the_command_once() {
     let env = Env::new("sigint");
     let script = "trap 'echo int >> interrupts' INT; echo $$ > grandchild.pid; \
-                  while :; do sleep 0.1; done";
+                  for i in $(seq 200); do sleep 0.1; done";
     let mut command = env.command(&["run", "--grace", "2s", "job", "--", "sh", "-c", script]);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut run = command.spawn().unwrap();
@@ -470,7 +476,7 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_code() {
 /// failure, exit 69, not "held by someone else" (75): nobody may hold the key at all.
 #[test]
 fn a_database_locked_past_the_busy_timeout_is_a_backend_failure() {
-    let env = Env::new("busy");
+    let env = Env::new("sqlite-busy");
     assert!(env.run(&["run", "job", "--", "true"]).status.success());
     let db = env.dir.join("leasehold.db");
     let script = "import sqlite3, sys, time\n\
@@ -610,8 +616,8 @@ fn an_interactive_command_reads_the_terminal_and_gets_one_ctrl_c() {
     let env = Env::new("tty");
     let interrupts = env.dir.join("interrupts");
     let inner = format!(
-        "'{bin}' --url 'sqlite://{db}' run job -- sh -c 'read line; echo \"got:$line\"; \
-         trap \"echo int >> {interrupts}; exit 3\" INT; echo ready; while :; do sleep 0.1; done'",
+        "env --default-signal=INT,QUIT '{bin}' --url 'sqlite://{db}' run job -- sh -c 'read line; echo \"got:$line\"; \
+         trap \"echo int >> {interrupts}; exit 3\" INT; echo ready; for i in $(seq 200); do sleep 0.1; done'",
         bin = env!("CARGO_BIN_EXE_leasehold"),
         db = env.dir.join("leasehold.db").display(),
         interrupts = interrupts.display(),
@@ -693,7 +699,7 @@ fn sigkill_of_leasehold_still_stops_the_whole_group() {
 fn a_closed_stderr_does_not_stop_leasehold() {
     let env = Env::new("epipe");
     let mut run = env
-        .command(&["-v", "run", "--ttl", "1s", "job", "--", "sleep", "1.5"])
+        .command(&["-v", "run", "--ttl", "3s", "job", "--", "sleep", "1.5"])
         .spawn()
         .unwrap();
     drop(run.stderr.take()); // the reader is gone: every write gets EPIPE
@@ -704,4 +710,32 @@ fn a_closed_stderr_does_not_stop_leasehold() {
         "leasehold did not survive a closed stderr"
     );
     assert_eq!(env.json_status("job")["held"], false);
+}
+
+/// `nohup leasehold run ..`: a hangup leasehold was started ignoring stays ignored, for it and
+/// the command.
+#[test]
+fn a_hangup_ignored_by_nohup_stays_ignored() {
+    let env = Env::new("nohup");
+    let mut command = Command::new("nohup");
+    command
+        .arg(env!("CARGO_BIN_EXE_leasehold"))
+        .args(["run", "job", "--", "sleep", "1.5"])
+        .current_dir(&env.dir)
+        .env(
+            "LEASEHOLD_URL",
+            format!("sqlite://{}", env.dir.join("leasehold.db").display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut run = command.spawn().expect("nohup");
+    env.wait_until_held("job", &mut run);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(run.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a hangup under nohup stopped the command"
+    );
 }

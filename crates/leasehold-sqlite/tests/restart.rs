@@ -106,3 +106,38 @@ async fn a_holder_killed_with_sigkill_leaves_a_higher_fence_for_the_next_holder(
         next.fence()
     );
 }
+
+/// Another connection holding the write lock past the busy timeout: `try_acquire` fails with a
+/// transient error (nobody may hold the key; "held" would be a lie), and a waiting acquire
+/// keeps trying until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_past_the_busy_timeout_is_a_transient_error_not_contention() {
+    let path = temp_db("busy");
+    let lock = SqliteLock::builder(&path)
+        .busy_timeout(Duration::from_millis(200))
+        .open()
+        .await
+        .unwrap();
+    let mut other = lock.pool().acquire().await.unwrap();
+    leasehold_sqlite::sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let key = LockKey::new("busy").unwrap();
+    let err = lock
+        .try_acquire(&key, Duration::from_secs(5))
+        .await
+        .expect_err("a locked database said the key is held or free");
+    assert!(err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("locked"), "{err}");
+    leasehold_sqlite::sqlx::query("ROLLBACK")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
+    assert!(lock
+        .try_acquire(&key, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_some());
+}

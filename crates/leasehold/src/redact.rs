@@ -5,8 +5,10 @@
 /// carry passwords, e.g. `?password=`).
 ///
 /// The user info ends at the **last** `@` of the URL, because a password written by hand may
-/// contain `/`, `?`, `#`, `:` and `@` unescaped. User info without `:` is hidden whole (some
-/// clients take a lone word there as a password). Text without `://` is not shown at all.
+/// contain `/`, `:` and `@` unescaped. When a `?` or `#` comes before that `@`, the password
+/// may hold them or the query may hold an `@`: then only the scheme is shown. User info without
+/// `:` is hidden whole (some clients take a lone word there as a password). Text without `://`
+/// is not shown at all.
 ///
 /// ```
 /// use leasehold::redact;
@@ -19,6 +21,10 @@ pub fn url(url: &str) -> String {
         return "(unparsable URL)".to_owned();
     };
     let (userinfo, after) = match rest.rfind('@') {
+        // A `?` or `#` before the last `@`: either the password holds them or the query or
+        // fragment holds an `@` (`?sslpassword=a@b`). Which one cannot be told, so nothing
+        // after the scheme is shown.
+        Some(at) if rest[..at].contains(['?', '#']) => return format!("{scheme}://***"),
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
         None => (None, rest),
     };
@@ -53,10 +59,18 @@ mod tests {
         ),
         ("redis://:hunter2@h", "hunter2", "redis://:***@h"),
         ("redis://hunter2@h", "hunter2", "redis://***@h"),
+        ("rediss://u:p?x#y@h:6380/1", "p?x#y", "rediss://***"),
         (
-            "rediss://u:p?x#y@h:6380/1",
-            "p?x#y",
-            "rediss://u:***@h:6380/1",
+            "postgres://u:pw@h/db?sslpassword=my@secret",
+            "secret",
+            "postgres://***",
+        ),
+        ("postgres://h/db?password=p@ss", "ss", "postgres://***"),
+        ("redis://u:ab@cd/ef@host:1", "cd/ef", "redis://u:***@host:1"),
+        (
+            "redis://u:pw@[::1]:6379/0",
+            "pw",
+            "redis://u:***@[::1]:6379/0",
         ),
         (
             "rediss://hunter2@h/1?x=hunter2",
@@ -85,11 +99,7 @@ mod tests {
             "ss/w0rd",
             "postgresql://u:***@h/db",
         ),
-        (
-            "postgres://u:pw#frag@h/db",
-            "pw#frag",
-            "postgres://u:***@h/db",
-        ),
+        ("postgres://u:pw#frag@h/db", "pw#frag", "postgres://***"),
         (
             "postgres+advisory://u:hunter2@h/db",
             "hunter2",
