@@ -272,16 +272,16 @@ enum Stop {
 
 /// The command's process group.
 #[derive(Debug, Clone, Copy)]
-struct Group(Pid);
+pub(crate) struct Group(pub(crate) Pid);
 
 impl Group {
-    fn signal(self, sig: Signal) {
+    pub(crate) fn signal(self, sig: Signal) {
         let _ = nix::sys::signal::killpg(self.0, sig);
     }
 
     /// Whether any process is left in the group (one leasehold may not signal, e.g. after a
     /// `sudo`, counts: only "no such process" means gone).
-    fn alive(self) -> bool {
+    pub(crate) fn alive(self) -> bool {
         !matches!(
             nix::sys::signal::killpg(self.0, None),
             Err(nix::errno::Errno::ESRCH)

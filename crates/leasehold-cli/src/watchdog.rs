@@ -15,10 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::{
-    sys::signal::{killpg, Signal},
-    unistd::Pid,
-};
+use nix::{sys::signal::Signal, unistd::Pid};
+
+use crate::run::Group;
 
 /// The hidden subcommand.
 pub(crate) const SUBCOMMAND: &str = "__watchdog";
@@ -102,12 +101,12 @@ pub(crate) fn run(grace_ms: &str) -> ExitCode {
         }
     }
     // leasehold is gone and its command's group may not be.
-    let _ = killpg(group, Signal::SIGTERM);
+    let group = Group(group);
+    group.signal(Signal::SIGTERM);
     let started = Instant::now();
-    while started.elapsed() < grace && !matches!(killpg(group, None), Err(nix::errno::Errno::ESRCH))
-    {
+    while started.elapsed() < grace && group.alive() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = killpg(group, Signal::SIGKILL);
+    group.signal(Signal::SIGKILL);
     ExitCode::SUCCESS
 }

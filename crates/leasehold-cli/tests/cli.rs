@@ -188,6 +188,34 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Another process (python3's sqlite3) holding the database's write lock for `seconds`,
+    /// returned once it has it.
+    fn hold_write_lock(&self, seconds: u32) -> Child {
+        let script = format!(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep({seconds})\n"
+        );
+        let mut holder = Command::new("python3")
+            .args(["-c", &script])
+            .arg(self.dir.join("leasehold.db"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (with its sqlite3 module) holds the write lock");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked", "the write lock was not taken");
+        holder
+    }
+}
+
 /// Whether `pid` still runs (a zombie waiting for init to reap it does not).
 fn running(pid: nix::unistd::Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -478,25 +506,7 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_code() {
 fn a_database_locked_past_the_busy_timeout_is_a_backend_failure() {
     let env = Env::new("sqlite-busy");
     assert!(env.run(&["run", "job", "--", "true"]).status.success());
-    let db = env.dir.join("leasehold.db");
-    let script = "import sqlite3, sys, time\n\
-                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-                  c.execute('BEGIN EXCLUSIVE')\n\
-                  print('locked', flush=True)\n\
-                  time.sleep(12)\n";
-    let mut holder = Command::new("python3")
-        .args(["-c", script])
-        .arg(&db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 (with its sqlite3 module) holds the write lock");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let mut holder = env.hold_write_lock(12);
     let out = env.run(&["run", "--no-wait", "job", "--", "true"]);
     let _ = holder.kill();
     let _ = holder.wait();
@@ -518,24 +528,7 @@ fn hanging_renewals_stop_the_group_before_the_validity_ends() {
     ]));
     env.wait_until_held("job", &mut run);
     let grandchild = env.grandchild();
-    let db = env.dir.join("leasehold.db");
-    let script = "import sqlite3, sys, time\n\
-                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-                  c.execute('BEGIN EXCLUSIVE')\n\
-                  print('locked', flush=True)\n\
-                  time.sleep(8)\n";
-    let mut holder = Command::new("python3")
-        .args(["-c", script])
-        .arg(&db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 (with its sqlite3 module) holds the write lock");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut holder = env.hold_write_lock(8);
     // No renewal can land from here on: the lease's validity ends within 3 s.
     let locked_at = Instant::now();
     while running(grandchild) && locked_at.elapsed() < Duration::from_secs(10) {

@@ -194,7 +194,8 @@ mod tests {
     }
 
     /// `lost()` and the renewal task wait on tokio timers, which do not count suspend: they
-    /// must still notice within about a second.
+    /// must still notice within about a second (2.5 s allowed for a loaded machine; without
+    /// the re-check it takes the whole 30 s validity).
     #[tokio::test]
     async fn lost_fires_within_a_second_or_so_of_a_resume() {
         let locker = Locker::new(MemoryLock::new());
@@ -204,13 +205,13 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await; // lost() is waiting
         suspend(Duration::from_secs(60));
         let started = tokio::time::Instant::now();
-        let state = tokio::time::timeout(Duration::from_secs(3), lost)
+        let state = tokio::time::timeout(Duration::from_secs(5), lost)
             .await
             .expect("lost() did not notice the suspend")
             .unwrap();
         assert_eq!(state, GuardState::Lost);
         assert!(
-            started.elapsed() <= Duration::from_millis(1_500),
+            started.elapsed() <= Duration::from_millis(2_500),
             "{:?}",
             started.elapsed()
         );
