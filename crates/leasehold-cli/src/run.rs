@@ -68,7 +68,9 @@ pub(crate) async fn run(
     let options = LockOptions::default()
         .with_ttl(args.ttl)
         .with_renew_every(renew_every)
-        .with_wait(args.wait);
+        .with_wait(args.wait)
+        // A forced release stops the command at once where the backend announces it.
+        .with_release_watch(true);
     let guard = if args.no_wait {
         match locker.try_lock(args.key.as_str(), options).await? {
             Some(guard) => guard,

@@ -373,12 +373,14 @@ fn status_list_and_forced_release_report_in_text_and_json() {
 }
 
 /// The admin commands against a server backend: a key locked once, a key held by another
-/// run, a listing of both, and a forced release that stops the holder.
+/// run, a listing of both, and a forced release that stops the holder's whole group at once
+/// (announced by the backend), not at its next renewal 10 s later.
 fn admin_commands_on(env: &Env, prefix: &str) {
     let (done, held) = (format!("{prefix}done"), format!("{prefix}held"));
     assert!(env.run(&["run", &done, "--", "true"]).status.success());
-    let mut holder = env.spawn(&["run", "--ttl", "2s", &held, "--", "sleep", "30"]);
+    let mut holder = env.spawn(&args_with_tree(&["run", "--ttl", "30s", &held]));
     env.wait_until_held(&held, &mut holder);
+    let grandchild = env.grandchild();
     let status = env.json_status(&done);
     assert_eq!(status["held"], false, "{status}");
     assert!(status["fence"].as_u64().unwrap() >= 1, "{status}");
@@ -392,12 +394,24 @@ fn admin_commands_on(env: &Env, prefix: &str) {
         .map(|k| (k["key"].as_str().unwrap().to_owned(), k["held"] == true))
         .collect();
     assert_eq!(keys, [(done.clone(), false), (held.clone(), true)]);
+    let forced = Instant::now();
     assert!(env.run(&["release", "--force", &held]).status.success());
+    assert_eq!(holder.wait().unwrap().code(), Some(76));
+    let took = forced.elapsed();
+    assert!(
+        !running(grandchild),
+        "the grandchild outlived a forced release"
+    );
+    eprintln!("forced release to leasehold's exit, group gone: {took:?}");
+    // Renewals come every 10 s, the first one 10 s after taking the lock.
+    assert!(
+        took < Duration::from_secs(4),
+        "a forced release took {took:?} to stop the command: not announced?"
+    );
     assert_eq!(
         env.run(&["release", "--force", &held]).status.code(),
         Some(1)
     );
-    assert_eq!(holder.wait().unwrap().code(), Some(76));
 }
 
 #[test]

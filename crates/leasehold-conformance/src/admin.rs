@@ -18,6 +18,7 @@ const TTL: Duration = Duration::from_secs(30);
 /// characters, braces and `%` included); a forced release frees a held key once (the second
 /// returns false), the forced-out holder's extend returns false, and the next fence is higher.
 /// With notified waiting, a forced release also wakes a waiter well before any fallback poll.
+/// With a release watch, it also wakes the forced-out holder (see [`release_watch`]).
 ///
 /// # Panics
 ///
@@ -111,6 +112,7 @@ where
     );
 
     ok(CASE, "release", lock.release(next).await);
+    release_watch(lock).await;
     prefixes_are_text(lock).await;
     if lock.capabilities().notified_wait {
         // A fallback poll (a quarter second or more apart) may land soon after a forced
@@ -119,6 +121,52 @@ where
             forced_release_wakes_a_waiter(lock, &a).await;
         }
     }
+}
+
+/// For backends whose [`DistributedLock::watch_releases`] gives a watch on a held key: its first
+/// wake comes once it is in place (within 10 s), it then stays quiet while nothing happens
+/// (300 ms), and a forced release wakes it within 1 s, also when the call that was waiting
+/// was dropped before the release. Backends without a watch pass trivially; their own tests
+/// should assert that they offer one where they claim to.
+///
+/// # Panics
+///
+/// With a message starting `[admin]` when the watch breaks that contract.
+pub async fn release_watch<L>(lock: &L)
+where
+    L: DistributedLock + LockAdmin,
+{
+    let key = unique_key(CASE, "watched");
+    let lease = ok(CASE, "try_acquire", lock.try_acquire(&key, TTL).await)
+        .unwrap_or_else(|| panic!("[admin] the fresh key {key} was busy"));
+    let Some(mut watch) = lock.watch_releases(&key) else {
+        ok(CASE, "release", lock.release(lease).await);
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "[admin] the release watch's first wake (once it is in place) did not come in 10 s"
+            )
+        });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), watch.changed())
+            .await
+            .is_err(),
+        "[admin] the release watch woke with nothing released"
+    );
+    assert!(ok(CASE, "force_release", lock.force_release(&key).await));
+    tokio::time::timeout(Duration::from_secs(1), watch.changed())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("[admin] a forced release did not wake the holder's release watch within 1 s")
+        });
+    let mut stale = lease;
+    assert!(
+        !ok(CASE, "extend", lock.extend(&mut stale, TTL).await),
+        "[admin] the forced-out holder could still extend"
+    );
 }
 
 async fn forced_release_wakes_a_waiter<L>(lock: &L, key: &leasehold::LockKey)

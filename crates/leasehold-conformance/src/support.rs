@@ -148,4 +148,8 @@ impl DistributedLock for Spy {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
+        self.inner.watch_releases(key)
+    }
 }

@@ -10,17 +10,24 @@
 //! bounded too. On a failure the connection is dropped, every waiter is woken, and waiters poll
 //! until a new `LISTEN` is in place. Waiters never depend on this task alone: they re-try on a
 //! jittered fallback timer whatever its state.
+//!
+//! Holders watch the same notifications ([`HolderWatch`]): a forced release always notifies,
+//! and each notification wakes one waiter and every holder of the key.
 
 use std::{
+    pin::Pin,
     sync::{Arc, Weak},
     time::Duration,
 };
 
-use leasehold::Wakers;
+use leasehold::{async_trait, ReleaseWatch, WakeHandle, Wakers};
 
 use crate::error::within;
 use sqlx::{postgres::PgListener, PgPool};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::{futures::OwnedNotified, watch},
+    task::JoinHandle,
+};
 
 /// The listener task, aborted when the last `PostgresLock` clone goes.
 #[derive(Debug)]
@@ -67,6 +74,63 @@ impl Listener {
     pub(crate) fn is_listening(&self) -> bool {
         *self.listening.borrow()
     }
+
+    /// A holder's watch on `key`'s notifications.
+    pub(crate) fn watch_holder(&self, key: &str) -> HolderWatch {
+        HolderWatch {
+            handle: self.wakers.register_holder(key),
+            listening: self.listening.clone(),
+            started: false,
+            pending: None,
+        }
+    }
+}
+
+/// A holder's watch on its key's notifications.
+#[derive(Debug)]
+pub(crate) struct HolderWatch {
+    handle: WakeHandle,
+    /// Whether a `LISTEN` is in place; each change means notifications may have been missed.
+    listening: watch::Receiver<bool>,
+    started: bool,
+    /// Registered before the previous return, so a notification between two calls is kept;
+    /// kept across a dropped call for the same reason.
+    pending: Option<Pin<Box<OwnedNotified>>>,
+}
+
+#[async_trait]
+impl ReleaseWatch for HolderWatch {
+    async fn changed(&mut self) {
+        let handle = &self.handle;
+        let wake = self
+            .pending
+            .get_or_insert_with(|| Box::pin(handle.next_wake()));
+        let restarted = self.listening.has_changed().unwrap_or(false);
+        if !*self.listening.borrow_and_update() {
+            // Nothing arrives now: check again once a `LISTEN` is back in place.
+            if self.listening.wait_for(|up| *up).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            self.started = true;
+            return;
+        }
+        if restarted || !self.started {
+            // The first call, or a new `LISTEN`: a release before it was not announced here.
+            self.started = true;
+            return;
+        }
+        tokio::select! {
+            () = wake.as_mut() => {
+                self.pending = Some(Box::pin(self.handle.next_wake()));
+            }
+            changed = self.listening.changed() => {
+                if changed.is_err() {
+                    // The listener task is gone with its lock: nothing will be announced.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
 }
 
 /// How long the `LISTEN` connection may stay quiet before it is probed.
@@ -109,10 +173,11 @@ async fn listen(
                     wakers.wake_one(notification.payload());
                     false
                 }
-                // The connection dropped; the next `try_recv` reconnects and listens again.
+                // The connection dropped. `try_recv` would reconnect by itself, but without
+                // saying when it listens again: reconnect here, so `listening` stays true.
                 Some(Ok(None)) => {
-                    wakers.wake_all();
-                    false
+                    tracing::debug!("postgres LISTEN connection dropped");
+                    true
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "postgres LISTEN connection lost");

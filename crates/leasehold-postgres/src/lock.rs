@@ -7,7 +7,7 @@ use leasehold::{
     clock::SentAt,
     ttl,
     wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
-    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
+    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
 use sqlx::{PgPool, Row};
 
@@ -322,6 +322,16 @@ impl DistributedLock for PostgresLock {
             return advisory.release(&lease).await;
         }
         self.release_token(lease.key(), lease.token()).await
+    }
+
+    /// Lease table with notified waiting: a watch on the key's notifications (a forced
+    /// release always notifies). None for the advisory strategy, which has no forced release.
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
+        if self.inner.advisory.is_some() {
+            return None;
+        }
+        let listener = self.inner.listener.as_ref()?;
+        Some(Box::new(listener.watch_holder(key.as_str())))
     }
 
     fn capabilities(&self) -> Capabilities {

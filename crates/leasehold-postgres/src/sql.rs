@@ -129,16 +129,16 @@ impl Statements {
                     THEN (extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint END
                  FROM {t} WHERE starts_with(key, $1) ORDER BY key COLLATE \"C\""
             ),
-            // Admin: clears whoever holds $1 (the row and fence stay) and notifies waiters
-            // that marked the key. $1 key, $2 channel.
+            // Admin: clears whoever holds $1 (the row and fence stay) and notifies, whether
+            // or not waiters marked the key: the forced-out holder may be watching.
+            // $1 key, $2 channel.
             force_release: format!(
                 "WITH released AS (
                     UPDATE {t} SET token = NULL, expires_at = NULL
                     WHERE key = $1 AND token IS NOT NULL AND expires_at > clock_timestamp()
-                    RETURNING key, wanted_until > clock_timestamp() AS wanted
+                    RETURNING key
                 )
-                SELECT released.key FROM released
-                LEFT JOIN LATERAL (SELECT pg_notify($2, released.key) WHERE released.wanted) AS notified ON true"
+                SELECT released.key, pg_notify($2, released.key) FROM released"
             ),
             // Fences of the advisory strategy. nextval is never rolled back, so a killed
             // holder's fence is never handed out again.

@@ -3,7 +3,7 @@
 
 mod support;
 
-use leasehold::{LockAdmin, LockError, LockKey};
+use leasehold::{DistributedLock, LockAdmin, LockError, LockKey};
 use leasehold_postgres::PostgresLock;
 use support::{connect_shared, shared_advisory_lock};
 
@@ -66,4 +66,21 @@ async fn admin_calls_work_through_pgbouncer_transaction_pooling() {
     leasehold_conformance::admin::check(&lock).await;
     let direct = connect_shared(PostgresLock::builder().table(&name)).await;
     drop_table(&direct, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_wakes_the_holders_release_watch_on_the_lease_table_only() {
+    let name = table("watch");
+    let lock = connect_shared(PostgresLock::builder().table(&name)).await;
+    assert!(
+        lock.watch_releases(&key("offered")).is_some(),
+        "the lease table with notified waiting offers a release watch"
+    );
+    leasehold_conformance::admin::release_watch(&lock).await;
+    drop_table(&lock, &name).await;
+    let advisory = shared_advisory_lock().await;
+    assert!(
+        advisory.watch_releases(&key("offered")).is_none(),
+        "the advisory strategy has no forced release to announce"
+    );
 }

@@ -7,7 +7,7 @@ use leasehold::{
     clock::SentAt,
     ttl,
     wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
-    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
+    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
 use redis::aio::ConnectionManager;
 
@@ -244,6 +244,14 @@ impl DistributedLock for RedisLock {
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
         self.release_token(&self.names(lease.key()), lease.token())
             .await
+    }
+
+    /// A watch on the lock's release channel, on the shared subscriber connection (none when
+    /// notified waiting is off). Its first wake comes once the channel is subscribed.
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
+        let subscriber = self.inner.subscriber.as_ref()?;
+        let watch = subscriber.watch(&self.names(key).channel());
+        Some(Box::new(watch.for_holder()))
     }
 
     fn capabilities(&self) -> Capabilities {

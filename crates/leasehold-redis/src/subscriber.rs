@@ -6,14 +6,19 @@
 //! connection is opened on the first watch, and reopened (with every watched channel
 //! subscribed again) if it drops; when it drops, every waiter is woken to retry at once, since
 //! messages may have been lost meanwhile.
+//!
+//! Holders watch the same channels ([`HolderWatch`]): a release message while they hold the
+//! lock means an administrator forced it free. Each message wakes one waiter and every holder.
 
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use futures_util::StreamExt;
+use leasehold::{async_trait, ReleaseWatch};
 use redis::aio::PubSubSink;
 use tokio::{
     sync::{futures::OwnedNotified, mpsc, oneshot, Notify},
@@ -47,7 +52,13 @@ struct Shared {
 struct Channel {
     watchers: usize,
     subscribed: bool,
+    /// Counts confirmed subscriptions, so a holder can tell a new one (messages before it may
+    /// be lost) from the one it already watched.
+    generation: u64,
+    /// Waiters: one message, one of them woken.
     wake: Arc<Notify>,
+    /// Holders: every one woken by every message.
+    released: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -68,6 +79,7 @@ impl Shared {
     fn wake(&self, channel: &str) {
         if let Some(entry) = self.channels().get(channel) {
             entry.wake.notify_one();
+            entry.released.notify_waiters();
         }
     }
 
@@ -75,6 +87,7 @@ impl Shared {
         for entry in self.channels().values_mut() {
             entry.subscribed = false;
             entry.wake.notify_waiters();
+            entry.released.notify_waiters();
         }
     }
 }
@@ -109,13 +122,16 @@ impl Subscriber {
             .or_insert_with(|| Channel {
                 watchers: 0,
                 subscribed: false,
+                generation: 0,
                 wake: Arc::new(Notify::new()),
+                released: Arc::new(Notify::new()),
             });
         entry.watchers += 1;
         Watch {
             shared: Arc::clone(&self.shared),
             channel: channel.to_owned(),
             wake: Arc::clone(&entry.wake),
+            released: Arc::clone(&entry.released),
         }
     }
 }
@@ -126,6 +142,7 @@ pub(crate) struct Watch {
     shared: Arc<Shared>,
     channel: String,
     wake: Arc<Notify>,
+    released: Arc<Notify>,
 }
 
 impl Watch {
@@ -157,6 +174,68 @@ impl Watch {
     /// from the moment it is created, so create it *before* trying the lock.
     pub(crate) fn next_wake(&self) -> OwnedNotified {
         Arc::clone(&self.wake).notified_owned()
+    }
+
+    /// Like [`next_wake`](Self::next_wake), for a holder: never takes a waiter's wake.
+    fn next_release(&self) -> Pin<Box<OwnedNotified>> {
+        Box::pin(Arc::clone(&self.released).notified_owned())
+    }
+
+    /// The channel's subscription generation while it is subscribed.
+    fn generation(&self) -> Option<u64> {
+        self.shared
+            .channels()
+            .get(&self.channel)
+            .filter(|entry| entry.subscribed)
+            .map(|entry| entry.generation)
+    }
+
+    /// This watch as a holder's [`ReleaseWatch`].
+    pub(crate) fn for_holder(self) -> HolderWatch {
+        HolderWatch {
+            watch: self,
+            seen: None,
+            pending: None,
+        }
+    }
+}
+
+/// How long a holder waits before subscribing again after a subscription failed.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// A holder's watch on its lock's channel.
+#[derive(Debug)]
+pub(crate) struct HolderWatch {
+    watch: Watch,
+    /// The subscription generation this holder last checked under.
+    seen: Option<u64>,
+    /// Registered before the previous return, so a message between two calls is kept; kept
+    /// across a dropped call for the same reason.
+    pending: Option<Pin<Box<OwnedNotified>>>,
+}
+
+#[async_trait]
+impl ReleaseWatch for HolderWatch {
+    async fn changed(&mut self) {
+        loop {
+            let watch = &self.watch;
+            let wake = self.pending.get_or_insert_with(|| watch.next_release());
+            if !watch.subscribed().await {
+                // Nothing can be announced without a subscription; a reconnect wakes this.
+                let _ = tokio::time::timeout(RESUBSCRIBE, wake.as_mut()).await;
+                self.pending = None;
+                continue;
+            }
+            let generation = watch.generation();
+            if generation != self.seen {
+                // A new subscription: a release before it was not announced to this holder.
+                self.seen = generation;
+                return;
+            }
+            wake.as_mut().await;
+            self.pending = Some(self.watch.next_release());
+            return;
+        }
     }
 }
 
@@ -228,6 +307,7 @@ impl Driver {
             Ok(Ok(())) => {
                 if let Some(entry) = self.shared.channels().get_mut(channel) {
                     entry.subscribed = true;
+                    entry.generation += 1;
                 }
                 true
             }

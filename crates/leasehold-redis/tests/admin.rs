@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::time::Duration;
+
+use leasehold::{DistributedLock, Lease, LockAdmin, LockError, LockKey};
 use leasehold_redis::RedisLock;
 use support::shared_url;
 
@@ -49,4 +52,99 @@ async fn the_admin_contract_holds() {
     let lock = lock_in_fresh_namespace("contract").await;
     leasehold_conformance::admin::check(&lock).await;
     remove_namespace(&lock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_wakes_the_holders_release_watch() {
+    let lock = lock_in_fresh_namespace("watch").await;
+    let key = leasehold::LockKey::new("offered").unwrap();
+    assert!(
+        lock.watch_releases(&key).is_some(),
+        "RedisLock with notified waiting offers a release watch"
+    );
+    leasehold_conformance::admin::release_watch(&lock).await;
+    remove_namespace(&lock).await;
+}
+
+/// `RedisLock`, except that its release watch hears nothing after its first wake.
+#[derive(Debug, Clone)]
+struct Deaf(RedisLock);
+
+#[derive(Debug)]
+struct DeafWatch(bool);
+
+#[leasehold::async_trait]
+impl leasehold::ReleaseWatch for DeafWatch {
+    async fn changed(&mut self) {
+        if std::mem::replace(&mut self.0, true) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[leasehold::async_trait]
+impl DistributedLock for Deaf {
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        self.0.try_acquire(key, ttl).await
+    }
+
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        self.0.acquire(key, ttl, wait).await
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        self.0.extend(lease, ttl).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        self.0.release(lease).await
+    }
+
+    fn capabilities(&self) -> leasehold::Capabilities {
+        self.0.capabilities()
+    }
+
+    fn watch_releases(&self, _key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
+        Some(Box::new(DeafWatch(false)))
+    }
+}
+
+#[leasehold::async_trait]
+impl LockAdmin for Deaf {
+    async fn status(&self, key: &LockKey) -> Result<leasehold::LockStatus, LockError> {
+        self.0.status(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, leasehold::LockStatus)>, LockError> {
+        self.0.list(prefix).await
+    }
+
+    async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
+        self.0.force_release(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_a_deaf_release_watch_fails_the_admin_contract() {
+    let lock = Deaf(lock_in_fresh_namespace("deaf").await);
+    let checked = tokio::spawn(async move {
+        leasehold_conformance::admin::release_watch(&lock).await;
+    })
+    .await;
+    let panic = checked.expect_err("the check passed a watch that hears nothing");
+    let message = panic.into_panic();
+    let message = message
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| message.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("[admin] a forced release did not wake"),
+        "{message}"
+    );
 }

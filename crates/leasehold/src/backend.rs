@@ -4,7 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 
-use crate::{capabilities::Capabilities, error::LockError, key::LockKey, lease::Lease, wait};
+use crate::{
+    capabilities::Capabilities, error::LockError, key::LockKey, lease::Lease,
+    release_watch::ReleaseWatch, wait,
+};
 
 /// A lock service: the contract every backend implements.
 ///
@@ -104,6 +107,19 @@ pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
     }
+
+    /// Watches `key` for releases its holder did not make (an administrator's forced release),
+    /// so a holder can notice them at once instead of at its next renewal.
+    ///
+    /// Returns `None` (the default) where the backend announces no releases; holders then
+    /// notice a forced release when their next extend is refused. Backends that announce
+    /// releases to wake waiters (Redis pub/sub, PostgreSQL `NOTIFY`) return a watch on the
+    /// same announcements. Registering is local and cheap; any subscription it needs is made
+    /// by the watch's first [`changed`](ReleaseWatch::changed).
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
+        let _ = key;
+        None
+    }
 }
 
 /// Forwards every method, so `Arc<dyn DistributedLock>` and `Box<dyn DistributedLock>` are
@@ -140,6 +156,10 @@ macro_rules! forward_impl {
 
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()
+            }
+
+            fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
+                (**self).watch_releases(key)
             }
         }
     };

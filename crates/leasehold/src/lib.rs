@@ -11,6 +11,7 @@ mod key;
 mod lease;
 pub mod memory;
 pub mod redact;
+mod release_watch;
 pub mod ttl;
 pub mod wait;
 mod wakers;
@@ -30,6 +31,7 @@ pub use crate::{
     guard::{GuardState, LeaseView, LockGuard, LockOptions, Locker},
     key::{IntoLockKey, LockKey, MAX_KEY_LEN},
     lease::{Lease, LeaseToken},
+    release_watch::ReleaseWatch,
     wakers::{WakeHandle, Wakers},
 };
 

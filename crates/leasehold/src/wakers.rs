@@ -15,7 +15,17 @@ use tokio::sync::{futures::OwnedNotified, Notify};
 /// has registered waiters.
 #[derive(Debug, Default)]
 pub struct Wakers {
-    names: Mutex<HashMap<String, (usize, Arc<Notify>)>>,
+    names: Mutex<HashMap<String, Entry>>,
+}
+
+/// The registrations of one name.
+#[derive(Debug, Default)]
+struct Entry {
+    handles: usize,
+    /// Waiters: one release, one of them woken.
+    waiters: Arc<Notify>,
+    /// Holders watching for releases they did not make: every one woken.
+    holders: Arc<Notify>,
 }
 
 impl Wakers {
@@ -24,22 +34,32 @@ impl Wakers {
         Arc::new(Self::default())
     }
 
-    fn names(&self) -> MutexGuard<'_, HashMap<String, (usize, Arc<Notify>)>> {
+    fn names(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         // Every update is a single step; a poisoned map is still consistent.
         self.names.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers a waiter for `name` until the returned handle is dropped.
     pub fn register(self: &Arc<Self>, name: &str) -> WakeHandle {
+        self.handle(name, |entry| &entry.waiters)
+    }
+
+    /// Registers a holder of `name` that wants to hear of every announced release (one it did
+    /// not make means the lock may be gone), until the returned handle is dropped. Unlike a
+    /// waiter's, a holder's wake-up is never taken from a waiter: every announcement wakes
+    /// all holders and one waiter.
+    pub fn register_holder(self: &Arc<Self>, name: &str) -> WakeHandle {
+        self.handle(name, |entry| &entry.holders)
+    }
+
+    fn handle(self: &Arc<Self>, name: &str, which: fn(&Entry) -> &Arc<Notify>) -> WakeHandle {
         let mut names = self.names();
-        let entry = names
-            .entry(name.to_owned())
-            .or_insert_with(|| (0, Arc::new(Notify::new())));
-        entry.0 += 1;
+        let entry = names.entry(name.to_owned()).or_default();
+        entry.handles += 1;
         WakeHandle {
             wakers: Arc::clone(self),
             name: name.to_owned(),
-            notify: Arc::clone(&entry.1),
+            notify: Arc::clone(which(entry)),
         }
     }
 
@@ -47,23 +67,28 @@ impl Wakers {
     /// instant (all are busy trying), the next one to wait. A woken waiter that goes away
     /// without waking up passes the wake on to the next. For a release, where only one waiter
     /// can win: the others stay asleep instead of racing (and losing) for it.
+    ///
+    /// Every [holder](Self::register_holder) of `name` is woken too.
     pub fn wake_one(&self, name: &str) {
-        if let Some((_, notify)) = self.names().get(name) {
-            notify.notify_one();
+        if let Some(entry) = self.names().get(name) {
+            entry.waiters.notify_one();
+            entry.holders.notify_waiters();
         }
     }
 
-    /// Wakes every waiter of `name`.
+    /// Wakes every waiter and holder of `name`.
     pub fn wake(&self, name: &str) {
-        if let Some((_, notify)) = self.names().get(name) {
-            notify.notify_waiters();
+        if let Some(entry) = self.names().get(name) {
+            entry.waiters.notify_waiters();
+            entry.holders.notify_waiters();
         }
     }
 
-    /// Wakes every waiter of every name.
+    /// Wakes every waiter and holder of every name.
     pub fn wake_all(&self) {
-        for (_, notify) in self.names().values() {
-            notify.notify_waiters();
+        for entry in self.names().values() {
+            entry.waiters.notify_waiters();
+            entry.holders.notify_waiters();
         }
     }
 
@@ -78,7 +103,8 @@ impl Wakers {
     }
 }
 
-/// One waiter's registration; see [`Wakers::register`].
+/// One waiter's or holder's registration; see [`Wakers::register`] and
+/// [`Wakers::register_holder`].
 #[derive(Debug)]
 pub struct WakeHandle {
     wakers: Arc<Wakers>,
@@ -99,8 +125,8 @@ impl Drop for WakeHandle {
     fn drop(&mut self) {
         let mut names = self.wakers.names();
         if let Some(entry) = names.get_mut(&self.name) {
-            entry.0 -= 1;
-            if entry.0 == 0 {
+            entry.handles -= 1;
+            if entry.handles == 0 {
                 names.remove(&self.name);
             }
         }
@@ -165,5 +191,28 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), handle.next_wake())
             .await
             .expect("the wake was kept");
+    }
+
+    #[tokio::test]
+    async fn holders_hear_every_release_without_taking_it_from_a_waiter() {
+        let wakers = Wakers::new();
+        let waiter = wakers.register("k");
+        let holders = [wakers.register_holder("k"), wakers.register_holder("k")];
+        let mut waiting = Box::pin(waiter.next_wake());
+        waiting.as_mut().enable();
+        let heard = holders.each_ref().map(WakeHandle::next_wake);
+        wakers.wake_one("k");
+        for heard in heard {
+            tokio::time::timeout(Duration::from_secs(1), heard)
+                .await
+                .expect("every holder is woken");
+        }
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the waiter still gets its wake");
+        drop(waiter);
+        assert_eq!(wakers.len(), 1, "the holders keep the name registered");
+        drop(holders);
+        assert!(wakers.is_empty());
     }
 }

@@ -145,4 +145,8 @@ impl DistributedLock for Flawed {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
+        self.inner.watch_releases(key)
+    }
 }

@@ -236,6 +236,10 @@ impl Locker {
                 .max_hold()
                 .and_then(|cap| Instant::now().checked_add(cap)),
             renew_every: options.renew_every(),
+            watch: options
+                .release_watch()
+                .then(|| self.backend.watch_releases(lease.key()))
+                .flatten(),
             lease,
             view: view.clone(),
             ttl,

@@ -23,16 +23,18 @@ pub struct LockOptions {
     wait: Duration,
     renew_every: Option<Duration>,
     max_hold: Option<Duration>,
+    release_watch: bool,
 }
 
 impl Default for LockOptions {
-    /// ttl 30 s, wait 30 s, renew every ttl / 3, no cap on holding.
+    /// ttl 30 s, wait 30 s, renew every ttl / 3, no cap on holding, no release watch.
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(30),
             wait: Duration::from_secs(30),
             renew_every: None,
             max_hold: None,
+            release_watch: false,
         }
     }
 }
@@ -64,6 +66,30 @@ impl LockOptions {
     pub fn with_max_hold(mut self, max_hold: Duration) -> Self {
         self.max_hold = Some(max_hold);
         self
+    }
+
+    /// Check the lease at once when the backend announces a release of the key that the
+    /// guard did not make (an administrator's
+    /// [`force_release`](crate::LockAdmin::force_release)), instead of at the next renewal.
+    /// Default off.
+    ///
+    /// Where the backend announces releases ([`DistributedLock::watch_releases`] gives a
+    /// watch: Redis, the PostgreSQL lease table), the guard then reports
+    /// [`Lost`](crate::GuardState::Lost) one round trip after a forced release; elsewhere this
+    /// changes nothing and a forced release is seen at the next renewal. It costs a
+    /// subscription per guard (on Redis a `SUBSCRIBE` and an `UNSUBSCRIBE` on the shared
+    /// pub/sub connection), one extra extend when the watch is in place, and one per
+    /// announcement or reconnect of the backend's listener.
+    ///
+    /// [`DistributedLock::watch_releases`]: crate::DistributedLock::watch_releases
+    pub fn with_release_watch(mut self, yes: bool) -> Self {
+        self.release_watch = yes;
+        self
+    }
+
+    /// Whether the guard watches for releases it did not make.
+    pub fn release_watch(&self) -> bool {
+        self.release_watch
     }
 
     /// The ttl.

@@ -5,11 +5,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::{
+    sync::{oneshot, Notify},
+    task::JoinHandle,
+};
 
 use super::view::{GuardState, LeaseView};
 use crate::{
-    backend::DistributedLock, clock::Validity, error::LockError, lease::Lease, wait::jitter,
+    backend::DistributedLock, clock::Validity, error::LockError, lease::Lease,
+    release_watch::ReleaseWatch, wait::jitter,
 };
 
 /// A request from [`LockGuard::release`](super::LockGuard::release), answered with the
@@ -23,6 +27,38 @@ pub(crate) struct Renewal {
     pub(crate) ttl: Duration,
     pub(crate) renew_every: Duration,
     pub(crate) renew_until: Option<Instant>,
+    /// Announces releases the guard did not make; each one brings the next renewal forward.
+    pub(crate) watch: Option<Box<dyn ReleaseWatch>>,
+}
+
+/// Runs a [`ReleaseWatch`] and turns each of its wakes into a permit on `kick`, which is kept
+/// until the renewal loop takes it: a wake during an extend in flight is not lost. Aborted
+/// when dropped.
+struct Watcher {
+    kick: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(mut watch: Box<dyn ReleaseWatch>) -> Self {
+        let kick = Arc::new(Notify::new());
+        let task = tokio::spawn({
+            let kick = Arc::clone(&kick);
+            async move {
+                loop {
+                    watch.changed().await;
+                    kick.notify_one();
+                }
+            }
+        });
+        Self { kick, task }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Renewal {
@@ -37,6 +73,8 @@ impl Renewal {
         let mut next_renewal = self.lease.sent_at() + self.renew_every;
         // Set once the backend says the token is gone: releasing is then pointless.
         let mut token_gone = false;
+        let watcher = self.watch.take().map(Watcher::start);
+        let kick = watcher.as_ref().map(|watcher| Arc::clone(&watcher.kick));
         loop {
             let renewing = !self.view.state().is_terminal()
                 && self.renew_until.is_none_or(|until| next_renewal < until);
@@ -50,6 +88,9 @@ impl Renewal {
                     continue;
                 }
                 () = tokio::time::sleep_until(next_renewal.into()), if renewing => {}
+                () = kicked(kick.as_deref()), if renewing => {
+                    tracing::debug!(key = %self.lease.key(), fence = self.lease.fence(), "release announced or watch (re)started: checking the lease now");
+                }
             }
             let sent_at = Instant::now();
             let validity = self.lease.validity();
@@ -104,6 +145,14 @@ impl Renewal {
             // The caller may have stopped waiting; the release happened all the same.
             let _ = reply.send(outcome);
         }
+    }
+}
+
+/// Completes when the release watch asks for a check; never without a watch.
+async fn kicked(kick: Option<&Notify>) {
+    match kick {
+        Some(kick) => kick.notified().await,
+        None => std::future::pending().await,
     }
 }
 

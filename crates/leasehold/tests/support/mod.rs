@@ -51,4 +51,8 @@ impl DistributedLock for Flaky {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
+        self.inner.watch_releases(key)
+    }
 }
