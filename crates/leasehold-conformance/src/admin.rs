@@ -126,7 +126,8 @@ where
 /// For backends whose [`DistributedLock::watch_releases`] gives a watch on a held key: its first
 /// wake comes once it is in place (within 10 s), it then stays quiet while nothing happens
 /// (300 ms), and a forced release wakes it within 1 s, also when the call that was waiting
-/// was dropped before the release. Backends without a watch pass trivially; their own tests
+/// was dropped before the release and the next call starts only after the announcement
+/// arrived. Backends without a watch pass trivially; their own tests
 /// should assert that they offer one where they claim to.
 ///
 /// # Panics
@@ -157,6 +158,9 @@ where
         "[admin] the release watch woke with nothing released"
     );
     assert!(ok(CASE, "force_release", lock.force_release(&key).await));
+    // The announcement arrives while no call is waiting: a watch that registers only when
+    // called would miss it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     tokio::time::timeout(Duration::from_secs(1), watch.changed())
         .await
         .unwrap_or_else(|_| {

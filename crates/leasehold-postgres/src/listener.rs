@@ -1,8 +1,9 @@
 //! One `LISTEN` connection per `PostgresLock` that wakes the waiters of released keys.
 //!
 //! Release statements `pg_notify(channel, key)`; this task dispatches each notification to the
-//! waiters of that key. `PgListener` reconnects by itself; after a reconnect every waiter is
-//! woken to retry, since notifications may have been missed meanwhile.
+//! waiters of that key. When the connection drops, the task connects and listens anew (and
+//! says so through `listening`); every waiter is then woken to retry, since notifications may
+//! have been missed meanwhile.
 //!
 //! sqlx 0.8 turns on no TCP keepalive (transact-rs/sqlx#3540), so a half-open connection would
 //! look like a quiet one forever. Every [`PROBE_EVERY`] without a notification the task runs
@@ -112,11 +113,14 @@ impl ReleaseWatch for HolderWatch {
                 std::future::pending::<()>().await;
             }
             self.started = true;
+            // The loss woke the old wake-up; the check now covers everything before.
+            self.pending = Some(Box::pin(self.handle.next_wake()));
             return;
         }
         if restarted || !self.started {
             // The first call, or a new `LISTEN`: a release before it was not announced here.
             self.started = true;
+            self.pending = Some(Box::pin(self.handle.next_wake()));
             return;
         }
         tokio::select! {
@@ -159,6 +163,7 @@ async fn listen(
             }
         };
         listening.send_replace(true);
+        let connected_at = tokio::time::Instant::now();
         loop {
             let received = tokio::select! {
                 received = listener.try_recv() => Some(received),
@@ -174,7 +179,7 @@ async fn listen(
                     false
                 }
                 // The connection dropped. `try_recv` would reconnect by itself, but without
-                // saying when it listens again: reconnect here, so `listening` stays true.
+                // saying when it listens again: reconnect here, so `listening` stays accurate.
                 Some(Ok(None)) => {
                     tracing::debug!("postgres LISTEN connection dropped");
                     true
@@ -198,6 +203,10 @@ async fn listen(
             if lost {
                 listening.send_replace(false);
                 wakers.wake_all();
+                drop(wakers);
+                // A connection that drops at once (a flapping server or proxy) is not
+                // retried in a tight loop: every reconnect wakes every waiter and holder.
+                tokio::time::sleep_until(connected_at + Duration::from_secs(1)).await;
                 break;
             }
         }

@@ -195,13 +195,17 @@ impl Watch {
         HolderWatch {
             watch: self,
             seen: None,
+            backoff: RESUBSCRIBE,
             pending: None,
         }
     }
 }
 
-/// How long a holder waits before subscribing again after a subscription failed.
+/// How long a holder waits before subscribing again after a subscription failed, doubling up
+/// to [`RESUBSCRIBE_MAX`] while it keeps failing. Renewals go on meanwhile; only a forced
+/// release is then seen later (at the next renewal at worst).
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(16);
 
 /// A holder's watch on its lock's channel.
 #[derive(Debug)]
@@ -209,6 +213,8 @@ pub(crate) struct HolderWatch {
     watch: Watch,
     /// The subscription generation this holder last checked under.
     seen: Option<u64>,
+    /// The pause before the next subscription attempt after one failed.
+    backoff: Duration,
     /// Registered before the previous return, so a message between two calls is kept; kept
     /// across a dropped call for the same reason.
     pending: Option<Pin<Box<OwnedNotified>>>,
@@ -220,16 +226,25 @@ impl ReleaseWatch for HolderWatch {
         loop {
             let watch = &self.watch;
             let wake = self.pending.get_or_insert_with(|| watch.next_release());
-            if !watch.subscribed().await {
-                // Nothing can be announced without a subscription; a reconnect wakes this.
-                let _ = tokio::time::timeout(RESUBSCRIBE, wake.as_mut()).await;
+            // Bounded like a waiter's: a request the driver has not reached by then is
+            // dropped, so holders do not queue up behind an outage.
+            let subscribed = tokio::time::timeout(RESUBSCRIBE, watch.subscribed()).await;
+            if subscribed != Ok(true) {
+                // Nothing can be announced without a subscription. A plain pause: the failed
+                // attempt's disconnect has woken `wake` already.
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(RESUBSCRIBE_MAX);
                 self.pending = None;
                 continue;
             }
+            self.backoff = RESUBSCRIBE;
             let generation = watch.generation();
             if generation != self.seen {
-                // A new subscription: a release before it was not announced to this holder.
+                // A new subscription: a release before it was not announced to this holder,
+                // so check once now. The wake-up registered before it may already have fired
+                // (the disconnect that ended the old one): count from now instead.
                 self.seen = generation;
+                self.pending = Some(self.watch.next_release());
                 return;
             }
             wake.as_mut().await;

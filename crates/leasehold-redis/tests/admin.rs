@@ -66,18 +66,35 @@ async fn a_forced_release_wakes_the_holders_release_watch() {
     remove_namespace(&lock).await;
 }
 
-/// `RedisLock`, except that its release watch hears nothing after its first wake.
+/// `RedisLock` with a broken release watch: `deaf` hears nothing after its first wake, a
+/// forgetful one listens only while it is called (a fresh real watch per call).
 #[derive(Debug, Clone)]
-struct Deaf(RedisLock);
+struct Deaf {
+    lock: RedisLock,
+    forgetful: bool,
+}
 
 #[derive(Debug)]
-struct DeafWatch(bool);
+struct DeafWatch {
+    started: bool,
+    /// With a lock: the forgetful variant.
+    forgetful: Option<(RedisLock, LockKey)>,
+}
 
 #[leasehold::async_trait]
 impl leasehold::ReleaseWatch for DeafWatch {
     async fn changed(&mut self) {
-        if std::mem::replace(&mut self.0, true) {
-            std::future::pending::<()>().await;
+        let started = std::mem::replace(&mut self.started, true);
+        match &self.forgetful {
+            None if started => std::future::pending::<()>().await,
+            None => {}
+            Some((lock, key)) => {
+                let mut fresh = lock.watch_releases(key).expect("a real watch");
+                fresh.changed().await; // in place
+                if started {
+                    fresh.changed().await;
+                }
+            }
         }
     }
 }
@@ -85,7 +102,7 @@ impl leasehold::ReleaseWatch for DeafWatch {
 #[leasehold::async_trait]
 impl DistributedLock for Deaf {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
-        self.0.try_acquire(key, ttl).await
+        self.lock.try_acquire(key, ttl).await
     }
 
     async fn acquire(
@@ -94,57 +111,72 @@ impl DistributedLock for Deaf {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        self.0.acquire(key, ttl, wait).await
+        self.lock.acquire(key, ttl, wait).await
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
-        self.0.extend(lease, ttl).await
+        self.lock.extend(lease, ttl).await
     }
 
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
-        self.0.release(lease).await
+        self.lock.release(lease).await
     }
 
     fn capabilities(&self) -> leasehold::Capabilities {
-        self.0.capabilities()
+        self.lock.capabilities()
     }
 
-    fn watch_releases(&self, _key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
-        Some(Box::new(DeafWatch(false)))
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
+        Some(Box::new(DeafWatch {
+            started: false,
+            forgetful: self.forgetful.then(|| (self.lock.clone(), key.clone())),
+        }))
     }
 }
 
 #[leasehold::async_trait]
 impl LockAdmin for Deaf {
     async fn status(&self, key: &LockKey) -> Result<leasehold::LockStatus, LockError> {
-        self.0.status(key).await
+        self.lock.status(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, leasehold::LockStatus)>, LockError> {
-        self.0.list(prefix).await
+        self.lock.list(prefix).await
     }
 
     async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
-        self.0.force_release(key).await
+        self.lock.force_release(key).await
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn negative_control_a_deaf_release_watch_fails_the_admin_contract() {
-    let lock = Deaf(lock_in_fresh_namespace("deaf").await);
+/// Runs the release-watch check on a broken watch and returns its panic message.
+async fn release_watch_failure(forgetful: bool) -> String {
+    let name = if forgetful { "forgetful" } else { "deaf" };
+    let lock = Deaf {
+        lock: lock_in_fresh_namespace(name).await,
+        forgetful,
+    };
     let checked = tokio::spawn(async move {
         leasehold_conformance::admin::release_watch(&lock).await;
     })
     .await;
-    let panic = checked.expect_err("the check passed a watch that hears nothing");
-    let message = panic.into_panic();
-    let message = message
+    let panic = checked
+        .expect_err("the check passed a broken watch")
+        .into_panic();
+    panic
         .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| message.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
-    assert!(
-        message.starts_with("[admin] a forced release did not wake"),
-        "{message}"
-    );
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_deaf_and_forgetful_release_watches_fail_the_admin_contract() {
+    for forgetful in [false, true] {
+        let message = release_watch_failure(forgetful).await;
+        assert!(
+            message.starts_with("[admin] a forced release did not wake"),
+            "forgetful {forgetful}: {message}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
 mod backend;
@@ -57,5 +57,13 @@ mod tests {
                 .await
         });
         let _: Option<LockGuard> = None::<LockGuard>.inspect(|g| assert_send_static(g.view()));
+    }
+
+    #[test]
+    fn guards_are_send_sync_and_static() {
+        fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+        assert_send_sync_static::<LockGuard>();
+        assert_send_sync_static::<LeaseView>();
+        assert_send_sync_static::<Locker>();
     }
 }

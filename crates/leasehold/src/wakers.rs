@@ -21,7 +21,10 @@ pub struct Wakers {
 /// The registrations of one name.
 #[derive(Debug, Default)]
 struct Entry {
-    handles: usize,
+    /// Registered waiters; a wake for none is not kept (it would only wake the next one for
+    /// nothing).
+    waiter_handles: usize,
+    holder_handles: usize,
     /// Waiters: one release, one of them woken.
     waiters: Arc<Notify>,
     /// Holders watching for releases they did not make: every one woken.
@@ -41,7 +44,7 @@ impl Wakers {
 
     /// Registers a waiter for `name` until the returned handle is dropped.
     pub fn register(self: &Arc<Self>, name: &str) -> WakeHandle {
-        self.handle(name, |entry| &entry.waiters)
+        self.handle(name, false)
     }
 
     /// Registers a holder of `name` that wants to hear of every announced release (one it did
@@ -49,17 +52,24 @@ impl Wakers {
     /// waiter's, a holder's wake-up is never taken from a waiter: every announcement wakes
     /// all holders and one waiter.
     pub fn register_holder(self: &Arc<Self>, name: &str) -> WakeHandle {
-        self.handle(name, |entry| &entry.holders)
+        self.handle(name, true)
     }
 
-    fn handle(self: &Arc<Self>, name: &str, which: fn(&Entry) -> &Arc<Notify>) -> WakeHandle {
+    fn handle(self: &Arc<Self>, name: &str, holder: bool) -> WakeHandle {
         let mut names = self.names();
         let entry = names.entry(name.to_owned()).or_default();
-        entry.handles += 1;
+        let notify = if holder {
+            entry.holder_handles += 1;
+            &entry.holders
+        } else {
+            entry.waiter_handles += 1;
+            &entry.waiters
+        };
         WakeHandle {
             wakers: Arc::clone(self),
             name: name.to_owned(),
-            notify: Arc::clone(which(entry)),
+            notify: Arc::clone(notify),
+            holder,
         }
     }
 
@@ -71,7 +81,9 @@ impl Wakers {
     /// Every [holder](Self::register_holder) of `name` is woken too.
     pub fn wake_one(&self, name: &str) {
         if let Some(entry) = self.names().get(name) {
-            entry.waiters.notify_one();
+            if entry.waiter_handles > 0 {
+                entry.waiters.notify_one();
+            }
             entry.holders.notify_waiters();
         }
     }
@@ -110,6 +122,7 @@ pub struct WakeHandle {
     wakers: Arc<Wakers>,
     name: String,
     notify: Arc<Notify>,
+    holder: bool,
 }
 
 impl WakeHandle {
@@ -125,8 +138,12 @@ impl Drop for WakeHandle {
     fn drop(&mut self) {
         let mut names = self.wakers.names();
         if let Some(entry) = names.get_mut(&self.name) {
-            entry.handles -= 1;
-            if entry.handles == 0 {
+            if self.holder {
+                entry.holder_handles -= 1;
+            } else {
+                entry.waiter_handles -= 1;
+            }
+            if entry.waiter_handles + entry.holder_handles == 0 {
                 names.remove(&self.name);
             }
         }

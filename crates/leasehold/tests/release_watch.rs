@@ -26,6 +26,8 @@ struct Announcing {
     extends: AtomicUsize,
     /// Broken variant: announcements are never passed to the watch.
     deaf: bool,
+    /// A watch that wakes at once, every time.
+    restless: bool,
 }
 
 #[derive(Debug)]
@@ -33,11 +35,15 @@ struct Watch {
     announce: Arc<Notify>,
     pending: Option<OwnedNotified>,
     started: bool,
+    restless: bool,
 }
 
 #[async_trait]
 impl ReleaseWatch for Watch {
     async fn changed(&mut self) {
+        if self.restless {
+            return;
+        }
         let wake = self
             .pending
             .take()
@@ -93,6 +99,7 @@ impl DistributedLock for Announcing {
             announce,
             pending: None,
             started: false,
+            restless: self.restless,
         }))
     }
 }
@@ -104,19 +111,23 @@ fn options(watch: bool) -> LockOptions {
         .with_release_watch(watch)
 }
 
+/// Waits (up to 5 s) until `backend` has seen `n` extends, then checks that no more come.
+async fn extends_settle_at(backend: &Announcing, n: usize) {
+    let started = Instant::now();
+    while backend.extends.load(Ordering::SeqCst) < n && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(backend.extends.load(Ordering::SeqCst), n, "extends");
+}
+
 /// Forces the lease out and announces it; returns how long the guard took to say `Lost`, or
 /// `None` if it still says `Held` after 2 s.
 async fn time_to_lost(backend: Arc<Announcing>, watch: bool) -> Option<Duration> {
     let locker = Locker::from_arc(backend.clone());
     let guard = locker.lock("announced", options(watch)).await.unwrap();
     // The watch's first wake checks once (the time between acquiring and watching).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let checks = backend.extends.load(Ordering::SeqCst);
-    assert_eq!(
-        checks,
-        usize::from(watch),
-        "extends before any announcement"
-    );
+    extends_settle_at(&backend, usize::from(watch)).await;
     assert_eq!(guard.state(), GuardState::Held);
     backend.gone.store(true, Ordering::SeqCst);
     let forced = Instant::now();
@@ -156,16 +167,26 @@ async fn announcements_while_held_only_cost_an_extend_each() {
     let backend = Arc::new(Announcing::default());
     let locker = Locker::from_arc(backend.clone());
     let guard = locker.lock("announced", options(true)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for _ in 0..3 {
+    extends_settle_at(&backend, 1).await;
+    for announced in 1..=3 {
         backend.announce.notify_waiters();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        extends_settle_at(&backend, 1 + announced).await;
     }
     assert_eq!(guard.state(), GuardState::Held);
-    assert_eq!(
-        backend.extends.load(Ordering::SeqCst),
-        4,
-        "one at start, one per announcement"
-    );
+    assert!(guard.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_never_stops_waking_costs_at_most_ten_extends_a_second() {
+    let backend = Arc::new(Announcing {
+        restless: true,
+        ..Announcing::default()
+    });
+    let locker = Locker::from_arc(backend.clone());
+    let guard = locker.lock("restless", options(true)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let extends = backend.extends.load(Ordering::SeqCst);
+    assert!((1..=11).contains(&extends), "{extends} extends in 1 s");
+    assert_eq!(guard.state(), GuardState::Held);
     assert!(guard.release().await.unwrap());
 }

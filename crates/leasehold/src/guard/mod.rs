@@ -31,6 +31,9 @@ use crate::{error::LockError, key::LockKey};
 /// in the background and on a best-effort basis: nothing blocks in `Drop`, and if the runtime
 /// shuts down or the backend cannot be reached first, the lock ends with its ttl.
 #[must_use = "the lock is released as soon as the guard is dropped"]
+// Dropping it releases the lock: clippy's `significant_drop_*` lints then warn where a guard
+// lives longer (or shorter) than a reader would think.
+#[clippy::has_significant_drop]
 pub struct LockGuard {
     view: LeaseView,
     stop: Option<oneshot::Sender<renewal::ReleaseReply>>,

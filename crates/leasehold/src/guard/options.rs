@@ -74,12 +74,14 @@ impl LockOptions {
     /// Default off.
     ///
     /// Where the backend announces releases ([`DistributedLock::watch_releases`] gives a
-    /// watch: Redis, the PostgreSQL lease table), the guard then reports
-    /// [`Lost`](crate::GuardState::Lost) one round trip after a forced release; elsewhere this
-    /// changes nothing and a forced release is seen at the next renewal. It costs a
-    /// subscription per guard (on Redis a `SUBSCRIBE` and an `UNSUBSCRIBE` on the shared
-    /// pub/sub connection), one extra extend when the watch is in place, and one per
-    /// announcement or reconnect of the backend's listener.
+    /// watch: Redis and the PostgreSQL lease table with notified waiting on; not behind a
+    /// transaction pooler, which cannot `LISTEN`), the guard then reports
+    /// [`Lost`](crate::GuardState::Lost) about one round trip after a forced release;
+    /// elsewhere this changes nothing and a forced release is seen at the next renewal. It
+    /// costs a subscription per guard (on Redis a `SUBSCRIBE` and an `UNSUBSCRIBE` on the
+    /// shared pub/sub connection), one extra extend once the watch is in place, one per
+    /// announcement and one or two per reconnect of the backend's listener, at most ten a
+    /// second.
     ///
     /// [`DistributedLock::watch_releases`]: crate::DistributedLock::watch_releases
     pub fn with_release_watch(mut self, yes: bool) -> Self {

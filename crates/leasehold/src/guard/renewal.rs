@@ -31,9 +31,14 @@ pub(crate) struct Renewal {
     pub(crate) watch: Option<Box<dyn ReleaseWatch>>,
 }
 
+/// The shortest time between two checks that a release watch asks for: a listener that keeps
+/// reconnecting (or a watch that completes at once, forever) costs at most ten extends a
+/// second, and never starves the renewal loop.
+const MIN_KICK_GAP: Duration = Duration::from_millis(100);
+
 /// Runs a [`ReleaseWatch`] and turns each of its wakes into a permit on `kick`, which is kept
-/// until the renewal loop takes it: a wake during an extend in flight is not lost. Aborted
-/// when dropped.
+/// until the renewal loop takes it: a wake during an extend in flight is not lost, and wakes
+/// closer together than [`MIN_KICK_GAP`] make one check. Aborted when dropped.
 struct Watcher {
     kick: Arc<Notify>,
     task: JoinHandle<()>,
@@ -48,6 +53,7 @@ impl Watcher {
                 loop {
                     watch.changed().await;
                     kick.notify_one();
+                    tokio::time::sleep(MIN_KICK_GAP).await;
                 }
             }
         });
@@ -73,7 +79,7 @@ impl Renewal {
         let mut next_renewal = self.lease.sent_at() + self.renew_every;
         // Set once the backend says the token is gone: releasing is then pointless.
         let mut token_gone = false;
-        let watcher = self.watch.take().map(Watcher::start);
+        let mut watcher = self.watch.take().map(Watcher::start);
         let kick = watcher.as_ref().map(|watcher| Arc::clone(&watcher.kick));
         loop {
             let renewing = !self.view.state().is_terminal()
@@ -112,6 +118,8 @@ impl Renewal {
                 }
                 Ok(false) => {
                     token_gone = true;
+                    // Nothing left to watch for: end the subscription now, not at the drop.
+                    drop(watcher.take());
                     if self.view.update(GuardState::Lost, None) {
                         tracing::warn!(key = %self.lease.key(), fence = self.lease.fence(), "lease no longer held: lock lost");
                     }
