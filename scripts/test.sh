@@ -5,10 +5,26 @@ cd "$(dirname "$0")/.."
 
 . scripts/services.sh
 
+echo "== toolchain: rust-version is what this run proves"
+declared=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+actual=$(rustc --version | awk '{ print $2 }')
+case "$actual" in
+  "$declared" | "$declared".*) ;;
+  *)
+    echo "rustc $actual, but Cargo.toml declares rust-version $declared: run with that toolchain" >&2
+    echo "(rustup toolchain install $declared), or raise rust-version to the one CI tests" >&2
+    exit 1 ;;
+esac
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo doc, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== every feature set a user can pick builds (leasehold-redis: with and without tls)"
+cargo check -p leasehold-redis --no-default-features --quiet
+cargo check -p leasehold-redis --all-features --quiet
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -40,6 +56,10 @@ checks=$((checks + 1))
 target/debug/lockcheck --backend redis --broken fences-restart-at-1 --faults store-wipe,store-rollback \
   --keys 1 --ttl 300ms --duration 20s --seed 7
 checks=$((checks + 1))
+
+echo "== docs as docs.rs builds them (--cfg docsrs: doc_cfg; a target dir of its own)"
+RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="--cfg docsrs -D warnings" CARGO_TARGET_DIR=target/docsrs \
+  cargo doc --workspace --no-deps --all-features --quiet
 
 # Every step above stops the script on failure, so reaching here means all passed.
 passed=$(awk '/^test result:/ { sum += $4 } END { print sum + 0 }' "$log")

@@ -111,6 +111,8 @@ impl Spy {
     }
 }
 
+// A wrapper forwards every method, defaulted ones too: a forgotten `acquire` would poll.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl DistributedLock for Spy {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {

@@ -99,6 +99,8 @@ impl leasehold::ReleaseWatch for DeafWatch {
     }
 }
 
+// A wrapper forwards every method, defaulted ones too: a forgotten `acquire` would poll.
+#[deny(clippy::missing_trait_methods)]
 #[leasehold::async_trait]
 impl DistributedLock for Deaf {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {

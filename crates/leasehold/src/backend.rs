@@ -17,6 +17,17 @@ use crate::{
 ///
 /// Every method validates its ttl with [`ttl::check`](crate::ttl::check), so the same bad ttl
 /// gives the same [`LockError::InvalidTtl`] on every backend.
+///
+/// # Wrappers
+///
+/// A type that wraps a backend (to count calls, inject faults, add metrics) must forward
+/// **every** method, the defaulted ones too: a wrapper that leaves out
+/// [`acquire`](Self::acquire) gets the default, which polls, and silently loses the inner
+/// backend's notified waiting; one that leaves out [`capabilities`](Self::capabilities) or
+/// [`watch_releases`](Self::watch_releases) hides what the backend offers. Put
+/// `#[deny(clippy::missing_trait_methods)]` on the impl, as the `Arc` and `Box` forwarding
+/// impls here and the workspace's test wrappers do, and clippy names any method left out,
+/// including ones added later.
 #[async_trait]
 pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
     /// Tries once to take `key` for `ttl`.

@@ -58,6 +58,8 @@ impl ReleaseWatch for Watch {
     }
 }
 
+// A wrapper forwards every method, defaulted ones too: a forgotten `acquire` would poll.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl DistributedLock for Announcing {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {

@@ -112,6 +112,8 @@ struct Flawed {
     flaw: Broken,
 }
 
+// A wrapper forwards every method, defaulted ones too: a forgotten `acquire` would poll.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl DistributedLock for Flawed {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {

@@ -22,6 +22,8 @@ pub(crate) struct Flaky {
     pub(crate) last_token: Mutex<Option<String>>,
 }
 
+// A wrapper forwards every method, defaulted ones too: a forgotten `acquire` would poll.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl DistributedLock for Flaky {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
@@ -33,6 +35,21 @@ impl DistributedLock for Flaky {
         if let Some(lease) = &lease {
             *self.last_token.lock().unwrap() = Some(lease.token().to_hex());
         }
+        Ok(lease)
+    }
+
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        let lease = self.inner.acquire(key, ttl, wait).await?;
+        let delay = self
+            .acquire_delay_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        *self.last_token.lock().unwrap() = Some(lease.token().to_hex());
         Ok(lease)
     }
 
