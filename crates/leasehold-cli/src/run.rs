@@ -48,7 +48,7 @@ pub(crate) async fn run(
             note!("leasehold: {message}");
         }
     };
-    let ttl = leasehold::ttl::check(args.ttl)?;
+    let ttl = leasehold::backend::ttl::check(args.ttl)?;
     let renew_every = ttl / 3;
     let grace = args.grace.unwrap_or_else(|| (ttl / 3).min(DEFAULT_GRACE));
     // A renewal is due when two thirds of the validity are left; half the ttl leaves room for

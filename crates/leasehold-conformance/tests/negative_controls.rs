@@ -12,7 +12,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use leasehold::{ttl, Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey};
+use leasehold::{
+    backend::ttl, Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
+};
 use leasehold_conformance::{all_cases, run};
 
 /// One way to get a lock backend wrong.
@@ -119,7 +121,7 @@ impl Naive {
     }
 
     /// Waits for a release message or the holder's expiry as seen now, never past `deadline`.
-    async fn wait_for_message(&self, key: &LockKey, deadline: &leasehold::wait::Deadline) {
+    async fn wait_for_message(&self, key: &LockKey, deadline: &leasehold::backend::wait::Deadline) {
         let released = self.released.notified();
         let expiry = self.with_entry(key, |e| e.holder.map(|(_, until)| until));
         let wake = deadline.cap(expiry.unwrap_or_else(Instant::now));
@@ -182,7 +184,13 @@ impl DistributedLock for Naive {
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.with_entry(key, |e| e.holder = Some((token, sent_at + ttl)));
         }
-        Ok(Some(Lease::new(key.clone(), token, fence, ttl, sent_at)))
+        Ok(Some(leasehold::backend::lease(
+            key.clone(),
+            token,
+            fence,
+            ttl,
+            sent_at,
+        )))
     }
 
     async fn acquire(
@@ -191,11 +199,11 @@ impl DistributedLock for Naive {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        let deadline = leasehold::wait::Deadline::after(wait);
+        let deadline = leasehold::backend::wait::Deadline::after(wait);
         match self.flaw {
             Flaw::SlowWaiters => {}
             Flaw::DeadlineCutsAttempt => {
-                let attempt = leasehold::wait::poll_acquire(self, key, ttl, wait);
+                let attempt = leasehold::backend::wait::poll_acquire(self, key, ttl, wait);
                 return match deadline.at() {
                     Some(at) => tokio::time::timeout_at(at.into(), attempt)
                         .await
@@ -204,7 +212,7 @@ impl DistributedLock for Naive {
                 };
             }
             Flaw::CutAttemptLands => {
-                let outcome = leasehold::wait::poll_acquire(self, key, ttl, wait).await;
+                let outcome = leasehold::backend::wait::poll_acquire(self, key, ttl, wait).await;
                 if matches!(outcome, Err(LockError::Timeout { .. })) {
                     // The attempt cut off at the deadline reaches the server a little later,
                     // and lands as soon as the key is free there (within 200 ms).
@@ -224,7 +232,7 @@ impl DistributedLock for Naive {
                 }
                 self.wait_for_message(key, &deadline).await;
             },
-            _ => return leasehold::wait::poll_acquire(self, key, ttl, wait).await,
+            _ => return leasehold::backend::wait::poll_acquire(self, key, ttl, wait).await,
         }
         loop {
             if let Some(lease) = self.try_acquire(key, ttl).await? {
@@ -254,7 +262,7 @@ impl DistributedLock for Naive {
             true
         });
         if extended {
-            lease.renewed(ttl, sent_at);
+            leasehold::backend::renew(lease, ttl, sent_at);
         }
         Ok(extended)
     }

@@ -10,7 +10,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use leasehold::{ttl, Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey};
+use leasehold::{
+    backend::ttl, Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
+};
 use leasehold_conformance::restart::{self, Store};
 
 /// What a restart does to the store's fence counters.
@@ -95,7 +97,13 @@ impl DistributedLock for Toy {
             let floor = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
             *counter = (*counter).max(floor);
         }
-        Ok(Some(Lease::new(key.clone(), token, *counter, ttl, sent_at)))
+        Ok(Some(leasehold::backend::lease(
+            key.clone(),
+            token,
+            *counter,
+            ttl,
+            sent_at,
+        )))
     }
 
     async fn acquire(
@@ -104,7 +112,7 @@ impl DistributedLock for Toy {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        leasehold::wait::poll_acquire(self, key, ttl, wait).await
+        leasehold::backend::wait::poll_acquire(self, key, ttl, wait).await
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
@@ -114,7 +122,7 @@ impl DistributedLock for Toy {
         match state.holders.get_mut(lease.key().as_str()) {
             Some((token, until)) if *token == lease.token() && *until > sent_at => {
                 *until = sent_at + ttl;
-                lease.renewed(ttl, sent_at);
+                leasehold::backend::renew(lease, ttl, sent_at);
                 Ok(true)
             }
             _ => Ok(false),

@@ -15,7 +15,7 @@ use crate::{
 fn status_of(row: &PgRow, first: usize) -> LockStatus {
     let fence: Option<i64> = row.try_get(first).ok();
     let left_ms: Option<i64> = row.try_get(first + 1).ok().flatten();
-    LockStatus::new(
+    leasehold::backend::status(
         fence.and_then(|f| u64::try_from(f).ok()),
         left_ms
             .and_then(|ms| u64::try_from(ms).ok())
@@ -71,7 +71,9 @@ impl LockAdmin for PostgresLock {
         let rows = self.admin_rows(sql, key.as_str(), None, Some(key)).await?;
         Ok(rows
             .first()
-            .map_or(LockStatus::new(None, None), |row| status_of(row, 0)))
+            .map_or(leasehold::backend::status(None, None), |row| {
+                status_of(row, 0)
+            }))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {

@@ -13,9 +13,11 @@ use std::{
 };
 
 use leasehold::{
-    clock::SentAt,
-    ttl,
-    wait::{jitter, keep_waiting, Deadline},
+    backend::{
+        self, ttl,
+        wait::{jitter, keep_waiting, Deadline},
+        SentAt,
+    },
     Lease, LeaseToken, LockError, LockKey,
 };
 use sha2::{Digest, Sha256};
@@ -238,7 +240,7 @@ impl Advisory {
         }
         // A failure drops (rolls back) the transaction, and with it the lock.
         let (fence, touched_at) = self.fence_for(statements, key, ttl, &mut tx).await?;
-        let lease = Lease::new(key.clone(), token, fence, ttl, touched_at);
+        let lease = backend::lease(key.clone(), token, fence, ttl, touched_at);
         self.keep(token, tx, touched_at.instant() + ttl);
         Ok(Some(lease))
     }
@@ -268,7 +270,7 @@ impl Advisory {
                 // goes on if the failure is transient.
                 Ok(Some(mut tx)) => match self.fence_for(statements, key, ttl, &mut tx).await {
                     Ok((fence, touched_at)) => {
-                        let lease = Lease::new(key.clone(), token, fence, ttl, touched_at);
+                        let lease = backend::lease(key.clone(), token, fence, ttl, touched_at);
                         self.keep(token, tx, touched_at.instant() + ttl);
                         return Ok(lease);
                     }
@@ -355,7 +357,7 @@ impl Advisory {
         match reset {
             Ok(_) => {
                 held.ends = sent_at.instant() + ttl;
-                lease.renewed(ttl, sent_at);
+                backend::renew(lease, ttl, sent_at);
                 Ok(true)
             }
             Err(sqlx::Error::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {

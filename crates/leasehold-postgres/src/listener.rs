@@ -21,7 +21,11 @@ use std::{
     time::Duration,
 };
 
-use leasehold::{async_trait, ReleaseWatch, WakeHandle, Wakers};
+use leasehold::{
+    async_trait,
+    backend::{WakeHandle, Wakers},
+    ReleaseWatch,
+};
 
 use crate::error::within;
 use sqlx::{postgres::PgListener, PgPool};

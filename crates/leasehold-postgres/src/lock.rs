@@ -4,9 +4,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use leasehold::{
     async_trait,
-    clock::SentAt,
-    ttl,
-    wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
+    backend::{
+        self, ttl,
+        wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
+        Attempt, SentAt,
+    },
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
 use sqlx::{PgPool, Row};
@@ -87,7 +89,7 @@ macro_rules! on_pool {
     }};
 }
 
-enum Attempt {
+enum Reply {
     Won(u64),
     /// The holder's remaining time, when the row could be read back.
     Busy(Option<Duration>),
@@ -102,11 +104,11 @@ impl PostgresLock {
     async fn attempt(
         &self,
         key: &LockKey,
-        token: LeaseToken,
-        ttl: Duration,
+        attempt: &Attempt,
         wanted_for: Duration,
-    ) -> Result<Attempt, LockError> {
+    ) -> Result<Reply, LockError> {
         let statements = &self.inner.statements;
+        let token = attempt.token();
         // Armed while the statement is in flight: a statement whose reply was lost (or whose
         // caller gave up) may still commit, so its token is released at once.
         // The cleanup runs on another connection, so it may overtake the abandoned statement
@@ -125,7 +127,7 @@ impl PostgresLock {
                     .persistent(statements.persistent)
                     .bind(key.as_str())
                     .bind(token.to_bytes().as_slice())
-                    .bind(ttl::whole_millis(ttl) as f64)
+                    .bind(attempt.ttl_millis() as f64)
                     .bind(ttl::whole_millis(wanted_for) as f64)
                     .fetch_all(exec)
                     .await)
@@ -136,7 +138,7 @@ impl PostgresLock {
             Err(error) if is_contention(&error) => {
                 // A serialization failure or deadlock rolled the statement back.
                 cleanup.disarm();
-                return Ok(Attempt::Busy(None));
+                return Ok(Reply::Busy(None));
             }
             // No connection was had: nothing was sent.
             Err(error @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)) => {
@@ -148,18 +150,18 @@ impl PostgresLock {
         cleanup.disarm();
         let Some(row) = rows.first() else {
             // The key was inserted by a concurrent winner after our snapshot was taken.
-            return Ok(Attempt::Busy(None));
+            return Ok(Reply::Busy(None));
         };
         let fence: Option<i64> = row.try_get(0).map_err(|e| map(e, Some(key)))?;
         let holder_ms: Option<i64> = row.try_get(1).map_err(|e| map(e, Some(key)))?;
         Ok(match fence {
-            Some(fence) => Attempt::Won(u64::try_from(fence).map_err(|_| {
+            Some(fence) => Reply::Won(u64::try_from(fence).map_err(|_| {
                 LockError::permanent(
                     crate::error::BACKEND,
                     format!("negative fence {fence} in the lease table"),
                 )
             })?),
-            None => Attempt::Busy(
+            None => Reply::Busy(
                 holder_ms
                     .and_then(|ms| u64::try_from(ms).ok())
                     .map(Duration::from_millis),
@@ -176,8 +178,8 @@ impl PostgresLock {
         deadline: &Deadline,
         waiting: bool,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
-        let token = LeaseToken::random()?;
-        let sent_at = SentAt::now();
+        let attempt = Attempt::start(ttl)?;
+        let sent_at = attempt.sent_at();
         // A waiter that listens asks for a notification for as long as it may still wait (at
         // most a minute; later attempts ask again).
         let wanted_for = if waiting && self.inner.listener.is_some() {
@@ -188,10 +190,10 @@ impl PostgresLock {
         } else {
             Duration::ZERO
         };
-        let outcome = self.attempt(key, token, ttl, wanted_for).await?;
+        let outcome = self.attempt(key, &attempt, wanted_for).await?;
         Ok(match outcome {
-            Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
-            Attempt::Busy(left) => Err(left),
+            Reply::Won(fence) => Ok(attempt.won(key, fence)),
+            Reply::Busy(left) => Err(left),
         })
     }
 }
@@ -232,11 +234,10 @@ impl DistributedLock for PostgresLock {
                 .try_acquire(&inner.pool, &inner.statements, key, ttl)
                 .await;
         }
-        let token = LeaseToken::random()?;
-        let sent_at = SentAt::now();
-        Ok(match self.attempt(key, token, ttl, Duration::ZERO).await? {
-            Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
-            Attempt::Busy(_) => None,
+        let attempt = Attempt::start(ttl)?;
+        Ok(match self.attempt(key, &attempt, Duration::ZERO).await? {
+            Reply::Won(fence) => Some(attempt.won(key, fence)),
+            Reply::Busy(_) => None,
         })
     }
 
@@ -257,7 +258,7 @@ impl DistributedLock for PostgresLock {
                 // Behind a transaction pooler a waiter in the server's lock queue pins one of
                 // the pooler's server connections, and the holder needs one to draw its fence:
                 // waiters poll instead, so waiting never starves the holder.
-                return leasehold::wait::poll_acquire(self, key, ttl, wait).await;
+                return backend::wait::poll_acquire(self, key, ttl, wait).await;
             }
             return advisory
                 .acquire(&inner.pool, &inner.statements, key, ttl, wait)
@@ -284,7 +285,7 @@ impl DistributedLock for PostgresLock {
                     Some(l) => l.ready().await,
                 }
             },
-            || waiter.map(leasehold::WakeHandle::next_wake),
+            || waiter.map(backend::WakeHandle::next_wake),
             || self.wait_attempt(key, ttl, &deadline, true),
         )
         .await
@@ -311,7 +312,7 @@ impl DistributedLock for PostgresLock {
         .map_err(|e| map(e, Some(lease.key())))?;
         let extended = done.rows_affected() == 1;
         if extended {
-            lease.renewed(ttl, sent_at);
+            backend::renew(lease, ttl, sent_at);
         }
         Ok(extended)
     }

@@ -37,7 +37,7 @@ impl RedisLock {
                     -1 => Some(Duration::MAX),
                     ms => u64::try_from(ms).ok().map(Duration::from_millis),
                 };
-                LockStatus::new(fence, remaining)
+                leasehold::backend::status(fence, remaining)
             }));
         }
         Ok(out)
@@ -51,7 +51,9 @@ impl LockAdmin for RedisLock {
     /// One pipelined round trip: `GET` of the fence counter and `PTTL` of the lock.
     async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {
         let mut statuses = self.statuses(std::slice::from_ref(key)).await?;
-        Ok(statuses.pop().unwrap_or(LockStatus::new(None, None)))
+        Ok(statuses
+            .pop()
+            .unwrap_or(leasehold::backend::status(None, None)))
     }
 
     /// Every key that was ever locked in this namespace (it has a fence counter), found with

@@ -4,9 +4,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use leasehold::{
     async_trait,
-    clock::SentAt,
-    ttl,
-    wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
+    backend::{
+        self, ttl,
+        wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
+        Attempt, SentAt,
+    },
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
 use redis::aio::ConnectionManager;
@@ -55,7 +57,7 @@ impl fmt::Debug for RedisLock {
     }
 }
 
-enum Attempt {
+enum Reply {
     Won(u64),
     /// The holder's remaining ttl, if Redis reported one.
     Busy(Option<Duration>),
@@ -76,9 +78,9 @@ impl RedisLock {
         &self,
         key: &LockKey,
         names: &LockNames,
-        token: LeaseToken,
-        ttl: Duration,
-    ) -> Result<Attempt, LockError> {
+        attempt: &Attempt,
+    ) -> Result<Reply, LockError> {
+        let token = attempt.token();
         // Armed while the script is in flight: if the caller gives up or the outcome is
         // unknown, the token-checked release, sent on the same connection, runs after the
         // script, so no ghost lock outlives it.
@@ -94,7 +96,7 @@ impl RedisLock {
         script
             .key(names.fence())
             .arg(token.to_hex())
-            .arg(ttl::whole_millis(ttl));
+            .arg(attempt.ttl_millis());
         let reply: Result<Vec<i64>, redis::RedisError> =
             bounded(self.inner.call_timeout, script.invoke_async(&mut conn)).await;
         let reply = match reply {
@@ -111,9 +113,9 @@ impl RedisLock {
         cleanup.disarm();
         match reply.as_slice() {
             [1, fence] => u64::try_from(*fence)
-                .map(Attempt::Won)
+                .map(Reply::Won)
                 .map_err(|_| unexpected_reply("acquire (negative fence)", &reply)),
-            [0, pttl] => Ok(Attempt::Busy(
+            [0, pttl] => Ok(Reply::Busy(
                 u64::try_from(*pttl).ok().map(Duration::from_millis),
             )),
             _ => Err(unexpected_reply("acquire", &reply)),
@@ -128,11 +130,10 @@ impl RedisLock {
         names: &LockNames,
         ttl: Duration,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
-        let token = LeaseToken::random()?;
-        let sent_at = SentAt::now();
-        Ok(match self.attempt(key, names, token, ttl).await? {
-            Attempt::Won(fence) => Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)),
-            Attempt::Busy(pttl) => Err(pttl),
+        let attempt = Attempt::start(ttl)?;
+        Ok(match self.attempt(key, names, &attempt).await? {
+            Reply::Won(fence) => Ok(attempt.won(key, fence)),
+            Reply::Busy(pttl) => Err(pttl),
         })
     }
 
@@ -160,13 +161,11 @@ impl DistributedLock for RedisLock {
     /// If the future is dropped while the script is in flight, a token-checked release is sent
     /// in the background, so the lock does not linger until its ttl.
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
-        let ttl = ttl::check(ttl)?;
+        let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        let token = LeaseToken::random()?;
-        let sent_at = SentAt::now();
-        Ok(match self.attempt(key, &names, token, ttl).await? {
-            Attempt::Won(fence) => Some(Lease::new(key.clone(), token, fence, ttl, sent_at)),
-            Attempt::Busy(_) => None,
+        Ok(match self.attempt(key, &names, &attempt).await? {
+            Reply::Won(fence) => Some(attempt.won(key, fence)),
+            Reply::Busy(_) => None,
         })
     }
 
@@ -235,7 +234,7 @@ impl DistributedLock for RedisLock {
             .await
             .map_err(map)?;
         if extended == 1 {
-            lease.renewed(ttl, sent_at);
+            backend::renew(lease, ttl, sent_at);
         }
         Ok(extended == 1)
     }

@@ -10,11 +10,12 @@ use std::{
 
 use leasehold::{
     async_trait,
-    clock::SentAt,
-    ttl,
-    wait::{jitter, keep_waiting, release_abandoned, Deadline, InFlight},
+    backend::{
+        self, ttl,
+        wait::{jitter, keep_waiting, release_abandoned, Deadline, InFlight},
+        Attempt, SentAt, Wakers,
+    },
     Capabilities, DistributedLock, Lease, LeaseToken, LockAdmin, LockError, LockKey, LockStatus,
-    Wakers,
 };
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
@@ -251,8 +252,8 @@ impl SqliteLock {
         key: &LockKey,
         ttl: Duration,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
-        let token = LeaseToken::random()?;
-        let sent_at = SentAt::now();
+        let attempt = Attempt::start(ttl)?;
+        let token = attempt.token();
         // Read after the stamp: the lease ends no earlier in the file than its validity here.
         let clock = &self.inner.clock;
         let now = clock.now_ms()?;
@@ -279,7 +280,7 @@ impl SqliteLock {
                 .bind(now)
                 .bind(clock.boot())
                 .bind(token.to_bytes().as_slice())
-                .bind(ttl::whole_millis(ttl) as i64)
+                .bind(attempt.ttl_millis() as i64)
                 .fetch_optional(&self.inner.pool)
                 .await;
         // A busy database wrote nothing: no cleanup (it would only add to the contention).
@@ -291,7 +292,7 @@ impl SqliteLock {
                 let fence = u64::try_from(fence).map_err(|_| {
                     LockError::permanent(crate::error::BACKEND, format!("negative fence {fence}"))
                 })?;
-                Ok(Ok(Lease::new(key.clone(), token, fence, ttl, sent_at)))
+                Ok(Ok(attempt.won(key, fence)))
             }
             Ok(None) => Ok(Err(None)),
             // Another process held the write lock past the busy timeout: a transient failure,
@@ -416,7 +417,7 @@ impl DistributedLock for SqliteLock {
             )
             .await?;
         if changed == 1 {
-            lease.renewed(ttl, sent_at);
+            backend::renew(lease, ttl, sent_at);
         }
         Ok(changed == 1)
     }
@@ -445,7 +446,7 @@ impl DistributedLock for SqliteLock {
 }
 
 fn status_of(fence: Option<i64>, left_ms: Option<i64>) -> LockStatus {
-    LockStatus::new(
+    backend::status(
         fence.and_then(|f| u64::try_from(f).ok()),
         left_ms
             .and_then(|ms| u64::try_from(ms).ok())
@@ -466,7 +467,7 @@ impl LockAdmin for SqliteLock {
             .await
             .map_err(|e| map(e, Some(key)))?;
         Ok(match row {
-            None => LockStatus::new(None, None),
+            None => backend::status(None, None),
             Some(row) => status_of(row.try_get(0).ok(), row.try_get(1).ok().flatten()),
         })
     }

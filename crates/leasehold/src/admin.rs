@@ -17,12 +17,21 @@ pub struct LockStatus {
 }
 
 impl LockStatus {
-    /// A status; for backend authors.
-    pub fn new(last_fence: Option<u64>, remaining: Option<Duration>) -> Self {
+    /// See [`backend::status`](crate::backend::status).
+    pub(crate) fn from_parts(last_fence: Option<u64>, remaining: Option<Duration>) -> Self {
         Self {
             last_fence,
             remaining,
         }
+    }
+
+    /// A status.
+    #[deprecated(
+        since = "0.1.1",
+        note = "backend authors: use `leasehold::backend::status`"
+    )]
+    pub fn new(last_fence: Option<u64>, remaining: Option<Duration>) -> Self {
+        Self::from_parts(last_fence, remaining)
     }
 
     /// Whether someone holds the key.

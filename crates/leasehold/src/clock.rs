@@ -15,13 +15,13 @@
 use std::time::{Duration, Instant};
 
 /// Growth of the gap below this is read jitter (the two clocks are read one after the other),
-/// not a suspend. Far below the drift allowance of every ttl (see [`crate::ttl`]).
+/// not a suspend. Far below the drift allowance of every ttl (see [`crate::backend::ttl`]).
 const SUSPEND_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// The instant, on both clocks, just before a request that sets a ttl was sent.
 ///
 /// Take it with [`SentAt::now`] before sending, and pass it to
-/// [`Lease::new`](crate::Lease::new) or [`Lease::renewed`](crate::Lease::renewed).
+/// [`backend::lease`](crate::backend::lease) or [`backend::renew`](crate::backend::renew).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SentAt {
     instant: Instant,
@@ -72,7 +72,7 @@ pub(crate) const RECHECK: Duration = Duration::from_secs(1);
 impl Validity {
     pub(crate) fn new(sent_at: SentAt, ttl: Duration) -> Self {
         Self {
-            until: crate::ttl::valid_until(sent_at.instant, ttl),
+            until: crate::backend::ttl::valid_until(sent_at.instant, ttl),
             sent_at,
         }
     }

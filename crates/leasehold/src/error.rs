@@ -32,7 +32,7 @@ pub enum LockError {
         reason: InvalidKeyReason,
     },
 
-    /// A ttl outside the accepted range (see [`ttl`](crate::ttl)).
+    /// A ttl outside the accepted range (see [`ttl`](crate::backend::ttl)).
     #[error("invalid ttl {ttl:?}: {reason}")]
     InvalidTtl {
         /// The ttl as given.

@@ -81,12 +81,34 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Builds a lease; for backend authors.
-    ///
-    /// `sent_at` is the stamp taken with [`SentAt::now`] *before* the request that acquired the
-    /// lock was sent (an `Instant` converts, but a suspend between taking it and this call is
-    /// then not seen), and `ttl` the checked ttl (see [`ttl::check`](crate::ttl::check)); the validity follows the
-    /// formula in [`ttl`](crate::ttl).
+    /// See [`backend::lease`](crate::backend::lease).
+    pub(crate) fn from_parts(
+        key: LockKey,
+        token: LeaseToken,
+        fence: u64,
+        ttl: Duration,
+        sent_at: SentAt,
+    ) -> Self {
+        Self {
+            key,
+            token,
+            fence,
+            ttl,
+            validity: Validity::new(sent_at, ttl),
+        }
+    }
+
+    /// See [`backend::renew`](crate::backend::renew).
+    pub(crate) fn renew(&mut self, ttl: Duration, sent_at: SentAt) {
+        self.ttl = ttl;
+        self.validity = Validity::new(sent_at, ttl);
+    }
+
+    /// Builds a lease.
+    #[deprecated(
+        since = "0.1.1",
+        note = "backend authors: use `leasehold::backend::lease`"
+    )]
     pub fn new(
         key: LockKey,
         token: LeaseToken,
@@ -94,19 +116,17 @@ impl Lease {
         ttl: Duration,
         sent_at: impl Into<SentAt>,
     ) -> Self {
-        Self {
-            key,
-            token,
-            fence,
-            ttl,
-            validity: Validity::new(sent_at.into(), ttl),
-        }
+        Self::from_parts(key, token, fence, ttl, sent_at.into())
     }
 
-    /// Records a successful extend by a request sent at `sent_at`; for backend authors.
+    /// Moves the validity forward without asking any server: not for users, and going away.
+    #[doc(hidden)]
+    #[deprecated(
+        since = "0.1.1",
+        note = "backend authors: use `leasehold::backend::renew`"
+    )]
     pub fn renewed(&mut self, ttl: Duration, sent_at: impl Into<SentAt>) {
-        self.ttl = ttl;
-        self.validity = Validity::new(sent_at.into(), ttl);
+        self.renew(ttl, sent_at.into());
     }
 
     /// When the request that acquired or last renewed the lease was sent: the guard schedules
@@ -142,7 +162,7 @@ impl Lease {
         self.ttl
     }
 
-    /// The instant until which the holder may rely on the lease (see [`ttl`](crate::ttl)):
+    /// The instant until which the holder may rely on the lease (see [`ttl`](crate::backend::ttl)):
     /// `now + remaining()` at the time of the call, so it moves earlier after a suspend.
     pub fn valid_until(&self) -> Instant {
         self.validity.instant()
@@ -180,7 +200,7 @@ mod tests {
     fn lease_validity_follows_the_formula() {
         let sent_at = Instant::now();
         let key = LockKey::new("k").unwrap();
-        let lease = Lease::new(
+        let lease = crate::backend::lease(
             key,
             LeaseToken::random().unwrap(),
             7,
@@ -195,7 +215,7 @@ mod tests {
     #[test]
     fn a_suspend_ends_the_validity_early() {
         let key = LockKey::new("k").unwrap();
-        let lease = Lease::new(
+        let lease = crate::backend::lease(
             key,
             LeaseToken::random().unwrap(),
             7,

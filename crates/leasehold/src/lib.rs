@@ -2,9 +2,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
-mod backend;
+pub mod backend;
 mod capabilities;
 pub mod clock;
+mod contract;
 mod error;
 mod guard;
 mod key;
@@ -12,9 +13,26 @@ mod lease;
 pub mod memory;
 pub mod redact;
 mod release_watch;
-pub mod ttl;
-pub mod wait;
-mod wakers;
+
+/// Moved to [`backend::wait`]; this path goes in the next release.
+#[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::wait`")]
+pub mod wait {
+    pub use crate::backend::wait::*;
+}
+
+/// Moved to [`backend::ttl`]; this path goes in the next release.
+#[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::ttl`")]
+pub mod ttl {
+    pub use crate::backend::ttl::*;
+}
+
+/// Moved to [`backend::Wakers`]; this path goes in the next release.
+#[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::Wakers`")]
+pub type Wakers = backend::Wakers;
+
+/// Moved to [`backend::WakeHandle`]; this path goes in the next release.
+#[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::WakeHandle`")]
+pub type WakeHandle = backend::WakeHandle;
 
 pub use async_trait::async_trait;
 
@@ -25,14 +43,13 @@ pub struct WorkspaceReadme;
 
 pub use crate::{
     admin::{LockAdmin, LockStatus},
-    backend::DistributedLock,
     capabilities::Capabilities,
+    contract::DistributedLock,
     error::{BoxError, FailureKind, InvalidKeyReason, InvalidTtlReason, LockError},
     guard::{GuardState, LeaseView, LockGuard, LockOptions, Locker},
     key::{IntoLockKey, LockKey, MAX_KEY_LEN},
     lease::{Lease, LeaseToken},
     release_watch::ReleaseWatch,
-    wakers::{WakeHandle, Wakers},
 };
 
 #[cfg(test)]

@@ -13,14 +13,12 @@ use async_trait::async_trait;
 use tokio::sync::{futures::OwnedNotified, Notify};
 
 use crate::{
-    backend::DistributedLock,
+    backend::{self, ttl, wait::Deadline, SentAt},
     capabilities::Capabilities,
-    clock::SentAt,
+    contract::DistributedLock,
     error::LockError,
     key::LockKey,
     lease::{Lease, LeaseToken},
-    ttl,
-    wait::Deadline,
 };
 
 /// Locks that live in this process's memory, with the full semantics of a real backend: ttls,
@@ -125,7 +123,7 @@ impl MemoryLock {
             token,
             expires_at: sent_at + ttl,
         });
-        Ok(Attempt::Won(Lease::new(
+        Ok(Attempt::Won(backend::lease(
             key.clone(),
             token,
             fence,
@@ -194,7 +192,7 @@ impl DistributedLock for MemoryLock {
             // Waiters sleep until the expiry they saw; they must see the earlier one.
             slot.released.notify_waiters();
         }
-        lease.renewed(ttl, stamp);
+        backend::renew(lease, ttl, stamp);
         Ok(true)
     }
 

@@ -131,7 +131,7 @@ impl DistributedLock for Flawed {
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         if self.flaw == Broken::ExtendBlind {
-            lease.renewed(ttl, std::time::Instant::now());
+            leasehold::backend::renew(lease, ttl, std::time::Instant::now());
             return Ok(true);
         }
         self.inner.extend(lease, ttl).await

@@ -71,7 +71,13 @@ impl DistributedLock for GetThenSet {
             .incr(format!("{name}:fence"), 1)
             .await
             .map_err(transient)?;
-        Ok(Some(Lease::new(key.clone(), token, fence, ttl, sent_at)))
+        Ok(Some(leasehold::backend::lease(
+            key.clone(),
+            token,
+            fence,
+            ttl,
+            sent_at,
+        )))
     }
 
     async fn acquire(
@@ -80,7 +86,7 @@ impl DistributedLock for GetThenSet {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        leasehold::wait::poll_acquire(self, key, ttl, wait).await
+        leasehold::backend::wait::poll_acquire(self, key, ttl, wait).await
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
@@ -93,7 +99,7 @@ impl DistributedLock for GetThenSet {
         }
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let _: bool = conn.pexpire(&name, ms).await.map_err(transient)?;
-        lease.renewed(ttl, sent_at);
+        leasehold::backend::renew(lease, ttl, sent_at);
         Ok(true)
     }
 
@@ -179,13 +185,13 @@ impl Unfloored {
 #[async_trait]
 impl DistributedLock for Unfloored {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
-        let ttl = leasehold::ttl::check(ttl)?;
+        let ttl = leasehold::backend::ttl::check(ttl)?;
         let token = LeaseToken::random()?;
         let sent_at = Instant::now();
         let fence = self
             .call(UNFLOORED_ACQUIRE, key, token, ttl.as_millis())
             .await?;
-        Ok((fence > 0).then(|| Lease::new(key.clone(), token, fence, ttl, sent_at)))
+        Ok((fence > 0).then(|| leasehold::backend::lease(key.clone(), token, fence, ttl, sent_at)))
     }
 
     async fn acquire(
@@ -194,11 +200,11 @@ impl DistributedLock for Unfloored {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        leasehold::wait::poll_acquire(self, key, ttl, wait).await
+        leasehold::backend::wait::poll_acquire(self, key, ttl, wait).await
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
-        let ttl = leasehold::ttl::check(ttl)?;
+        let ttl = leasehold::backend::ttl::check(ttl)?;
         let sent_at = Instant::now();
         let extended = self
             .call(
@@ -210,7 +216,7 @@ impl DistributedLock for Unfloored {
             .await?
             == 1;
         if extended {
-            lease.renewed(ttl, sent_at);
+            leasehold::backend::renew(lease, ttl, sent_at);
         }
         Ok(extended)
     }

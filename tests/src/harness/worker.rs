@@ -99,7 +99,7 @@ impl Recorder {
     ) {
         let validity = lease
             .ttl()
-            .saturating_sub(leasehold::ttl::drift(lease.ttl()));
+            .saturating_sub(leasehold::backend::ttl::drift(lease.ttl()));
         let sent_ns = if queues_in_server {
             start_ns
         } else {

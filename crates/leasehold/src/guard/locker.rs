@@ -17,7 +17,7 @@ use super::{
     view::{GuardState, LeaseView, Status},
     LockGuard,
 };
-use crate::{backend::DistributedLock, error::LockError, key::IntoLockKey, lease::Lease};
+use crate::{contract::DistributedLock, error::LockError, key::IntoLockKey, lease::Lease};
 
 /// Auto-renewing locks on top of any backend.
 ///

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{error::LockError, ttl};
+use crate::{backend::ttl, error::LockError};
 
 /// How [`Locker`](crate::Locker) takes and keeps a lock.
 ///
@@ -55,7 +55,7 @@ impl LockOptions {
 
     /// How often the guard extends the lease. Default ttl / 3, which leaves room for two failed
     /// renewals before the lease's validity ends. Must be shorter than the validity
-    /// (ttl minus the [drift allowance](crate::ttl)).
+    /// (ttl minus the [drift allowance](crate::backend::ttl)).
     pub fn with_renew_every(mut self, every: Duration) -> Self {
         self.renew_every = Some(every);
         self

@@ -12,8 +12,8 @@ use tokio::{
 
 use super::view::{GuardState, LeaseView};
 use crate::{
-    backend::DistributedLock, clock::Validity, error::LockError, lease::Lease,
-    release_watch::ReleaseWatch, wait::jitter,
+    backend::wait::jitter, clock::Validity, contract::DistributedLock, error::LockError,
+    lease::Lease, release_watch::ReleaseWatch,
 };
 
 /// A request from [`LockGuard::release`](super::LockGuard::release), answered with the

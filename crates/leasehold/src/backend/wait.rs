@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::futures::OwnedNotified;
 
-use crate::{backend::DistributedLock, error::LockError, key::LockKey, lease::Lease};
+use crate::{contract::DistributedLock, error::LockError, key::LockKey, lease::Lease};
 
 /// The first pause of [`poll_acquire`]'s backoff.
 pub const POLL_FIRST: Duration = Duration::from_millis(5);

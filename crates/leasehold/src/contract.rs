@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 
 use crate::{
-    capabilities::Capabilities, error::LockError, key::LockKey, lease::Lease,
-    release_watch::ReleaseWatch, wait,
+    backend::wait, capabilities::Capabilities, error::LockError, key::LockKey, lease::Lease,
+    release_watch::ReleaseWatch,
 };
 
 /// A lock service: the contract every backend implements.
@@ -15,7 +15,7 @@ use crate::{
 /// [`Locker`](crate::Locker), the auto-renewing guard layer. Backend authors implement the
 /// methods below and run `leasehold-conformance` against their backend.
 ///
-/// Every method validates its ttl with [`ttl::check`](crate::ttl::check), so the same bad ttl
+/// Every method validates its ttl with [`ttl::check`](crate::backend::ttl::check), so the same bad ttl
 /// gives the same [`LockError::InvalidTtl`] on every backend.
 ///
 /// # Wrappers

@@ -1,0 +1,61 @@
+//! The backend author's kit: what a [`DistributedLock`](crate::DistributedLock) implementation
+//! needs and a user of one does not.
+//!
+//! - [`Attempt`]: the prelude every acquisition shares (checked ttl, fresh token, send
+//!   stamp), and the lease it wins;
+//! - [`lease`], [`renew`], [`status`]: build a lease from a reply, move its validity after a
+//!   successful extend, describe a key for [`LockAdmin`](crate::LockAdmin);
+//! - [`ttl`]: the shared ttl rules and the validity formula;
+//! - [`wait`]: deadlines, the polling and notified wait loops, ghost cleanup of attempts whose
+//!   outcome is unknown;
+//! - [`Wakers`] and [`WakeHandle`]: per-key wake-ups for backends that hear of releases.
+//!
+//! Users never need these: nothing here asks a server anything, so a lease moved forward with
+//! [`renew`] is only as true as the backend that calls it. `docs/custom-backend.md` walks
+//! through writing a backend with them.
+
+mod attempt;
+pub mod ttl;
+pub mod wait;
+mod wakers;
+
+use std::time::Duration;
+
+pub use self::{
+    attempt::Attempt,
+    wakers::{WakeHandle, Wakers},
+};
+pub use crate::clock::SentAt;
+use crate::{
+    admin::LockStatus,
+    key::LockKey,
+    lease::{Lease, LeaseToken},
+};
+
+/// Builds the lease an acquisition won.
+///
+/// `sent_at` is the stamp taken with [`SentAt::now`] *before* the request that acquired the
+/// lock was sent (an `Instant` converts, but a suspend between taking it and this call is then
+/// not seen), and `ttl` the checked ttl (see [`ttl::check`]); the validity follows the formula
+/// in [`ttl`]. [`Attempt::won`] does this for the common case.
+pub fn lease(
+    key: LockKey,
+    token: LeaseToken,
+    fence: u64,
+    ttl: Duration,
+    sent_at: impl Into<SentAt>,
+) -> Lease {
+    Lease::from_parts(key, token, fence, ttl, sent_at.into())
+}
+
+/// Records a successful extend of `lease` to `ttl` by a request sent at `sent_at` (taken
+/// before the request, as for [`lease`]). Call it only when the server confirmed the extend.
+pub fn renew(lease: &mut Lease, ttl: Duration, sent_at: impl Into<SentAt>) {
+    lease.renew(ttl, sent_at.into());
+}
+
+/// What a backend's [`LockAdmin`](crate::LockAdmin) reports for one key: the last fence handed
+/// out (if it was ever locked) and the time left on the current lease (if it is held).
+pub fn status(last_fence: Option<u64>, remaining: Option<Duration>) -> LockStatus {
+    LockStatus::from_parts(last_fence, remaining)
+}
