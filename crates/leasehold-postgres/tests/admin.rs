@@ -1,5 +1,5 @@
-//! `LockAdmin` on PostgreSQL: the admin contract (`leasehold_conformance::admin::check`) on the
-//! shared server and through PgBouncer, and the advisory strategy's refusal.
+//! `LockAdmin` on PostgreSQL: the admin suite (`leasehold_conformance::admin_suite!`) on the
+//! shared server and through PgBouncer, the release watch, and the advisory strategy's refusal.
 
 mod support;
 
@@ -23,12 +23,28 @@ async fn drop_table(lock: &PostgresLock, table: &str) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_contract_holds() {
-    let name = table("contract");
-    let lock = connect_shared(PostgresLock::builder().table(&name)).await;
-    leasehold_conformance::admin::check(&lock).await;
-    drop_table(&lock, &name).await;
+/// The admin suite, one test per case, on the shared server's default table.
+mod direct {
+    leasehold_conformance::admin_suite!(super::support::shared_lock());
+}
+
+/// The same through PgBouncer in transaction mode: each admin statement runs in a transaction
+/// of its own there.
+mod through_pgbouncer {
+    leasehold_conformance::admin_suite!(super::pgbouncer_lock());
+}
+
+async fn pgbouncer_lock() -> PostgresLock {
+    let url = std::env::var("LEASEHOLD_PGBOUNCER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".to_owned());
+    PostgresLock::builder()
+        .url(&url)
+        .transaction_pooler(true)
+        .build()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach PgBouncer at {url}: {e}\nstart it with `scripts/services.sh` (it installs and starts pgbouncer)")
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,25 +63,6 @@ async fn the_advisory_strategy_refuses_admin_calls_clearly() {
         assert!(error.to_string().contains("advisory"), "{error}");
         assert!(!error.is_transient());
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_calls_work_through_pgbouncer_transaction_pooling() {
-    let url = std::env::var("LEASEHOLD_PGBOUNCER_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".to_owned());
-    let name = table("bouncer");
-    let lock = PostgresLock::builder()
-        .url(&url)
-        .table(&name)
-        .transaction_pooler(true)
-        .build()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot reach PgBouncer at {url}: {e}\nstart it with `scripts/services.sh` (it installs and starts pgbouncer)")
-        });
-    leasehold_conformance::admin::check(&lock).await;
-    let direct = connect_shared(PostgresLock::builder().table(&name)).await;
-    drop_table(&direct, &name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

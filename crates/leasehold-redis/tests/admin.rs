@@ -1,5 +1,5 @@
-//! `LockAdmin` on Redis: the admin contract (`leasehold_conformance::admin::check`, which also
-//! lists keys that look like globs and hash tags). The ACL it needs is tested in `tests/acl.rs`.
+//! `LockAdmin` on Redis: the admin suite (`leasehold_conformance::admin_suite!`, which also
+//! lists keys that look like globs and hash tags), the release watch and its negative controls. The ACL it needs is tested in `tests/acl.rs`.
 
 mod support;
 
@@ -47,12 +47,8 @@ async fn remove_namespace(lock: &RedisLock) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_contract_holds() {
-    let lock = lock_in_fresh_namespace("contract").await;
-    leasehold_conformance::admin::check(&lock).await;
-    remove_namespace(&lock).await;
-}
+// The admin suite, one test per case, on the shared server.
+leasehold_conformance::admin_suite!(support::shared_lock());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_release_wakes_the_holders_release_watch() {
@@ -177,7 +173,9 @@ async fn negative_control_deaf_and_forgetful_release_watches_fail_the_admin_cont
     for forgetful in [false, true] {
         let message = release_watch_failure(forgetful).await;
         assert!(
-            message.starts_with("[admin] a forced release did not wake"),
+            message.starts_with(
+                "[forced_release_wakes_the_holders_release_watch] a forced release did not wake"
+            ),
             "forgetful {forgetful}: {message}"
         );
     }

@@ -9,11 +9,12 @@ fn temp_db(name: &str) -> std::path::PathBuf {
     dir.join(format!("{name}.db"))
 }
 
-#[tokio::test]
-async fn the_admin_contract_holds() {
-    let lock = SqliteLock::open(temp_db("admin")).await.unwrap();
-    leasehold_conformance::admin::check(&lock).await;
-}
+// The admin suite, one test per case, on one file shared by the cases.
+leasehold_conformance::admin_suite!(async {
+    SqliteLock::open(temp_db("admin"))
+        .await
+        .expect("open a temp sqlite database")
+});
 
 #[tokio::test]
 async fn hostile_table_names_are_rejected_before_the_file_is_touched() {

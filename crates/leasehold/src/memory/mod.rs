@@ -1,5 +1,7 @@
 //! [`MemoryLock`]: the in-process backend for tests and single-process programs.
 
+mod admin;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -19,6 +21,7 @@ use crate::{
     error::LockError,
     key::LockKey,
     lease::{Lease, LeaseToken},
+    release_watch::ReleaseWatch,
 };
 
 /// Locks that live in this process's memory, with the full semantics of a real backend: ttls,
@@ -30,8 +33,9 @@ use crate::{
 /// they do not poll.
 ///
 /// Fences come from one counter shared by all keys, so they strictly increase per key (and
-/// overall). A key's entry is dropped when it is released with nobody waiting; an expired entry
-/// stays until the key is next used.
+/// overall). Like the server backends' rows, every key ever locked keeps a small entry (its
+/// last fence), so [`LockAdmin`] can report it: a program that locks unboundedly many distinct
+/// keys grows by that much per key.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -61,6 +65,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Slot {
     holder: Option<Holder>,
+    /// The fence of the last acquisition.
+    fence: u64,
     released: Arc<Notify>,
 }
 
@@ -119,6 +125,7 @@ impl MemoryLock {
             .checked_add(1)
             .ok_or_else(|| LockError::FenceOverflow { key: key.clone() })?;
         let token = LeaseToken::random()?;
+        slot.fence = fence;
         slot.holder = Some(Holder {
             token,
             expires_at: sent_at + ttl,
@@ -207,9 +214,6 @@ impl DistributedLock for MemoryLock {
         };
         slot.holder = None;
         slot.released.notify_waiters();
-        if Arc::strong_count(&slot.released) == 1 {
-            slots.remove(lease.key());
-        }
         Ok(holder.is_live(now))
     }
 
@@ -217,5 +221,12 @@ impl DistributedLock for MemoryLock {
         Capabilities::new()
             .with_notified_wait(true)
             .with_server_clock(true)
+    }
+
+    /// Woken by every release of the key (a forced one included) and by an extend that
+    /// shortens its lease.
+    fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
+        let released = Arc::clone(&self.slots().entry(key.clone()).or_default().released);
+        Some(Box::new(admin::Watch::new(released)))
     }
 }
