@@ -7,7 +7,7 @@ use leasehold::{
     backend::{
         self, ttl,
         wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
-        Attempt, SentAt,
+        Attempt, Reply, SentAt,
     },
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
@@ -87,12 +87,6 @@ macro_rules! on_pool {
             }
         }
     }};
-}
-
-enum Reply {
-    Won(u64),
-    /// The holder's remaining time, when the row could be read back.
-    Busy(Option<Duration>),
 }
 
 impl PostgresLock {
@@ -190,11 +184,8 @@ impl PostgresLock {
         } else {
             Duration::ZERO
         };
-        let outcome = self.attempt(key, &attempt, wanted_for).await?;
-        Ok(match outcome {
-            Reply::Won(fence) => Ok(attempt.won(key, fence)),
-            Reply::Busy(left) => Err(left),
-        })
+        let reply = self.attempt(key, &attempt, wanted_for).await?;
+        Ok(attempt.outcome(key, reply))
     }
 }
 
@@ -235,10 +226,8 @@ impl DistributedLock for PostgresLock {
                 .await;
         }
         let attempt = Attempt::start(ttl)?;
-        Ok(match self.attempt(key, &attempt, Duration::ZERO).await? {
-            Reply::Won(fence) => Some(attempt.won(key, fence)),
-            Reply::Busy(_) => None,
-        })
+        let reply = self.attempt(key, &attempt, Duration::ZERO).await?;
+        Ok(attempt.outcome(key, reply).ok())
     }
 
     /// Tries once; if the key is held, registers for the key's release notification, tries

@@ -7,7 +7,7 @@ use leasehold::{
     backend::{
         self, ttl,
         wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
-        Attempt, SentAt,
+        Attempt, Reply, SentAt,
     },
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
@@ -55,12 +55,6 @@ impl fmt::Debug for RedisLock {
             .field("notified_wait", &self.inner.subscriber.is_some())
             .finish()
     }
-}
-
-enum Reply {
-    Won(u64),
-    /// The holder's remaining ttl, if Redis reported one.
-    Busy(Option<Duration>),
 }
 
 impl RedisLock {
@@ -131,10 +125,8 @@ impl RedisLock {
         ttl: Duration,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let attempt = Attempt::start(ttl)?;
-        Ok(match self.attempt(key, names, &attempt).await? {
-            Reply::Won(fence) => Ok(attempt.won(key, fence)),
-            Reply::Busy(pttl) => Err(pttl),
-        })
+        let reply = self.attempt(key, names, &attempt).await?;
+        Ok(attempt.outcome(key, reply))
     }
 
     pub(crate) async fn release_token(
@@ -163,10 +155,8 @@ impl DistributedLock for RedisLock {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        Ok(match self.attempt(key, &names, &attempt).await? {
-            Reply::Won(fence) => Some(attempt.won(key, fence)),
-            Reply::Busy(_) => None,
-        })
+        let reply = self.attempt(key, &names, &attempt).await?;
+        Ok(attempt.outcome(key, reply).ok())
     }
 
     /// Tries once (one round trip when the lock is free); if it is held, subscribes to the

@@ -78,4 +78,23 @@ impl Attempt {
     pub fn won(self, key: &LockKey, fence: u64) -> Lease {
         Lease::from_parts(key.clone(), self.token, fence, self.ttl, self.sent_at)
     }
+
+    /// What the store's `reply` means for a waiting acquire: the lease won, or the holder's
+    /// remaining time if the store said ([`wait::Attempt`](super::wait::Attempt)). For a
+    /// single try, `.ok()` of it is `try_acquire`'s answer.
+    pub fn outcome(self, key: &LockKey, reply: Reply) -> Result<Lease, Option<Duration>> {
+        match reply {
+            Reply::Won(fence) => Ok(self.won(key, fence)),
+            Reply::Busy(left) => Err(left),
+        }
+    }
+}
+
+/// What a store answered to one acquire request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Taken, with this fence.
+    Won(u64),
+    /// Held by someone else, for this long if the store said.
+    Busy(Option<Duration>),
 }

@@ -22,7 +22,7 @@ mod wakers;
 use std::time::Duration;
 
 pub use self::{
-    attempt::Attempt,
+    attempt::{Attempt, Reply},
     wakers::{WakeHandle, Wakers},
 };
 pub use crate::clock::SentAt;
