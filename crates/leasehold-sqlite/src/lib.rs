@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
+mod builder;
 mod clock;
 mod error;
 mod lock;
@@ -8,4 +10,7 @@ mod sql;
 pub use leasehold;
 pub use sqlx;
 
-pub use crate::lock::{SqliteLock, SqliteLockBuilder, DEFAULT_BUSY_TIMEOUT, DEFAULT_TABLE};
+pub use crate::{
+    builder::SqliteLockBuilder,
+    lock::{SqliteLock, DEFAULT_BUSY_TIMEOUT, DEFAULT_TABLE},
+};

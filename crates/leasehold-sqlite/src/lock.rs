@@ -2,8 +2,7 @@
 
 use std::{
     fmt,
-    path::{Path, PathBuf},
-    str::FromStr,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -15,17 +14,14 @@ use leasehold::{
         wait::{jitter, keep_waiting, release_abandoned, Deadline, InFlight},
         Attempt, SentAt, Wakers,
     },
-    Capabilities, DistributedLock, Lease, LeaseToken, LockAdmin, LockError, LockKey, LockStatus,
+    Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey,
 };
-use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions},
-    Row, SqlitePool,
-};
+use sqlx::SqlitePool;
 
 use crate::{
     clock::Clock,
     error::{is_busy, map},
-    sql::{check_table, Statements, FORMAT},
+    sql::Statements,
 };
 
 /// The default table.
@@ -41,17 +37,17 @@ const CROSS_PROCESS_POLL: Duration = Duration::from_millis(50);
 /// processes poll (every 25-50 ms, and exactly when the holder's lease ends). Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteLock {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: SqlitePool,
-    statements: Statements,
-    path: PathBuf,
-    table: String,
-    wakers: Arc<Wakers>,
-    busy_timeout: Duration,
-    clock: Clock,
+pub(crate) struct Inner {
+    pub(crate) pool: SqlitePool,
+    pub(crate) statements: Statements,
+    pub(crate) path: PathBuf,
+    pub(crate) table: String,
+    pub(crate) wakers: Arc<Wakers>,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) clock: Clock,
 }
 
 impl fmt::Debug for SqliteLock {
@@ -63,184 +59,7 @@ impl fmt::Debug for SqliteLock {
     }
 }
 
-/// Builds a [`SqliteLock`] with a table name or busy timeout of your own.
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct SqliteLockBuilder {
-    path: PathBuf,
-    table: String,
-    busy_timeout: Duration,
-}
-
-impl SqliteLockBuilder {
-    /// The table (default `leasehold_locks`).
-    pub fn table(mut self, table: impl Into<String>) -> Self {
-        self.table = table.into();
-        self
-    }
-
-    /// How long a statement waits for another process's write before giving up (default 5 s).
-    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
-        self
-    }
-
-    /// Opens (creating the file and table if missing).
-    ///
-    /// # Errors
-    ///
-    /// [`LockError::InvalidConfig`] for a bad table name (nothing is opened) or a path that
-    /// cannot be opened; [`LockError::Backend`] for failures of SQLite itself.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future may leave the file and table created; nothing else.
-    pub async fn open(self) -> Result<SqliteLock, LockError> {
-        check_table(&self.table)?;
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|e| map(e, None))?
-            .filename(&self.path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(self.busy_timeout);
-        let statements = Statements::new(&self.table);
-        let clock = Clock::open()?;
-        // Opening switches the file to WAL and creates the table, which needs the write lock:
-        // when other processes open the same file at that moment, SQLite says busy. Retry
-        // within the busy timeout.
-        let started = Instant::now();
-        let pool = loop {
-            match self.connect(&options, &statements, &clock).await {
-                Ok(pool) => break pool,
-                Err(error) if is_busy(&error) && started.elapsed() < self.busy_timeout => {
-                    tokio::time::sleep(jitter(Duration::from_millis(50))).await;
-                }
-                Err(error) if is_busy(&error) => return Err(map(error, None)),
-                Err(sqlx::Error::Protocol(newer)) => {
-                    return Err(LockError::invalid_config(
-                        format!("sqlite database {}", self.path.display()),
-                        newer,
-                    ))
-                }
-                Err(error) => {
-                    return Err(LockError::invalid_config(
-                        format!("sqlite database {}", self.path.display()),
-                        error.to_string(),
-                    ))
-                }
-            }
-        };
-        Ok(SqliteLock {
-            inner: Arc::new(Inner {
-                pool,
-                statements,
-                path: self.path,
-                table: self.table,
-                wakers: Wakers::new(),
-                busy_timeout: self.busy_timeout,
-                clock,
-            }),
-        })
-    }
-}
-
-impl SqliteLockBuilder {
-    async fn connect(
-        &self,
-        options: &SqliteConnectOptions,
-        statements: &Statements,
-        clock: &Clock,
-    ) -> Result<SqlitePool, sqlx::Error> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await?;
-        let mut conn = pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let migrated = self.migrate(&mut conn, statements, clock).await;
-        let end = if migrated.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        let ended = sqlx::query(end).execute(&mut *conn).await;
-        migrated?;
-        ended?;
-        Ok(pool)
-    }
-
-    /// Creates the table, or brings one of the old format to format 2, inside the caller's
-    /// IMMEDIATE transaction (so two processes opening the file at once migrate it once).
-    /// A file whose `user_version` is newer than this crate's format is refused.
-    async fn migrate(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        statements: &Statements,
-        clock: &Clock,
-    ) -> Result<(), sqlx::Error> {
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *conn)
-            .await?;
-        if version > FORMAT {
-            return Err(sqlx::Error::Protocol(format!(
-                "the file uses lease format {version}, newer than this leasehold-sqlite's \
-                 ({FORMAT}): upgrade leasehold-sqlite in every program that opens it"
-            )));
-        }
-        let columns: Vec<String> = sqlx::query_scalar(&statements.columns)
-            .bind(&self.table)
-            .fetch_all(&mut *conn)
-            .await?;
-        if columns.is_empty() {
-            sqlx::query(&statements.create_table)
-                .execute(&mut *conn)
-                .await?;
-        } else if !columns.iter().any(|c| c == "expires_ms") {
-            let now = clock
-                .now_ms()
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            for (n, sql) in statements.migrate.iter().enumerate() {
-                let query = sqlx::query(sql);
-                let query = if n == 1 {
-                    query.bind(now).bind(clock.boot())
-                } else {
-                    query
-                };
-                query.execute(&mut *conn).await?;
-            }
-        }
-        if version < FORMAT {
-            sqlx::query(&format!("PRAGMA user_version = {FORMAT}"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 impl SqliteLock {
-    /// Opens the database at `path` (creating it and the table if missing) with defaults.
-    ///
-    /// # Errors
-    ///
-    /// As [`SqliteLockBuilder::open`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`SqliteLockBuilder::open`].
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LockError> {
-        Self::builder(path).open().await
-    }
-
-    /// A builder for the database at `path`.
-    pub fn builder(path: impl AsRef<Path>) -> SqliteLockBuilder {
-        SqliteLockBuilder {
-            path: path.as_ref().to_path_buf(),
-            table: DEFAULT_TABLE.to_owned(),
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
-        }
-    }
-
     /// The pool, for tests and tools.
     pub fn pool(&self) -> &SqlitePool {
         &self.inner.pool
@@ -318,7 +137,7 @@ impl SqliteLock {
     }
 
     /// Runs an update, retrying a busy database a few times; returns the rows changed.
-    async fn update(
+    pub(crate) async fn update(
         &self,
         sql: &str,
         key: &LockKey,
@@ -442,65 +261,5 @@ impl DistributedLock for SqliteLock {
         Capabilities::new()
             .with_server_clock(true)
             .with_durable_fences(true)
-    }
-}
-
-fn status_of(fence: Option<i64>, left_ms: Option<i64>) -> LockStatus {
-    backend::status(
-        fence.and_then(|f| u64::try_from(f).ok()),
-        left_ms
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis),
-    )
-}
-
-#[async_trait]
-impl LockAdmin for SqliteLock {
-    async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {
-        let clock = &self.inner.clock;
-        let now = clock.now_ms()?;
-        let row = sqlx::query(&self.inner.statements.status)
-            .bind(key.as_str())
-            .bind(now)
-            .bind(clock.boot())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| map(e, Some(key)))?;
-        Ok(match row {
-            None => backend::status(None, None),
-            Some(row) => status_of(row.try_get(0).ok(), row.try_get(1).ok().flatten()),
-        })
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
-        let clock = &self.inner.clock;
-        let now = clock.now_ms()?;
-        let rows = sqlx::query(&self.inner.statements.list)
-            .bind(prefix)
-            .bind(now)
-            .bind(clock.boot())
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(|e| map(e, None))?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let key = LockKey::new(row.try_get::<String, _>(0).ok()?).ok()?;
-                Some((
-                    key,
-                    status_of(row.try_get(1).ok(), row.try_get(2).ok().flatten()),
-                ))
-            })
-            .collect())
-    }
-
-    async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
-        let changed = self
-            .update(&self.inner.statements.force_release, key, None, None)
-            .await?;
-        if changed == 1 {
-            self.inner.wakers.wake(key.as_str());
-        }
-        Ok(changed == 1)
     }
 }
