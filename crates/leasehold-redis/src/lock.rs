@@ -239,8 +239,9 @@ impl DistributedLock for RedisLock {
     /// notified waiting is off). Its first wake comes once the channel is subscribed.
     fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
         let subscriber = self.inner.subscriber.as_ref()?;
-        let watch = subscriber.watch(&self.names(key).channel());
-        Some(Box::new(watch.for_holder()))
+        Some(Box::new(
+            subscriber.watch_holder(&self.names(key).channel()),
+        ))
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -18,10 +18,14 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use leasehold::{async_trait, ReleaseWatch};
+use leasehold::{
+    async_trait,
+    backend::{WakeHandle, Wakers},
+    ReleaseWatch,
+};
 use redis::aio::PubSubSink;
 use tokio::{
-    sync::{futures::OwnedNotified, mpsc, oneshot, Notify},
+    sync::{futures::OwnedNotified, mpsc, oneshot},
     task::JoinHandle,
 };
 
@@ -44,21 +48,20 @@ pub(crate) struct Subscriber {
 
 #[derive(Debug)]
 struct Shared {
+    /// Subscription state per channel.
     channels: Mutex<HashMap<String, Channel>>,
+    /// Wake-ups per channel: one waiter and every holder per message.
+    wakers: Arc<Wakers>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Channel {
     watchers: usize,
     subscribed: bool,
     /// Counts confirmed subscriptions, so a holder can tell a new one (messages before it may
     /// be lost) from the one it already watched.
     generation: u64,
-    /// Waiters: one message, one of them woken.
-    wake: Arc<Notify>,
-    /// Holders: every one woken by every message.
-    released: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -77,18 +80,14 @@ impl Shared {
     /// One release message, one possible winner: wakes one waiter (the longest waiting, or the
     /// next to wait if all are busy trying; a woken waiter that leaves passes it on).
     fn wake(&self, channel: &str) {
-        if let Some(entry) = self.channels().get(channel) {
-            entry.wake.notify_one();
-            entry.released.notify_waiters();
-        }
+        self.wakers.wake_one(channel);
     }
 
     fn wake_all_and_forget_subscriptions(&self) {
         for entry in self.channels().values_mut() {
             entry.subscribed = false;
-            entry.wake.notify_waiters();
-            entry.released.notify_waiters();
         }
+        self.wakers.wake_all();
     }
 }
 
@@ -98,6 +97,7 @@ impl Subscriber {
         let (commands, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             channels: Mutex::new(HashMap::new()),
+            wakers: Wakers::new(),
             commands,
         });
         let driver = Driver {
@@ -114,24 +114,29 @@ impl Subscriber {
         }
     }
 
-    /// Registers interest in `channel` until the returned watch is dropped.
+    /// Registers a waiter's interest in `channel` until the returned watch is dropped.
     pub(crate) fn watch(&self, channel: &str) -> Watch {
+        self.watch_as(channel, false)
+    }
+
+    /// The same for a holder, whose wake-ups never take a waiter's (see
+    /// [`Wakers::register_holder`]).
+    pub(crate) fn watch_holder(&self, channel: &str) -> HolderWatch {
+        self.watch_as(channel, true).for_holder()
+    }
+
+    fn watch_as(&self, channel: &str, holder: bool) -> Watch {
         let mut channels = self.shared.channels();
-        let entry = channels
-            .entry(channel.to_owned())
-            .or_insert_with(|| Channel {
-                watchers: 0,
-                subscribed: false,
-                generation: 0,
-                wake: Arc::new(Notify::new()),
-                released: Arc::new(Notify::new()),
-            });
-        entry.watchers += 1;
+        channels.entry(channel.to_owned()).or_default().watchers += 1;
+        let wakers = &self.shared.wakers;
         Watch {
             shared: Arc::clone(&self.shared),
             channel: channel.to_owned(),
-            wake: Arc::clone(&entry.wake),
-            released: Arc::clone(&entry.released),
+            wake: if holder {
+                wakers.register_holder(channel)
+            } else {
+                wakers.register(channel)
+            },
         }
     }
 }
@@ -141,8 +146,7 @@ impl Subscriber {
 pub(crate) struct Watch {
     shared: Arc<Shared>,
     channel: String,
-    wake: Arc<Notify>,
-    released: Arc<Notify>,
+    wake: WakeHandle,
 }
 
 impl Watch {
@@ -173,12 +177,12 @@ impl Watch {
     /// A future that completes on the next message on the channel (or a reconnect). It counts
     /// from the moment it is created, so create it *before* trying the lock.
     pub(crate) fn next_wake(&self) -> OwnedNotified {
-        Arc::clone(&self.wake).notified_owned()
+        self.wake.next_wake()
     }
 
-    /// Like [`next_wake`](Self::next_wake), for a holder: never takes a waiter's wake.
+    /// [`next_wake`](Self::next_wake), pinned to be kept across calls.
     fn next_release(&self) -> Pin<Box<OwnedNotified>> {
-        Box::pin(Arc::clone(&self.released).notified_owned())
+        Box::pin(self.next_wake())
     }
 
     /// The channel's subscription generation while it is subscribed.
@@ -191,7 +195,7 @@ impl Watch {
     }
 
     /// This watch as a holder's [`ReleaseWatch`].
-    pub(crate) fn for_holder(self) -> HolderWatch {
+    fn for_holder(self) -> HolderWatch {
         HolderWatch {
             watch: self,
             seen: None,
