@@ -174,6 +174,9 @@ async fn redis_calls_against_a_black_holed_server_fail_within_the_response_timeo
 /// it) with the tests' request timeout. `ping_on_checkout: false` turns off sqlx's ping when a
 /// connection leaves the pool, which would stall on a held-back reply before the statement
 /// under test is ever sent.
+// Both strategies through one helper: the deprecated `strategy` path hands every call of the
+// advisory one to `PostgresAdvisoryLock`.
+#[allow(deprecated)]
 async fn postgres_lock(url: &str, strategy: Strategy, ping_on_checkout: bool) -> PostgresLock {
     let unreachable = |e: &dyn std::fmt::Display| -> ! {
         panic!(

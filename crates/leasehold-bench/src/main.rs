@@ -13,7 +13,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
 use contenders::{Contender, Leasehold, Ping, Raw, RawSqlx, RoundTrip, Rslock, SelectOne};
-use leasehold_postgres::{PostgresLock, Strategy};
+use leasehold_postgres::{PostgresAdvisoryLock, PostgresLock};
 use redis::aio::ConnectionManager;
 use report::{Report, Row};
 use scenarios::{After, Measured};
@@ -99,9 +99,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .connect(&args.postgres_url)
         };
         let lease = PostgresLock::builder().pool(pool().await?).build().await?;
-        let advisory = PostgresLock::builder()
+        let advisory = PostgresAdvisoryLock::builder()
             .pool(pool().await?)
-            .strategy(Strategy::Advisory)
             .build()
             .await?;
         let contenders: Vec<Arc<dyn Contender>> = vec![

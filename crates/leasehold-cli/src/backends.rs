@@ -92,7 +92,17 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
             })
         }
         Some("postgres" | "postgresql") => {
-            let lock = Arc::new(leasehold_postgres::PostgresLock::connect(url).await?);
+            let (url, advisory) = postgres_url(url)?;
+            if advisory {
+                // No admin side: the advisory strategy keeps no per-key state.
+                let lock = leasehold_postgres::PostgresAdvisoryLock::connect(&url).await?;
+                return Ok(Backend {
+                    lock: Arc::new(lock),
+                    admin: None,
+                    name: "postgres (advisory)",
+                });
+            }
+            let lock = Arc::new(leasehold_postgres::PostgresLock::connect(&url).await?);
             Ok(Backend {
                 admin: Some(lock.clone()),
                 lock,
@@ -146,6 +156,116 @@ mod tests {
                 Some(expected),
                 "{root} {home:?} {state:?}"
             );
+        }
+    }
+}
+
+/// The connection parameters sqlx reads from a `postgres://` URL's query; sqlx ignores any
+/// other, so a misspelt `sslmode` would silently connect without TLS.
+const POSTGRES_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Splits leasehold's own `strategy=lease-table|advisory` off a `postgres://` URL and checks
+/// the other query parameters: `(the URL for sqlx, whether the strategy is advisory)`.
+fn postgres_url(url: &str) -> Result<(String, bool), LockError> {
+    let shown = || format!("URL {:?}", leasehold::redact::url(url));
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), false));
+    };
+    let mut advisory = false;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "strategy" => {
+                advisory = match value {
+                    "advisory" => true,
+                    "lease-table" | "lease_table" => false,
+                    _ => {
+                        return Err(LockError::invalid_config(
+                            shown(),
+                            format!("strategy {value:?}: use strategy=lease-table (the default) or strategy=advisory"),
+                        ))
+                    }
+                }
+            }
+            known if POSTGRES_PARAMETERS.contains(&known) || known.starts_with("options[") => {
+                kept.push(pair);
+            }
+            unknown => {
+                return Err(LockError::invalid_config(
+                    shown(),
+                    format!(
+                        "unknown query parameter {unknown:?}: leasehold takes strategy=advisory, \
+                         and PostgreSQL's {}",
+                        POSTGRES_PARAMETERS.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, advisory))
+}
+
+#[cfg(test)]
+mod postgres_url_tests {
+    use super::postgres_url;
+
+    #[test]
+    fn postgres_urls_take_the_strategy_and_refuse_unknown_parameters() {
+        let ok = |url: &str| postgres_url(url).unwrap();
+        assert_eq!(ok("postgres://h/db"), ("postgres://h/db".to_owned(), false));
+        assert_eq!(
+            ok("postgres://h/db?strategy=advisory"),
+            ("postgres://h/db".to_owned(), true)
+        );
+        assert_eq!(
+            ok("postgres://u:p@h/db?sslmode=verify-full&strategy=advisory&application_name=x"),
+            (
+                "postgres://u:p@h/db?sslmode=verify-full&application_name=x".to_owned(),
+                true
+            )
+        );
+        assert_eq!(
+            ok("postgres://h/db?strategy=lease-table"),
+            ("postgres://h/db".to_owned(), false)
+        );
+        for (bad, says) in [
+            (
+                "postgres://u:secret@h/db?sslmod=require",
+                "unknown query parameter \"sslmod\"",
+            ),
+            (
+                "postgres://u:secret@h/db?strategy=fast",
+                "strategy \"fast\"",
+            ),
+        ] {
+            let error = postgres_url(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+            assert!(!error.contains("secret"), "{error}");
         }
     }
 }

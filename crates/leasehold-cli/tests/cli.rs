@@ -470,6 +470,47 @@ fn admin_commands_work_on_postgres() {
 }
 
 #[test]
+fn postgres_strategy_advisory_runs_without_admin_and_unknown_parameters_are_refused() {
+    let url = std::env::var("LEASEHOLD_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let join = if url.contains('?') { '&' } else { '?' };
+    let env = Env::with_url("advisory", format!("{url}{join}strategy=advisory"));
+    let run = env.run(&[
+        "run",
+        "cli-advisory/job",
+        "--",
+        "sh",
+        "-c",
+        "echo $LEASEHOLD_FENCE",
+    ]);
+    assert!(
+        run.status.success(),
+        "cannot run on PostgreSQL at {url} ({}); start it with `scripts/services.sh`",
+        text(&run.stderr)
+    );
+    assert!(
+        text(&run.stdout).trim().parse::<u64>().is_ok(),
+        "{}",
+        text(&run.stdout)
+    );
+    let status = env.run(&["status", "cli-advisory/job"]);
+    assert_eq!(status.status.code(), Some(64), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stderr).contains("postgres (advisory) backend does not support it"),
+        "{}",
+        text(&status.stderr)
+    );
+    let env = Env::with_url("advisory-bad", format!("{url}{join}sslmod=require"));
+    let bad = env.run(&["run", "k", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(64), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("unknown query parameter \"sslmod\""),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
 fn bad_input_gets_a_clear_error_and_a_nonzero_code() {
     let env = Env::new("bad");
     let cases: &[(&[&str], i32, &str)] = &[

@@ -24,12 +24,14 @@ fn status_of(row: &PgRow, first: usize) -> LockStatus {
 }
 
 impl PostgresLock {
-    fn lease_table_only(&self, operation: &str) -> Result<(), LockError> {
-        if self.inner.advisory.is_some() {
-            return Err(LockError::invalid_config(
-                format!("operation `{operation}`"),
-                "the advisory strategy keeps no per-key state to show or clear; use the lease table",
-            ));
+    fn lease_table_only(&self, operation: &'static str) -> Result<(), LockError> {
+        if self.advisory.is_some() {
+            return Err(LockError::Unsupported {
+                operation,
+                backend: "the postgres advisory strategy",
+                reason: "it keeps no per-key state to show or clear; use the lease table \
+                         (PostgresAdvisoryLock does not offer these calls at all)",
+            });
         }
         Ok(())
     }
@@ -62,7 +64,9 @@ impl PostgresLock {
     }
 }
 
-/// Lease table only: the advisory strategy returns [`LockError::InvalidConfig`] from each.
+/// Lease table only: a `PostgresLock` built with the deprecated advisory strategy returns
+/// [`LockError::Unsupported`] from each ([`PostgresAdvisoryLock`](crate::PostgresAdvisoryLock)
+/// has no `LockAdmin` at all).
 #[async_trait]
 impl LockAdmin for PostgresLock {
     async fn status(&self, key: &LockKey) -> Result<LockStatus, LockError> {

@@ -10,6 +10,7 @@ use sqlx::{
 
 use crate::{
     advisory::{Advisory, KeyFn},
+    advisory_lock::PostgresAdvisoryLock,
     error::{map, within, DEFAULT_REQUEST_TIMEOUT},
     ident::Ident,
     listener::Listener,
@@ -28,7 +29,9 @@ pub const DEFAULT_CHANNEL: &str = "leasehold_released";
 /// key, "leasehol" in ASCII.
 const MIGRATION_LOCK: i64 = 0x6c65_6173_6568_6f6c;
 
-/// How locks are kept in PostgreSQL. See the crate docs for when to pick which.
+/// How locks are kept in PostgreSQL. See the crate docs for when to pick which. Each strategy
+/// now has a type of its own, [`PostgresLock`] and [`PostgresAdvisoryLock`]; this enum serves
+/// the deprecated [`PostgresLockBuilder::strategy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Strategy {
@@ -141,21 +144,7 @@ impl PostgresLock {
     ///
     /// Runs in one transaction: dropping the future rolls it back.
     pub async fn migrate(&self) -> Result<(), LockError> {
-        let migration = async {
-            let mut tx = self.inner.pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .persistent(false)
-                .bind(MIGRATION_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            for sql in self.inner.statements.migration() {
-                sqlx::query(sql).persistent(false).execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        };
-        within(self.inner.request_timeout, migration)
-            .await
-            .map_err(|e| map(e, None))
+        migrate(&self.inner).await
     }
 
     /// The SQL that [`migrate`](Self::migrate) runs, for people who manage schemas themselves.
@@ -257,7 +246,15 @@ impl PostgresLockBuilder {
         self
     }
 
-    /// The strategy (default [`Strategy::LeaseTable`]).
+    /// The strategy (default [`Strategy::LeaseTable`]). Deprecated: build a
+    /// [`PostgresAdvisoryLock`] instead ([`PostgresAdvisoryLock::builder`] or
+    /// [`build_advisory`](Self::build_advisory)), which does not offer the admin calls the
+    /// advisory strategy cannot answer. A `PostgresLock` built with [`Strategy::Advisory`] hands
+    /// every call to one and answers admin calls with [`LockError::Unsupported`].
+    #[deprecated(
+        since = "0.1.1",
+        note = "use `PostgresAdvisoryLock::builder()` or `build_advisory()` for the advisory strategy"
+    )]
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
         self
@@ -302,6 +299,77 @@ impl PostgresLockBuilder {
     ///
     /// As [`PostgresLock::connect`].
     pub async fn build(self) -> Result<PostgresLock, LockError> {
+        if self.strategy == Strategy::Advisory {
+            let advisory = self.build_advisory().await?;
+            return Ok(PostgresLock {
+                inner: Arc::clone(&advisory.inner),
+                advisory: Some(advisory),
+            });
+        }
+        let notifications = self.notifications;
+        let request_timeout = self.request_timeout;
+        let lock = PostgresLock {
+            inner: Arc::new(
+                self.open(|pool, channel| {
+                    notifications
+                        .then(|| Listener::start(pool.clone(), channel.to_owned(), request_timeout))
+                })
+                .await?,
+            ),
+            advisory: None,
+        };
+        if lock.inner.migrate {
+            lock.migrate().await?;
+        }
+        Ok(lock)
+    }
+
+    /// Connects a [`PostgresAdvisoryLock`] with these settings (the channel and notifications
+    /// do not apply: waiters queue in the server), creates the lease table for its fences
+    /// unless told not to, and opens the fence pool's first connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`build`](Self::build).
+    pub async fn build_advisory(self) -> Result<PostgresAdvisoryLock, LockError> {
+        let request_timeout = self.request_timeout;
+        let advisory_keys = self.advisory_keys.clone();
+        let inner = Arc::new(self.open(|_, _| None).await?);
+        let pool = &inner.pool;
+        // Half the lock pool's size, at least two: draws are short, but every acquisition
+        // makes one.
+        let size = (pool.options().get_max_connections() / 2).max(2);
+        let fences = PgPoolOptions::new()
+            .max_connections(size)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(request_timeout)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let advisory = Advisory::new(inner.table.clone(), advisory_keys, request_timeout, fences);
+        let lock = PostgresAdvisoryLock {
+            advisory: Arc::new(advisory),
+            inner,
+        };
+        if lock.inner.migrate {
+            migrate(&lock.inner).await?;
+        }
+        // Open the fence connection now, while the server has room: waiters queued later may
+        // fill every connection slot, and a holder must still draw its fence.
+        lock.advisory.warm_up().await?;
+        Ok(lock)
+    }
+
+    /// Checks the names, opens the pool and builds the shared state; `listener` starts the
+    /// `LISTEN` task, if any, on the pool and channel.
+    async fn open(
+        self,
+        listener: impl FnOnce(&PgPool, &str) -> Option<Listener>,
+    ) -> Result<Inner, LockError> {
         let schema = Ident::new("schema", &self.schema)?;
         let table = Ident::new("table", &self.table)?;
         let channel = Ident::new("channel", &self.channel)?;
@@ -336,55 +404,36 @@ impl PostgresLockBuilder {
             options.get_port(),
             options.get_database().unwrap_or("")
         );
-        let advisory = self.strategy == Strategy::Advisory;
-        // The advisory strategy waits in the server's lock queue: no listener needed.
-        let qualified = format!("{}.{}", schema.as_str(), table.as_str());
-        let listener = (self.notifications && !advisory).then(|| {
-            Listener::start(
-                pool.clone(),
-                channel.as_str().to_owned(),
-                self.request_timeout,
-            )
-        });
-        let lock = PostgresLock {
-            inner: Arc::new(Inner {
-                statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
-                advisory: advisory.then(|| {
-                    // Half the lock pool's size, at least two: draws are short, but every
-                    // acquisition makes one.
-                    let size = (pool.options().get_max_connections() / 2).max(2);
-                    let fences = PgPoolOptions::new()
-                        .max_connections(size)
-                        .min_connections(1)
-                        .idle_timeout(None)
-                        .max_lifetime(None)
-                        .acquire_timeout(self.request_timeout)
-                        .connect_lazy_with((*pool.connect_options()).clone());
-                    Advisory::new(
-                        qualified.clone(),
-                        self.advisory_keys,
-                        self.request_timeout,
-                        fences,
-                    )
-                }),
-                table: qualified,
-                pool,
-                channel,
-                listener,
-                server,
-                request_timeout: self.request_timeout,
-            }),
-        };
-        if self.migrate {
-            lock.migrate().await?;
-        }
-        if let Some(advisory) = &lock.inner.advisory {
-            // Open the fence connection now, while the server has room: waiters queued later
-            // may fill every connection slot, and a holder must still draw its fence.
-            advisory.warm_up().await?;
-        }
-        Ok(lock)
+        Ok(Inner {
+            statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
+            table: format!("{}.{}", schema.as_str(), table.as_str()),
+            listener: listener(&pool, channel.as_str()),
+            pool,
+            channel,
+            server,
+            request_timeout: self.request_timeout,
+            migrate: self.migrate,
+        })
     }
+}
+
+/// Creates the schema and lease table if missing, serialised by an advisory lock.
+pub(crate) async fn migrate(inner: &Inner) -> Result<(), LockError> {
+    let migration = async {
+        let mut tx = inner.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .persistent(false)
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        for sql in inner.statements.migration() {
+            sqlx::query(sql).persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    };
+    within(inner.request_timeout, migration)
+        .await
+        .map_err(|e| map(e, None))
 }
 
 /// The URL with any password replaced by `***`, for messages (see [`leasehold::redact::url`]).

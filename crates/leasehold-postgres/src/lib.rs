@@ -2,6 +2,7 @@
 
 mod admin;
 mod advisory;
+mod advisory_lock;
 mod builder;
 mod error;
 mod ident;
@@ -13,6 +14,7 @@ pub use leasehold;
 pub use sqlx;
 
 pub use crate::{
+    advisory_lock::{AdvisoryBuilder, PostgresAdvisoryLock},
     builder::{
         LeaseStatements, PostgresLockBuilder, Strategy, DEFAULT_CHANNEL, DEFAULT_SCHEMA,
         DEFAULT_TABLE,

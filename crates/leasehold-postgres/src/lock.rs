@@ -14,7 +14,7 @@ use leasehold::{
 use sqlx::{PgPool, Row};
 
 use crate::{
-    advisory::Advisory,
+    advisory_lock::PostgresAdvisoryLock,
     error::{is_contention, map, within},
     ident::Ident,
     listener::Listener,
@@ -37,6 +37,9 @@ const MAX_WANTED: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct PostgresLock {
     pub(crate) inner: Arc<Inner>,
+    /// Set only on the deprecated path (`strategy(Strategy::Advisory)` on the builder): every
+    /// call is handed to the advisory type.
+    pub(crate) advisory: Option<PostgresAdvisoryLock>,
 }
 
 pub(crate) struct Inner {
@@ -45,12 +48,12 @@ pub(crate) struct Inner {
     pub(crate) channel: Ident,
     pub(crate) table: String,
     pub(crate) listener: Option<Listener>,
-    /// Set for the advisory strategy: the transactions of held leases.
-    pub(crate) advisory: Option<Advisory>,
     /// `host:port/database` (never credentials), for `Debug`.
     pub(crate) server: String,
     /// The bound of every request (see the builder).
     pub(crate) request_timeout: Duration,
+    /// Whether building creates the schema and table.
+    pub(crate) migrate: bool,
 }
 
 impl fmt::Debug for PostgresLock {
@@ -58,7 +61,7 @@ impl fmt::Debug for PostgresLock {
         f.debug_struct("PostgresLock")
             .field("server", &self.inner.server)
             .field("table", &self.inner.table)
-            .field("advisory", &self.inner.advisory.is_some())
+            .field("advisory", &self.advisory.is_some())
             .field("channel", &self.inner.channel.as_str())
             .field("notified_wait", &self.inner.listener.is_some())
             .finish()
@@ -218,12 +221,8 @@ impl DistributedLock for PostgresLock {
     /// still commit; the token is then released at once in the background (as after a reply
     /// timeout or a lost connection), so no lock is left held by nobody.
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
-        let ttl = ttl::check(ttl)?;
-        if let Some(advisory) = &self.inner.advisory {
-            let inner = &self.inner;
-            return advisory
-                .try_acquire(&inner.pool, &inner.statements, key, ttl)
-                .await;
+        if let Some(advisory) = &self.advisory {
+            return advisory.try_acquire(key, ttl).await;
         }
         let attempt = Attempt::start(ttl)?;
         let reply = self.attempt(key, &attempt, Duration::ZERO).await?;
@@ -240,19 +239,10 @@ impl DistributedLock for PostgresLock {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        let ttl = ttl::check(ttl)?;
-        if let Some(advisory) = &self.inner.advisory {
-            let inner = &self.inner;
-            if !inner.statements.persistent {
-                // Behind a transaction pooler a waiter in the server's lock queue pins one of
-                // the pooler's server connections, and the holder needs one to draw its fence:
-                // waiters poll instead, so waiting never starves the holder.
-                return backend::wait::poll_acquire(self, key, ttl, wait).await;
-            }
-            return advisory
-                .acquire(&inner.pool, &inner.statements, key, ttl, wait)
-                .await;
+        if let Some(advisory) = &self.advisory {
+            return advisory.acquire(key, ttl, wait).await;
         }
+        let ttl = ttl::check(ttl)?;
         let deadline = Deadline::after(wait);
         let mut failure = None;
         match self.wait_attempt(key, ttl, &deadline, false).await {
@@ -282,10 +272,10 @@ impl DistributedLock for PostgresLock {
 
     /// One `UPDATE`, only while the token holds an unexpired lease.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
-        let ttl = ttl::check(ttl)?;
-        if let Some(advisory) = &self.inner.advisory {
-            return advisory.extend(&self.inner.statements, lease, ttl).await;
+        if let Some(advisory) = &self.advisory {
+            return advisory.extend(lease, ttl).await;
         }
+        let ttl = ttl::check(ttl)?;
         let sent_at = SentAt::now();
         let statements = &self.inner.statements;
         let done = within(self.inner.request_timeout, async {
@@ -308,29 +298,29 @@ impl DistributedLock for PostgresLock {
 
     /// One statement: clears the holder (the row and its fence stay) and notifies waiters.
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
-        if let Some(advisory) = &self.inner.advisory {
-            return advisory.release(&lease).await;
+        if let Some(advisory) = &self.advisory {
+            return advisory.release(lease).await;
         }
         self.release_token(lease.key(), lease.token()).await
     }
 
-    /// Lease table with notified waiting: a watch on the key's notifications (a forced
-    /// release always notifies). None for the advisory strategy, which has no forced release.
+    /// With notified waiting: a watch on the key's notifications (a forced release always
+    /// notifies).
     fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
-        if self.inner.advisory.is_some() {
-            return None;
+        if let Some(advisory) = &self.advisory {
+            return advisory.watch_releases(key);
         }
         let listener = self.inner.listener.as_ref()?;
         Some(Box::new(listener.watch_holder(key.as_str())))
     }
 
     fn capabilities(&self) -> Capabilities {
-        let advisory = self.inner.advisory.is_some();
-        let queued = advisory && self.inner.statements.persistent;
+        if let Some(advisory) = &self.advisory {
+            return advisory.capabilities();
+        }
         Capabilities::new()
-            .with_notified_wait(queued || self.inner.listener.is_some())
+            .with_notified_wait(self.inner.listener.is_some())
             .with_server_clock(true)
             .with_durable_fences(true)
-            .with_lost_with_connection(advisory)
     }
 }

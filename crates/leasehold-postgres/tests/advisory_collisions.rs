@@ -12,8 +12,8 @@ use std::{
 };
 
 use leasehold::{DistributedLock, LockError, LockKey};
-use leasehold_postgres::{PostgresLock, Strategy};
-use support::connect_shared;
+use leasehold_postgres::PostgresLock;
+use support::connect_shared_advisory;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,12 +21,8 @@ async fn colliding_advisory_keys_contend_and_are_never_held_twice() {
     // One advisory key for every lock key, unique to this process so that other tests on the
     // shared server are not involved.
     let collision = 0x1eaf_0000_0000 + i64::from(std::process::id());
-    let lock = connect_shared(
-        PostgresLock::builder()
-            .strategy(Strategy::Advisory)
-            .advisory_keys(move |_| collision),
-    )
-    .await;
+    let lock =
+        connect_shared_advisory(PostgresLock::builder().advisory_keys(move |_| collision)).await;
     let ttl = Duration::from_secs(10);
     let a = LockKey::new(format!("collide/a/{collision}")).unwrap();
     let b = LockKey::new(format!("collide/b/{collision}")).unwrap();

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use leasehold::{DistributedLock, LockKey};
-use leasehold_postgres::{PostgresLock, Strategy};
+use leasehold_postgres::PostgresLock;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_holders_than_connections_queue_and_no_connection_leaks() {
@@ -21,8 +21,7 @@ async fn more_holders_than_connections_queue_and_no_connection_leaks() {
     let lock = Arc::new(
         PostgresLock::builder()
             .pool(pool.clone())
-            .strategy(Strategy::Advisory)
-            .build()
+            .build_advisory()
             .await
             .unwrap(),
     );
@@ -65,10 +64,9 @@ async fn advisory_waits_retry_pool_timeouts_until_the_deadline() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let lock = PostgresLock::builder()
         .url(&url)
-        .strategy(Strategy::Advisory)
         .max_connections(1)
         .request_timeout(Duration::from_millis(300))
-        .build()
+        .build_advisory()
         .await
         .unwrap_or_else(|e| {
             panic!("cannot reach PostgreSQL at {url}: {e}; start it with scripts/services.sh")

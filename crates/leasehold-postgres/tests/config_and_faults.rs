@@ -211,8 +211,7 @@ async fn advisory_holders_whose_backend_is_terminated_lose_the_lock_at_once() {
         .unwrap();
     let lock = PostgresLock::builder()
         .pool(pool)
-        .strategy(leasehold_postgres::Strategy::Advisory)
-        .build()
+        .build_advisory()
         .await
         .unwrap();
     let other = support::shared_advisory_lock().await;

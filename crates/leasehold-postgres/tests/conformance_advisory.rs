@@ -2,12 +2,10 @@
 
 mod support;
 
-async fn lock() -> leasehold_postgres::PostgresLock {
+async fn lock() -> leasehold_postgres::PostgresAdvisoryLock {
     // One connection per held lock plus one per waiter: the stress case needs 33.
-    support::connect_shared(
-        leasehold_postgres::PostgresLock::builder()
-            .strategy(leasehold_postgres::Strategy::Advisory)
-            .max_connections(40),
+    support::connect_shared_advisory(
+        leasehold_postgres::PostgresLock::builder().max_connections(40),
     )
     .await
 }

@@ -27,6 +27,9 @@ fn bouncer_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".to_owned())
 }
 
+// Both strategies through one helper: the deprecated `strategy` path hands every call of the
+// advisory one to `PostgresAdvisoryLock`.
+#[allow(deprecated)]
 async fn through_pgbouncer(strategy: Strategy) -> PostgresLock {
     let url = bouncer_url();
     PostgresLock::builder()

@@ -11,6 +11,9 @@ use support::PrivateCluster;
 
 const SETTINGS: &[&str] = &["synchronous_commit=off", "wal_writer_delay=10s"];
 
+// Both strategies through one helper: the deprecated `strategy` path hands every call of the
+// advisory one to `PostgresAdvisoryLock`.
+#[allow(deprecated)]
 async fn connect(url: String, strategy: Strategy) -> PostgresLock {
     PostgresLock::builder()
         .url(url)
@@ -56,10 +59,9 @@ async fn advisory_holders_draw_fences_while_waiters_fill_the_server() {
     let cluster = PrivateCluster::start_with_settings(&["max_connections=9"]);
     let lock = PostgresLock::builder()
         .url(cluster.url())
-        .strategy(Strategy::Advisory)
         .max_connections(6)
         .request_timeout(Duration::from_secs(6))
-        .build()
+        .build_advisory()
         .await
         .expect("connect");
     let key = LockKey::new("crowded").unwrap();
@@ -159,9 +161,8 @@ async fn an_advisory_holder_whose_session_ends_before_its_fence_is_drawn_gets_no
     let key = LockKey::new("dies-before-its-fence").unwrap();
     let lock = PostgresLock::builder()
         .url(cluster.url())
-        .strategy(Strategy::Advisory)
         .request_timeout(Duration::from_secs(20))
-        .build()
+        .build_advisory()
         .await
         .expect("connect");
     let side = sqlx::PgPool::connect(&cluster.url()).await.unwrap();

@@ -9,6 +9,9 @@ use leasehold_postgres::{PostgresLock, Strategy};
 use support::{PrivateCluster, Stopped};
 use tokio::time::{sleep, Instant};
 
+// Both strategies through one helper: the deprecated `strategy` path hands every call of the
+// advisory one to `PostgresAdvisoryLock`.
+#[allow(deprecated)]
 async fn connect(cluster: &PrivateCluster, app: &str, strategy: Strategy) -> PostgresLock {
     PostgresLock::builder()
         .url(format!("{}?application_name={app}", cluster.url()))

@@ -11,6 +11,9 @@ use leasehold_postgres::{PostgresLock, Strategy};
 use support::PrivateCluster;
 use tokio::time::Instant;
 
+// Both strategies through one helper: the deprecated `strategy` path hands every call of the
+// advisory one to `PostgresAdvisoryLock`.
+#[allow(deprecated)]
 async fn connect(cluster: &PrivateCluster, strategy: Strategy) -> PostgresLock {
     PostgresLock::builder()
         .url(cluster.url())

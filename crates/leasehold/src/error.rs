@@ -50,6 +50,19 @@ pub enum LockError {
         reason: String,
     },
 
+    /// The backend cannot do this operation at all, whatever the input: e.g. an admin call on
+    /// a lock kind that keeps no per-key state. Not transient. Prefer types that do not offer
+    /// the operation; this is for the paths where a run-time refusal remains.
+    #[error("{operation} is not supported by {backend}: {reason}")]
+    Unsupported {
+        /// The operation, e.g. `"force_release"`.
+        operation: &'static str,
+        /// The backend or lock kind, e.g. `"the postgres advisory strategy"`.
+        backend: &'static str,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
+
     /// The lease ended while the caller relied on it (see
     /// [`Locker::with_lock`](crate::Locker::with_lock)).
     #[error("lease on \"{key}\" was lost")]

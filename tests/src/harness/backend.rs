@@ -53,35 +53,34 @@ pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLoc
         }
         return Ok(Arc::new(super::racy::GetThenSet::connect(url).await?));
     }
-    let (lock, admin): (Arc<dyn DistributedLock>, Option<Arc<dyn LockAdmin>>) =
-        match url.split_once("://") {
-            Some(("sqlite", path)) => {
-                let lock = Arc::new(leasehold_sqlite::SqliteLock::open(path).await?);
-                (lock.clone(), Some(lock))
-            }
-            Some(("redis", _)) => (
-                Arc::new(leasehold_redis::RedisLock::connect(url).await?),
-                None,
-            ),
-            Some(("postgres", _)) => (
-                Arc::new(leasehold_postgres::PostgresLock::connect(url).await?),
-                None,
-            ),
-            Some(("postgres+advisory", rest)) => {
-                let lock = leasehold_postgres::PostgresLock::builder()
-                    .url(format!("postgres://{rest}"))
-                    .strategy(leasehold_postgres::Strategy::Advisory)
-                    .build()
+    let (lock, admin): (Arc<dyn DistributedLock>, Option<Arc<dyn LockAdmin>>) = match url
+        .split_once("://")
+    {
+        Some(("sqlite", path)) => {
+            let lock = Arc::new(leasehold_sqlite::SqliteLock::open(path).await?);
+            (lock.clone(), Some(lock))
+        }
+        Some(("redis", _)) => (
+            Arc::new(leasehold_redis::RedisLock::connect(url).await?),
+            None,
+        ),
+        Some(("postgres", _)) => (
+            Arc::new(leasehold_postgres::PostgresLock::connect(url).await?),
+            None,
+        ),
+        Some(("postgres+advisory", rest)) => {
+            let lock =
+                leasehold_postgres::PostgresAdvisoryLock::connect(&format!("postgres://{rest}"))
                     .await?;
-                (Arc::new(lock), None)
-            }
-            _ => {
-                return Err(LockError::invalid_config(
-                    format!("harness URL {url:?}"),
-                    "unknown scheme",
-                ))
-            }
-        };
+            (Arc::new(lock), None)
+        }
+        _ => {
+            return Err(LockError::invalid_config(
+                format!("harness URL {url:?}"),
+                "unknown scheme",
+            ))
+        }
+    };
     Ok(match broken {
         Broken::None | Broken::GetThenSet | Broken::FencesRestartAtOne => lock,
         Broken::ExtendBlind => Arc::new(Flawed {

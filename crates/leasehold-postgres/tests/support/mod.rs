@@ -9,7 +9,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use leasehold_postgres::{PostgresLock, PostgresLockBuilder, Strategy};
+use leasehold_postgres::{PostgresAdvisoryLock, PostgresLock, PostgresLockBuilder, Strategy};
 
 pub fn shared_url() -> String {
     std::env::var("LEASEHOLD_POSTGRES_URL")
@@ -21,20 +21,46 @@ pub async fn shared_lock() -> PostgresLock {
 }
 
 /// The advisory strategy on the shared server.
-pub async fn shared_advisory_lock() -> PostgresLock {
+pub async fn shared_advisory_lock() -> PostgresAdvisoryLock {
+    let url = shared_url();
+    PostgresAdvisoryLock::connect(&url)
+        .await
+        .unwrap_or_else(|e| unreachable(&url, &e))
+}
+
+/// The advisory strategy through the deprecated builder path (a `PostgresLock` that hands
+/// every call to a `PostgresAdvisoryLock`), for the tests of that path.
+#[allow(deprecated)]
+pub async fn deprecated_advisory_lock() -> PostgresLock {
     connect_shared(PostgresLock::builder().strategy(Strategy::Advisory)).await
 }
 
 /// Builds `builder` against the shared server, failing with instructions when it is not there.
 pub async fn connect_shared(builder: PostgresLockBuilder) -> PostgresLock {
     let url = shared_url();
-    builder.url(&url).build().await.unwrap_or_else(|e| {
-        panic!(
-            "cannot reach PostgreSQL at {url}: {e}\n\
-             start it with `scripts/services.sh` (or run the tests through `scripts/test.sh`), \
-             or point LEASEHOLD_POSTGRES_URL at a running server"
-        )
-    })
+    builder
+        .url(&url)
+        .build()
+        .await
+        .unwrap_or_else(|e| unreachable(&url, &e))
+}
+
+/// The same for the advisory strategy.
+pub async fn connect_shared_advisory(builder: PostgresLockBuilder) -> PostgresAdvisoryLock {
+    let url = shared_url();
+    builder
+        .url(&url)
+        .build_advisory()
+        .await
+        .unwrap_or_else(|e| unreachable(&url, &e))
+}
+
+fn unreachable(url: &str, error: &dyn std::fmt::Display) -> ! {
+    panic!(
+        "cannot reach PostgreSQL at {url}: {error}\n\
+         start it with `scripts/services.sh` (or run the tests through `scripts/test.sh`), \
+         or point LEASEHOLD_POSTGRES_URL at a running server"
+    )
 }
 
 fn pg_bin() -> PathBuf {
