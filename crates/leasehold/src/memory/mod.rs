@@ -34,7 +34,7 @@ use crate::{
 ///
 /// Fences come from one counter shared by all keys, so they strictly increase per key (and
 /// overall). Like the server backends' rows, every key ever locked keeps a small entry (its
-/// last fence), so [`LockAdmin`] can report it: a program that locks unboundedly many distinct
+/// last fence), so [`LockAdmin`](crate::LockAdmin) can report it: a program that locks unboundedly many distinct
 /// keys grows by that much per key.
 ///
 /// ```
