@@ -15,13 +15,11 @@ use leasehold::{memory::MemoryLock, DistributedLock};
 ///
 /// When a server is unreachable, with a message saying how to start it.
 pub async fn backends() -> Vec<(&'static str, Arc<dyn DistributedLock>)> {
-    let redis_url =
-        std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = leasehold_testkit::env::redis_url();
     let redis = leasehold_redis::RedisLock::connect(&redis_url).await.unwrap_or_else(|e| {
         panic!("cannot reach Redis at {redis_url}: {e}; start it with scripts/services.sh or run scripts/test.sh")
     });
-    let pg_url = std::env::var("LEASEHOLD_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pg_url = leasehold_testkit::env::postgres_url();
     let postgres = leasehold_postgres::PostgresLock::connect(&pg_url).await.unwrap_or_else(|e| {
         panic!("cannot reach PostgreSQL at {pg_url}: {e}; start it with scripts/services.sh or run scripts/test.sh")
     });

@@ -18,12 +18,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_millis(1_500);
 
 fn redis_url() -> String {
-    std::env::var("LEASEHOLD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    leasehold_testkit::env::redis_url()
 }
 
 fn postgres_url() -> String {
-    std::env::var("LEASEHOLD_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    leasehold_testkit::env::postgres_url()
 }
 
 fn key(name: &str) -> LockKey {

@@ -187,7 +187,25 @@ const POSTGRES_PARAMETERS: &[&str] = &[
 /// the other query parameters: `(the URL for sqlx, whether the strategy is advisory)`.
 fn postgres_url(url: &str) -> Result<(String, bool), LockError> {
     let shown = || format!("URL {:?}", leasehold::redact::url(url));
-    let Some((base, query)) = url.split_once('?') else {
+    // The user info ends at the last `@`, as in `leasehold::redact`: a `?` or `#` before it
+    // may belong to a password, so the query cannot be told apart (and nothing is echoed).
+    let host_at = url.rfind('@').map_or(0, |at| at + 1);
+    if url[..host_at].contains(['?', '#']) {
+        return Err(LockError::invalid_config(
+            shown(),
+            "a `?` or `#` before the host: percent-encode them in the password (%3F, %23)",
+        ));
+    }
+    if url[host_at..].contains('#') {
+        return Err(LockError::invalid_config(
+            shown(),
+            "a #fragment means nothing in a postgres URL: remove it",
+        ));
+    }
+    let Some((base, query)) = url[host_at..]
+        .split_once('?')
+        .map(|(host, query)| (&url[..host_at + host.len()], query))
+    else {
         return Ok((url.to_owned(), false));
     };
     let mut advisory = false;
@@ -262,10 +280,22 @@ mod postgres_url_tests {
                 "postgres://u:secret@h/db?strategy=fast",
                 "strategy \"fast\"",
             ),
+            ("postgres://u:sec?ret@h/db", "percent-encode"),
+            (
+                "postgres://u:sec#ret@h/db?strategy=advisory",
+                "percent-encode",
+            ),
+            ("postgres://u:secret@h/db?strategy=advisory#x", "fragment"),
         ] {
             let error = postgres_url(bad).unwrap_err().to_string();
             assert!(error.contains(says), "{error}");
-            assert!(!error.contains("secret"), "{error}");
+            for secret in ["secret", "sec?ret", "ret@", "sec#ret"] {
+                assert!(!error.contains(secret), "{error}");
+            }
         }
+        assert_eq!(
+            ok("postgres://u:p%3Fss@h/db?strategy=advisory"),
+            ("postgres://u:p%3Fss@h/db".to_owned(), true)
+        );
     }
 }

@@ -221,17 +221,17 @@ async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
 
 fn admin_of<'b>(
     backend: &'b backends::Backend,
-    what: &str,
+    what: &'static str,
 ) -> Result<&'b dyn leasehold::LockAdmin, LockError> {
-    backend.admin.as_deref().ok_or_else(|| {
-        LockError::invalid_config(
-            format!("operation `{what}`"),
-            format!(
-                "the {} backend does not support it (sqlite, redis and postgres do)",
-                backend.name
-            ),
-        )
-    })
+    backend
+        .admin
+        .as_deref()
+        .ok_or_else(|| LockError::Unsupported {
+            operation: what,
+            backend: backend.name,
+            reason: "only the sqlite, redis and postgres (lease table) backends keep per-key \
+                     state to show or clear",
+        })
 }
 
 fn status_line(key: &LockKey, status: &LockStatus) -> String {

@@ -423,8 +423,7 @@ fn admin_commands_on(env: &Env, prefix: &str) {
 
 #[test]
 fn admin_commands_work_on_redis() {
-    let url = std::env::var("LEASEHOLD_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let url = leasehold_testkit::env::redis_url();
     let mut conn = leasehold_redis::redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection())
         .unwrap_or_else(|e| {
@@ -444,8 +443,7 @@ fn admin_commands_work_on_redis() {
 
 #[test]
 fn admin_commands_work_on_postgres() {
-    let url = std::env::var("LEASEHOLD_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let url = leasehold_testkit::env::postgres_url();
     use leasehold_postgres::sqlx::{self, Connection};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -471,8 +469,7 @@ fn admin_commands_work_on_postgres() {
 
 #[test]
 fn postgres_strategy_advisory_runs_without_admin_and_unknown_parameters_are_refused() {
-    let url = std::env::var("LEASEHOLD_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let url = leasehold_testkit::env::postgres_url();
     let join = if url.contains('?') { '&' } else { '?' };
     let env = Env::with_url("advisory", format!("{url}{join}strategy=advisory"));
     let run = env.run(&[
@@ -496,7 +493,7 @@ fn postgres_strategy_advisory_runs_without_admin_and_unknown_parameters_are_refu
     let status = env.run(&["status", "cli-advisory/job"]);
     assert_eq!(status.status.code(), Some(64), "{}", text(&status.stderr));
     assert!(
-        text(&status.stderr).contains("postgres (advisory) backend does not support it"),
+        text(&status.stderr).contains("status is not supported by postgres (advisory)"),
         "{}",
         text(&status.stderr)
     );
@@ -537,7 +534,11 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_code() {
             127,
             "cannot start",
         ),
-        (&["--url", "memory://", "list"], 64, "does not support"),
+        (
+            &["--url", "memory://", "list"],
+            64,
+            "list is not supported by memory",
+        ),
     ];
     for (args, code, message) in cases {
         let out = env.run(args);

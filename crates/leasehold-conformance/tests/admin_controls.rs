@@ -1,10 +1,9 @@
 //! Negative controls for the admin suite: deliberately broken admin sides must fail the cases
 //! that guard against their flaw, and the same wrapper without a flaw passes every case.
 
-use std::{
-    panic::{self, AssertUnwindSafe},
-    time::{Duration, Instant},
-};
+mod controls;
+
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use leasehold::{
@@ -144,34 +143,28 @@ impl LockAdmin for Flawed {
     }
 }
 
-/// Runs the named admin cases (all when `names` is empty) against `flaw`; returns those that
-/// failed.
+/// The admin cases named in `names` (all when empty) that fail against `flaw`.
 fn failing_cases(flaw: Flaw, names: &[&str]) -> Vec<&'static str> {
-    let mut failed = Vec::new();
-    for case in all_cases()
-        .iter()
-        .filter(|c| names.is_empty() || names.contains(&c.name))
-    {
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+    controls::failing(
+        all_cases(),
+        |c| c.name,
+        names,
+        |case| {
             run(async { Flawed::new(flaw) }, case.run);
-        }));
-        if outcome.is_err() {
-            failed.push(case.name);
-        }
-    }
-    failed
+        },
+    )
 }
 
 fn assert_caught(flaw: Flaw, expected: &[&str]) {
-    for name in expected {
-        assert!(
-            all_cases().iter().any(|c| c.name == *name),
-            "no admin case named {name}"
-        );
-    }
-    let failed = failing_cases(flaw, expected);
-    let missed: Vec<_> = expected.iter().filter(|n| !failed.contains(n)).collect();
-    assert!(missed.is_empty(), "{flaw:?} slipped through {missed:?}");
+    controls::assert_caught(
+        &flaw,
+        all_cases(),
+        |c| c.name,
+        expected,
+        |case| {
+            run(async { Flawed::new(flaw) }, case.run);
+        },
+    );
 }
 
 #[test]

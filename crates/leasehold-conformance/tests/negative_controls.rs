@@ -4,9 +4,10 @@
 //! The same naive backend without a flaw must pass every case, so each failure below is caused
 //! by the flaw alone.
 
+mod controls;
+
 use std::{
     collections::HashMap,
-    panic::{self, AssertUnwindSafe},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -292,33 +293,28 @@ impl DistributedLock for Naive {
     }
 }
 
-/// Runs the named cases against a backend with `flaw`; returns the names of those that failed.
+/// The cases named in `names` (all when empty) that fail against a backend with `flaw`.
 fn failing_cases(flaw: Flaw, names: &[&str]) -> Vec<&'static str> {
-    let mut failed = Vec::new();
-    for case in all_cases()
-        .iter()
-        .filter(|c| names.is_empty() || names.contains(&c.name))
-    {
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+    controls::failing(
+        all_cases(),
+        |c| c.name,
+        names,
+        |case| {
             run(async { Naive::new(flaw) }, case.run);
-        }));
-        if outcome.is_err() {
-            failed.push(case.name);
-        }
-    }
-    failed
+        },
+    )
 }
 
 fn assert_caught(flaw: Flaw, expected: &[&str]) {
-    for name in expected {
-        assert!(
-            all_cases().iter().any(|c| c.name == *name),
-            "no case named {name}"
-        );
-    }
-    let failed = failing_cases(flaw, expected);
-    let missed: Vec<_> = expected.iter().filter(|n| !failed.contains(n)).collect();
-    assert!(missed.is_empty(), "{flaw:?} slipped through {missed:?}");
+    controls::assert_caught(
+        &flaw,
+        all_cases(),
+        |c| c.name,
+        expected,
+        |case| {
+            run(async { Naive::new(flaw) }, case.run);
+        },
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::{advisory::Advisory, builder::PostgresLockBuilder, lock::Inner};
 ///
 /// Cheap to clone: clones share the pools.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// // An advisory lock has no admin side: this does not compile.
 /// fn admin(_: &dyn leasehold::LockAdmin) {}
 /// fn demo(lock: &leasehold_postgres::PostgresAdvisoryLock) {
@@ -85,6 +85,11 @@ impl PostgresAdvisoryLock {
     /// Runs in one transaction: dropping the future rolls it back.
     pub async fn migrate(&self) -> Result<(), LockError> {
         crate::builder::migrate(&self.inner).await
+    }
+
+    /// The SQL that [`migrate`](Self::migrate) runs, for people who manage schemas themselves.
+    pub fn migration_sql(&self) -> String {
+        crate::builder::migration_sql(&self.inner)
     }
 
     fn advisory(&self) -> &Advisory {

@@ -149,13 +149,7 @@ impl PostgresLock {
 
     /// The SQL that [`migrate`](Self::migrate) runs, for people who manage schemas themselves.
     pub fn migration_sql(&self) -> String {
-        let statements = &self.inner.statements;
-        let mut sql = String::new();
-        for statement in statements.migration() {
-            sql.push_str(statement);
-            sql.push_str(";\n");
-        }
-        sql
+        migration_sql(&self.inner)
     }
 
     /// The statements of the lease-table strategy, exactly as this lock sends them, for
@@ -385,7 +379,7 @@ impl PostgresLockBuilder {
             Some(Source::Url(url)) => {
                 let options = PgConnectOptions::from_str(&url).map_err(|e| {
                     LockError::invalid_config(
-                        format!("postgres URL {}", redact_url(&url)),
+                        format!("postgres URL {}", leasehold::redact::url(&url)),
                         e.to_string(),
                     )
                 })?;
@@ -417,6 +411,16 @@ impl PostgresLockBuilder {
     }
 }
 
+/// The statements of [`migrate`], one per line.
+pub(crate) fn migration_sql(inner: &Inner) -> String {
+    let mut sql = String::new();
+    for statement in inner.statements.migration() {
+        sql.push_str(statement);
+        sql.push_str(";\n");
+    }
+    sql
+}
+
 /// Creates the schema and lease table if missing, serialised by an advisory lock.
 pub(crate) async fn migrate(inner: &Inner) -> Result<(), LockError> {
     let migration = async {
@@ -434,9 +438,4 @@ pub(crate) async fn migrate(inner: &Inner) -> Result<(), LockError> {
     within(inner.request_timeout, migration)
         .await
         .map_err(|e| map(e, None))
-}
-
-/// The URL with any password replaced by `***`, for messages (see [`leasehold::redact::url`]).
-pub(crate) fn redact_url(url: &str) -> String {
-    leasehold::redact::url(url)
 }

@@ -35,8 +35,7 @@ mod through_pgbouncer {
 }
 
 async fn pgbouncer_lock() -> PostgresLock {
-    let url = std::env::var("LEASEHOLD_PGBOUNCER_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".to_owned());
+    let url = leasehold_testkit::env::pgbouncer_url();
     PostgresLock::builder()
         .url(&url)
         .transaction_pooler(true)

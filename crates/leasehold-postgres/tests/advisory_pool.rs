@@ -8,8 +8,7 @@ use leasehold_postgres::PostgresLock;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_holders_than_connections_queue_and_no_connection_leaks() {
-    let url = std::env::var("LEASEHOLD_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = leasehold_testkit::env::postgres_url();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(10))
@@ -60,8 +59,7 @@ async fn more_holders_than_connections_queue_and_no_connection_leaks() {
 /// released, instead of giving up at the first failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisory_waits_retry_pool_timeouts_until_the_deadline() {
-    let url = std::env::var("LEASEHOLD_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let url = leasehold_testkit::env::postgres_url();
     let lock = PostgresLock::builder()
         .url(&url)
         .max_connections(1)

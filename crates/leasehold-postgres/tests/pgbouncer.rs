@@ -23,8 +23,7 @@ const CORE: &[&str] = &[
 ];
 
 fn bouncer_url() -> String {
-    std::env::var("LEASEHOLD_PGBOUNCER_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/postgres".to_owned())
+    leasehold_testkit::env::pgbouncer_url()
 }
 
 // Both strategies through one helper: the deprecated `strategy` path hands every call of the

@@ -54,7 +54,7 @@ impl fmt::Debug for RedisLockBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = match &self.source {
             None => "none".to_owned(),
-            Some(Source::Url(url)) => redact_url(url),
+            Some(Source::Url(url)) => leasehold::redact::url(url),
             Some(Source::Client(client)) => client.get_connection_info().addr().to_string(),
             Some(Source::Connection(..)) => "existing connection".to_owned(),
         };
@@ -191,13 +191,13 @@ impl RedisLockBuilder {
                 let client = redis::Client::open(url.as_str());
                 let client = client.map_err(|e| {
                     LockError::invalid_config(
-                        format!("redis URL {}", redact_url(&url)),
+                        format!("redis URL {}", leasehold::redact::url(&url)),
                         e.to_string(),
                     )
                 })?;
                 let client = with_keepalive(client, self.response_timeout).map_err(|e| {
                     LockError::invalid_config(
-                        format!("redis URL {}", redact_url(&url)),
+                        format!("redis URL {}", leasehold::redact::url(&url)),
                         e.to_string(),
                     )
                 })?;
@@ -335,11 +335,6 @@ async fn manage(
     ConnectionManager::new_with_config(client.clone(), config)
         .await
         .map_err(map)
-}
-
-/// The URL with any password replaced by `***`, for messages (see [`leasehold::redact::url`]).
-pub(crate) fn redact_url(url: &str) -> String {
-    leasehold::redact::url(url)
 }
 
 #[cfg(feature = "tls")]

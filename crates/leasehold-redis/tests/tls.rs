@@ -1,6 +1,9 @@
 //! `rediss://` against a private redis-server that serves only TLS, with a certificate from a
 //! throwaway CA: trusted through `root_certificate`, the lock works; without it (the system's
-//! roots do not know that CA) connecting fails.
+//! roots do not know that CA) connecting fails. Built only with the `tls` feature (the
+//! default); without it, `rediss://` is refused (tested in `src/builder.rs`).
+
+#![cfg(feature = "tls")]
 
 mod support;
 

@@ -14,17 +14,8 @@ pub mod memory;
 pub mod redact;
 mod release_watch;
 
-/// Moved to [`backend::wait`]; this path goes in the next release.
-#[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::wait`")]
-pub mod wait {
-    pub use crate::backend::wait::*;
-}
-
-/// Moved to [`backend::ttl`]; this path goes in the next release.
-#[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::ttl`")]
-pub mod ttl {
-    pub use crate::backend::ttl::*;
-}
+mod deprecated;
+pub use deprecated::{ttl, wait};
 
 /// Moved to [`backend::Wakers`]; this path goes in the next release.
 #[deprecated(since = "0.1.1", note = "moved to `leasehold::backend::Wakers`")]

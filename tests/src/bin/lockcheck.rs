@@ -87,15 +87,10 @@ struct Report {
 }
 
 fn url_for(backend: &str, out: &std::path::Path) -> Option<String> {
-    let env =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    let pg = env(
-        "LEASEHOLD_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/postgres",
-    );
+    let pg = leasehold_testkit::env::postgres_url();
     Some(match backend {
         "sqlite" => format!("sqlite://{}", out.join("locks.db").display()),
-        "redis" => env("LEASEHOLD_REDIS_URL", "redis://127.0.0.1:6379"),
+        "redis" => leasehold_testkit::env::redis_url(),
         "postgres" => pg,
         "postgres-advisory" => pg.replacen("postgres://", "postgres+advisory://", 1),
         _ => return None,
@@ -341,9 +336,9 @@ async fn own_server(
     let server = tokio::task::spawn_blocking(move || PrivateServer::start(kind))
         .await
         .map_err(std::io::Error::other)??;
-    let proxy = Proxy::start(([127, 0, 0, 1], server.port).into()).await?;
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).await?;
     let through = server.url().replace(
-        &format!(":{}", server.port),
+        &format!(":{}", server.port()),
         &format!(":{}", proxy.addr.port()),
     );
     // Keep the scheme the backend was asked for (postgres+advisory://).

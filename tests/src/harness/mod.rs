@@ -5,7 +5,7 @@ pub mod backend;
 pub mod checker;
 pub mod history;
 pub mod nemesis;
-pub mod proxy;
+pub use leasehold_testkit::proxy;
 pub mod racy;
 pub mod resource;
 pub mod rng;

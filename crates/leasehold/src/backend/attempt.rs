@@ -80,7 +80,7 @@ impl Attempt {
     }
 
     /// What the store's `reply` means for a waiting acquire: the lease won, or the holder's
-    /// remaining time if the store said ([`wait::Attempt`](super::wait::Attempt)). For a
+    /// remaining time if the store said ([`wait::Outcome`](super::wait::Outcome)). For a
     /// single try, `.ok()` of it is `try_acquire`'s answer.
     pub fn outcome(self, key: &LockKey, reply: Reply) -> Result<Lease, Option<Duration>> {
         match reply {

@@ -224,7 +224,7 @@ where
 }
 
 /// One attempt of a waiting acquire: the lease, or the holder's remaining time when known.
-pub type Attempt = Result<Lease, Option<Duration>>;
+pub type Outcome = Result<Lease, Option<Duration>>;
 
 /// The wait loop of backends that learn about releases by notification (a pub/sub channel,
 /// `LISTEN`), shared so that every such backend waits the same way.
@@ -273,7 +273,7 @@ impl NotifiedWait {
         L: FnMut() -> LFut,
         LFut: Future<Output = bool>,
         A: FnMut() -> AFut,
-        AFut: Future<Output = Result<Attempt, LockError>>,
+        AFut: Future<Output = Result<Outcome, LockError>>,
     {
         // Whether the last round had notifications flowing.
         let mut flowing = true;

@@ -33,9 +33,10 @@ use crate::{
 /// they do not poll.
 ///
 /// Fences come from one counter shared by all keys, so they strictly increase per key (and
-/// overall). Like the server backends' rows, every key ever locked keeps a small entry (its
-/// last fence), so [`LockAdmin`](crate::LockAdmin) can report it: a program that locks unboundedly many distinct
-/// keys grows by that much per key.
+/// overall). Like the server backends' rows and counters, every key ever locked (or watched)
+/// keeps an entry of about 150 bytes (its last fence, its wake-up), so
+/// [`LockAdmin`](crate::LockAdmin) can report it: a program that locks unboundedly many
+/// distinct keys grows by that much per key.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

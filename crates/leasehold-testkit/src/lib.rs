@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+pub mod env;
+mod os;
+pub mod ports;
+pub mod postgres;
+pub mod proxy;
+pub mod redaction;
+pub mod redis;
+
+pub use crate::os::{is_root, make_certs, signal};
+
+/// An `io::Error` with this message.
+pub(crate) fn failed(what: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(what.to_string())
+}
