@@ -61,3 +61,67 @@ fn the_lease_table_strategy_works_through_pgbouncer_transaction_pooling() {
 fn the_advisory_strategy_works_through_pgbouncer_transaction_pooling() {
     run_core(Strategy::Advisory);
 }
+
+/// A private PgBouncer in front of a private cluster is killed while a lease-table guard
+/// holds a lock, and comes back 1 s later: the lease is a row, so nothing is lost. The guard
+/// says `Unknown` while renewals fail and `Held` once they work again, with the same fence; a
+/// second client cannot take the key meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooler_restart_leaves_lease_table_locks_held() {
+    use std::time::Duration;
+
+    use leasehold::{GuardState, LockOptions, Locker};
+    use leasehold_testkit::{pgbouncer::PrivatePgBouncer, postgres::PrivateCluster};
+
+    let cluster = PrivateCluster::start();
+    let bouncer = PrivatePgBouncer::start(cluster.port);
+    let through = PostgresLock::builder()
+        .url(bouncer.url())
+        .transaction_pooler(true)
+        .request_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("connect through the private pgbouncer");
+    let direct = PostgresLock::connect(&cluster.url())
+        .await
+        .expect("connect");
+    let options = LockOptions::default()
+        .with_ttl(Duration::from_secs(6))
+        .with_renew_every(Duration::from_millis(300));
+    let guard = Locker::new(through)
+        .lock("pooler-restart", options.clone())
+        .await
+        .unwrap();
+    let fence = guard.fence();
+    bouncer.kill();
+    let mut saw_unknown = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        saw_unknown |= guard.state() == GuardState::Unknown;
+        if saw_unknown {
+            break;
+        }
+    }
+    assert!(saw_unknown, "renewals through a dead pooler did not fail");
+    let other = Locker::new(direct.clone());
+    assert!(
+        other
+            .try_lock("pooler-restart", options.clone())
+            .await
+            .unwrap()
+            .is_none(),
+        "the key was free while its holder's pooler was down"
+    );
+    bouncer.restart();
+    let mut held_again = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if guard.state() == GuardState::Held {
+            held_again = true;
+            break;
+        }
+    }
+    assert!(held_again, "the guard did not recover: {:?}", guard.state());
+    assert_eq!(guard.fence(), fence);
+    assert!(guard.release().await.unwrap(), "the lease was still held");
+}

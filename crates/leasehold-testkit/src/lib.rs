@@ -2,6 +2,7 @@
 
 pub mod env;
 mod os;
+pub mod pgbouncer;
 pub mod ports;
 pub mod postgres;
 pub mod proxy;
