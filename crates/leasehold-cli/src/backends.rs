@@ -193,7 +193,8 @@ fn postgres_url(url: &str) -> Result<(String, bool), LockError> {
     if url[..host_at].contains(['?', '#']) {
         return Err(LockError::invalid_config(
             shown(),
-            "a `?` or `#` before the host: percent-encode them in the password (%3F, %23)",
+            "a `?` or `#` before the last `@`: percent-encode `?` and `#` in the password \
+             (%3F, %23), or `@` in query values (%40)",
         ));
     }
     if url[host_at..].contains('#') {
@@ -286,10 +287,11 @@ mod postgres_url_tests {
                 "percent-encode",
             ),
             ("postgres://u:secret@h/db?strategy=advisory#x", "fragment"),
+            ("postgres://h/db?password=se@cret", "`@` in query values"),
         ] {
             let error = postgres_url(bad).unwrap_err().to_string();
             assert!(error.contains(says), "{error}");
-            for secret in ["secret", "sec?ret", "ret@", "sec#ret"] {
+            for secret in ["secret", "sec?ret", "ret@", "sec#ret", "se@cret", "cret"] {
                 assert!(!error.contains(secret), "{error}");
             }
         }

@@ -112,6 +112,7 @@ async fn a_pooler_restart_leaves_lease_table_locks_held() {
             .is_none(),
         "the key was free while its holder's pooler was down"
     );
+    tokio::time::sleep(Duration::from_secs(1)).await;
     bouncer.restart();
     let mut held_again = false;
     for _ in 0..60 {

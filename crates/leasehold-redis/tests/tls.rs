@@ -1,7 +1,7 @@
 //! `rediss://` against a private redis-server that serves only TLS, with a certificate from a
 //! throwaway CA: trusted through `root_certificate`, the lock works; without it (the system's
 //! roots do not know that CA) connecting fails. Built only with the `tls` feature (the
-//! default); without it, `rediss://` is refused (tested in `src/builder.rs`).
+//! default); without it, `rediss://` is refused (`tests/no_tls.rs`).
 
 #![cfg(feature = "tls")]
 

@@ -1,6 +1,10 @@
 //! Processes, signals, users and certificates.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use nix::{
     sys::signal::{kill, Signal},
@@ -56,4 +60,18 @@ pub(crate) fn chown_postgres(path: &Path, recursive: bool) -> std::io::Result<()
             path.display()
         )))
     }
+}
+
+/// A new, empty directory for one private server: `<tmp>/leasehold-<what>-<port>-<pid>-<n>`,
+/// unique within this process too (two servers may draw the same free port in turn).
+pub(crate) fn temp_dir(what: &str, port: u16) -> std::io::Result<PathBuf> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "leasehold-{what}-{port}-{}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

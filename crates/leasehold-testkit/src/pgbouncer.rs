@@ -2,26 +2,26 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use nix::sys::signal::Signal;
-
 use crate::{
     failed,
-    os::{chown_postgres, is_root, signal},
+    os::{chown_postgres, is_root, temp_dir},
     ports::free_port,
 };
 
-/// A private PgBouncer (transaction pooling, trust auth, as user `postgres` when run as root:
+/// A private PgBouncer (transaction pooling, trust auth; `-u postgres` when run as root, since
 /// PgBouncer refuses root) on a free loopback port in front of a PostgreSQL on `server_port`,
-/// stopped and removed when dropped.
+/// run in the foreground as a child of the test, killed and removed when dropped.
 #[derive(Debug)]
 pub struct PrivatePgBouncer {
     /// Its loopback port.
     pub port: u16,
     dir: PathBuf,
+    child: Mutex<Option<Child>>,
 }
 
 impl PrivatePgBouncer {
@@ -41,9 +41,13 @@ impl PrivatePgBouncer {
     /// When pgbouncer is missing or does not come up.
     pub fn try_start(server_port: u16) -> std::io::Result<Self> {
         let port = free_port()?;
-        let dir =
-            std::env::temp_dir().join(format!("leasehold-pgbouncer-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // Made first, so its `Drop` removes the directory whatever fails after.
+        let bouncer = Self {
+            port,
+            dir: temp_dir("pgbouncer", port)?,
+            child: Mutex::new(None),
+        };
+        let dir = &bouncer.dir;
         std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
         std::fs::write(
             dir.join("pgbouncer.ini"),
@@ -58,9 +62,8 @@ impl PrivatePgBouncer {
             ),
         )?;
         if is_root() {
-            chown_postgres(&dir, true)?;
+            chown_postgres(dir, true)?;
         }
-        let bouncer = Self { port, dir };
         bouncer.try_spawn()?;
         Ok(bouncer)
     }
@@ -71,36 +74,48 @@ impl PrivatePgBouncer {
             .find(|bin| std::path::Path::new(bin).exists())
             .unwrap_or("pgbouncer");
         let ini = self.dir.join("pgbouncer.ini");
-        let mut command = if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--", bin]);
-            command
-        } else {
-            Command::new(bin)
-        };
-        let status = command.arg("-d").arg(&ini).status().map_err(|e| {
-            failed(format!(
-                "cannot start pgbouncer ({e}): install it with `apt-get install pgbouncer` or \
-                 run `scripts/services.sh`"
-            ))
-        })?;
-        if !status.success() {
-            return Err(failed(format!(
-                "pgbouncer did not start ({status}): see {}",
-                self.dir.join("pgbouncer.log").display()
-            )));
+        let mut command = Command::new(bin);
+        if is_root() {
+            command.args(["-u", "postgres"]);
         }
+        let mut child = command
+            .arg(&ini)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                failed(format!(
+                    "cannot start pgbouncer ({e}): install it with `apt-get install pgbouncer` \
+                     or run `scripts/services.sh`"
+                ))
+            })?;
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
+        let up = loop {
+            if let Some(status) = child.try_wait()? {
+                break Err(failed(format!(
+                    "pgbouncer exited at start ({status}): see {}",
+                    self.dir.join("pgbouncer.log").display()
+                )));
+            }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
+                break Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                break Err(failed(format!(
+                    "private pgbouncer on port {} did not start within 10 s",
+                    self.port
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(failed(format!(
-            "private pgbouncer on port {} did not start within 10 s",
-            self.port
-        )))
+        };
+        *self.child() = Some(child);
+        up
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
@@ -108,23 +123,11 @@ impl PrivatePgBouncer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("pgbouncer.pid"))
-            .ok()
-            .and_then(|pid| pid.trim().parse().ok())
-    }
-
     /// kill -9: every client and server connection through it ends at once.
     pub fn kill(&self) {
-        if let Some(pid) = self.pid() {
-            signal(Signal::SIGKILL, &[pid]);
-            let gone_by = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < gone_by
-                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = std::fs::remove_file(self.dir.join("pgbouncer.pid"));
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 
 use crate::{
     failed,
-    os::{chown_postgres, is_root, signal},
+    os::{chown_postgres, is_root, signal, temp_dir},
     ports::free_port,
 };
 
@@ -111,16 +111,22 @@ impl PrivateCluster {
     /// When PostgreSQL is missing or the cluster does not come up.
     pub fn try_start(tls: bool, settings: &[&str]) -> std::io::Result<Self> {
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("leasehold-pg-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // Made first, so its `Drop` removes the directory whatever fails after.
+        let mut cluster = Self {
+            port,
+            dir: temp_dir("pg", port)?,
+            bin: pg_bin()?,
+            extra: String::new(),
+            env: Vec::new(),
+        };
+        let dir = cluster.dir.clone();
         if is_root() {
             // initdb runs as user postgres and must own its directory.
             chown_postgres(&dir, false)?;
         }
-        let bin = pg_bin()?;
         let data = dir.join("data");
         run_pg(
-            &bin,
+            &cluster.bin,
             "initdb",
             &[
                 "-D",
@@ -133,26 +139,18 @@ impl PrivateCluster {
             ],
             &[],
         )?;
-        let mut extra = String::new();
         if tls {
             let certs = dir.join("tls");
             crate::make_certs(&certs, true)?;
-            extra = format!(
+            cluster.extra = format!(
                 " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
                 certs.display()
             );
         }
         for setting in settings {
-            extra.push_str(" -c ");
-            extra.push_str(setting);
+            cluster.extra.push_str(" -c ");
+            cluster.extra.push_str(setting);
         }
-        let cluster = Self {
-            port,
-            dir,
-            bin,
-            extra,
-            env: Vec::new(),
-        };
         cluster.try_pg_ctl_start()?;
         Ok(cluster)
     }
@@ -342,10 +340,18 @@ impl Stopped {
     ///
     /// # Panics
     ///
-    /// When `pids` is empty.
+    /// When `pids` is empty, or one of them cannot be stopped (it exited already): the test
+    /// would go on without its fault.
     pub fn stop(pids: Vec<i32>) -> Self {
         assert!(!pids.is_empty(), "no server process to stop");
-        signal(Signal::SIGSTOP, &pids);
+        for &pid in &pids {
+            if let Err(error) =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP)
+            {
+                signal(Signal::SIGCONT, &pids);
+                panic!("SIGSTOP of server process {pid} failed: {error}");
+            }
+        }
         Self(pids)
     }
 }

@@ -8,7 +8,11 @@ use std::{
 
 use nix::sys::signal::Signal;
 
-use crate::{failed, os::signal, ports::free_port};
+use crate::{
+    failed,
+    os::{signal, temp_dir},
+    ports::free_port,
+};
 
 /// A private `redis-server` on a free loopback port, in a temp dir, killed and removed when
 /// dropped. Without persistence unless started with [`try_start_persistent`]
@@ -73,13 +77,10 @@ impl PrivateRedis {
 
     fn try_start_with(extra_args: &[&str], tls: bool, aof: bool) -> std::io::Result<Self> {
         let port = free_port()?;
-        let dir =
-            std::env::temp_dir().join(format!("leasehold-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         let mut server = Self {
             port,
             child: None,
-            dir,
+            dir: temp_dir("redis", port)?,
             args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             tls,
             aof,
