@@ -6,6 +6,8 @@
 //! ```
 
 mod contenders;
+mod fenced;
+mod pairs;
 mod report;
 mod scenarios;
 
@@ -13,6 +15,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Parser;
 use contenders::{Contender, Leasehold, Ping, Raw, RawSqlx, RoundTrip, Rslock, SelectOne};
+use fenced::FencedRaw;
 use leasehold_postgres::{PostgresAdvisoryLock, PostgresLock};
 use redis::aio::ConnectionManager;
 use report::{Report, Row};
@@ -53,6 +56,13 @@ struct Args {
     /// e.g. to profile one of them.
     #[arg(long)]
     only: Option<String>,
+    /// Instead of the benchmark: this many acquire + release pairs through `--pairs-of`, one
+    /// after another on one thread (what `scripts/callgrind-pairs.sh` counts instructions of).
+    #[arg(long, requires = "pairs_of")]
+    pairs: Option<u64>,
+    /// The implementation the pairs go through.
+    #[arg(long, value_enum)]
+    pairs_of: Option<pairs::PairsOf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,9 +75,18 @@ enum Backend {
 /// Pool size for every PostgreSQL contender, so that none has more connections than another.
 const PG_POOL: u32 = 16;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let (Some(n), Some(of)) = (args.pairs, args.pairs_of) {
+        return pairs::run(&args.redis_url, of, n);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.out_dir)?;
     if matches!(args.backend, Backend::Redis | Backend::All) {
         let client = redis::Client::open(args.redis_url.as_str())?;
@@ -77,6 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rslock_tuned.set_retry(3, Duration::from_millis(1));
         let contenders: Vec<Arc<dyn Contender>> = vec![
             Arc::new(Raw::new(conn.clone())),
+            Arc::new(FencedRaw::new(conn.clone())),
             Arc::new(Leasehold::new(leasehold, "leasehold-redis")),
             Arc::new(Rslock {
                 manager: rslock::LockManager::new(vec![args.redis_url.clone()]),
@@ -118,13 +138,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Deletes the fence counters this run left in Redis (they have no ttl, by design).
 async fn remove_fence_counters(mut conn: ConnectionManager) -> redis::RedisResult<()> {
-    let pattern = format!("{{leasehold:bench/{}/*}}:fence", std::process::id());
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut conn)
-        .await?;
-    if !keys.is_empty() {
-        let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+    for owner in ["leasehold", "fraw"] {
+        let pattern = format!("{{{owner}:bench/{}/*}}:fence", std::process::id());
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await?;
+        }
     }
     Ok(())
 }

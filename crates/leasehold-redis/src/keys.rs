@@ -99,16 +99,21 @@ impl LockNames {
     }
 }
 
-/// `E`: percent-encodes `%`, `{` and `}`.
+/// `E`: percent-encodes `%`, `{` and `}`. Runs of other bytes are copied whole (the three are
+/// ASCII, so a UTF-8 sequence is never split): on every acquire and release, so no per-char
+/// pushes.
 fn encode_into(out: &mut String, key: &str) {
-    for c in key.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
+    let mut rest = key;
+    while let Some(at) = rest.find(['%', '{', '}']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'%' => "%25",
+            b'{' => "%7B",
+            _ => "%7D",
+        });
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
 }
 
 /// The inverse of `E`; `None` for text `E` never produces.

@@ -137,32 +137,57 @@ pub trait DistributedLock: Send + Sync + std::fmt::Debug + 'static {
 /// locks themselves.
 macro_rules! forward_impl {
     ($ptr:ident) => {
+        // Written out (what `#[async_trait]` would generate) to hand back the inner backend's
+        // boxed future as it is: `#[async_trait]` here would box it a second time, an
+        // allocation and a copy of the future on every call through `Arc<dyn DistributedLock>`.
         #[deny(clippy::missing_trait_methods)]
-        #[async_trait]
         impl<T: DistributedLock + ?Sized> DistributedLock for $ptr<T> {
-            async fn try_acquire(
-                &self,
-                key: &LockKey,
+            fn try_acquire<'s, 'k, 'f>(
+                &'s self,
+                key: &'k LockKey,
                 ttl: Duration,
-            ) -> Result<Option<Lease>, LockError> {
-                (**self).try_acquire(key, ttl).await
+            ) -> BoxFuture<'f, Result<Option<Lease>, LockError>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).try_acquire(key, ttl)
             }
 
-            async fn acquire(
-                &self,
-                key: &LockKey,
+            fn acquire<'s, 'k, 'f>(
+                &'s self,
+                key: &'k LockKey,
                 ttl: Duration,
                 wait: Duration,
-            ) -> Result<Lease, LockError> {
-                (**self).acquire(key, ttl, wait).await
+            ) -> BoxFuture<'f, Result<Lease, LockError>>
+            where
+                's: 'f,
+                'k: 'f,
+                Self: 'f,
+            {
+                (**self).acquire(key, ttl, wait)
             }
 
-            async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
-                (**self).extend(lease, ttl).await
+            fn extend<'s, 'l, 'f>(
+                &'s self,
+                lease: &'l mut Lease,
+                ttl: Duration,
+            ) -> BoxFuture<'f, Result<bool, LockError>>
+            where
+                's: 'f,
+                'l: 'f,
+                Self: 'f,
+            {
+                (**self).extend(lease, ttl)
             }
 
-            async fn release(&self, lease: Lease) -> Result<bool, LockError> {
-                (**self).release(lease).await
+            fn release<'s, 'f>(&'s self, lease: Lease) -> BoxFuture<'f, Result<bool, LockError>>
+            where
+                's: 'f,
+                Self: 'f,
+            {
+                (**self).release(lease)
             }
 
             fn capabilities(&self) -> Capabilities {
@@ -175,6 +200,9 @@ macro_rules! forward_impl {
         }
     };
 }
+
+/// The future type of the trait's async methods, as `#[async_trait]` makes them.
+type BoxFuture<'f, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'f>>;
 
 forward_impl!(Arc);
 forward_impl!(Box);
