@@ -22,6 +22,10 @@ docs:
 bench:
     . scripts/services.sh && cargo run --release -p leasehold-bench
 
+# Instructions per Redis acquire + release pair, leasehold against the fenced floor (callgrind).
+callgrind:
+    scripts/callgrind-pairs.sh
+
 # The safety harness: a fixed-seed run per backend (what CI runs).
 lockcheck duration="10s" seed="7":
     . scripts/services.sh && for b in sqlite redis postgres postgres-advisory; do cargo run -q -p leasehold-tests --bin lockcheck -- --backend $b --duration {{duration}} --seed {{seed}}; done
