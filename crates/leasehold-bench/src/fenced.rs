@@ -1,6 +1,6 @@
 //! The fenced floor: the server work of leasehold-redis's scripts (the same Lua text: `TIME`,
 //! `SET NX PX`, `INCR` of the per-key fence counter with its clock floor; then a compare-and-
-//! delete that `PUBLISH`es), sent by hand on the same `ConnectionManager`, with none of
+//! delete that `PUBLISH`es when a waiter marked the lock), sent by hand on the same `ConnectionManager`, with none of
 //! leasehold's client-side work (key validation, leases, ghost cleanup, tracing, trait objects).
 
 use async_trait::async_trait;
@@ -35,8 +35,10 @@ impl FencedRaw {
             .acquire
             .key(lock)
             .key(format!("{lock}:fence"))
+            .key(format!("{lock}:wanted"))
             .arg(token)
             .arg(TTL.as_millis() as u64)
+            .arg(0)
             .invoke_async(&mut conn)
             .await
             .expect("fenced acquire");
@@ -52,6 +54,7 @@ impl FencedRaw {
         let _: i64 = self
             .release
             .key(lock)
+            .key(format!("{lock}:wanted"))
             .arg(token)
             .arg(format!("{lock}:released"))
             .invoke_async(&mut conn)

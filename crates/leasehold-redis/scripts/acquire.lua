@@ -1,6 +1,8 @@
 -- Takes the lock if it is free and hands out the next fence, atomically.
--- KEYS[1] lock key, KEYS[2] fence counter (same hash slot); ARGV[1] token, ARGV[2] ttl in ms.
--- Returns {1, fence} when taken, {0, holder's PTTL in ms} when someone else holds it.
+-- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] the lock's "wanted" mark (same hash slot);
+-- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] how long a waiting caller marks the lock as wanted,
+-- in ms (0: not waiting). Returns {1, fence} when taken, {0, holder's PTTL in ms} when someone
+-- else holds it.
 --
 -- fence = max(counter + 1, server clock in microseconds). The counter has no ttl and only ever
 -- grows; the clock floor keeps fences above every fence handed out before when the counter is
@@ -26,5 +28,11 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {1, tonumber(floor)}
   end
   return {1, fence}
+end
+-- Busy: a waiter marks the lock as wanted in the same script that found it held, so the
+-- release that frees it sees the mark and publishes; a release before this script ran left
+-- the lock free for it instead. Each waiting attempt refreshes the mark.
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 end
 return {0, redis.call('PTTL', KEYS[1])}

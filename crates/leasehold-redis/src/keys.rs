@@ -97,6 +97,12 @@ impl LockNames {
     pub(crate) fn channel(&self) -> String {
         format!("{}:released", self.lock)
     }
+
+    /// The "wanted" mark's name: set by waiters, so that a release publishes only when someone
+    /// may be waiting.
+    pub(crate) fn wanted(&self) -> String {
+        format!("{}:wanted", self.lock)
+    }
 }
 
 /// `E`: percent-encodes `%`, `{` and `}`. Runs of other bytes are copied whole (the three are
@@ -158,6 +164,7 @@ mod tests {
             let n = names(key);
             assert_eq!(hash_tag(&n.lock), hash_tag(&n.fence()), "{key}");
             assert_eq!(hash_tag(&n.lock), hash_tag(&n.channel()), "{key}");
+            assert_eq!(hash_tag(&n.lock), hash_tag(&n.wanted()), "{key}");
             assert!(hash_tag(&n.lock).starts_with("leasehold:"), "{key}");
         }
     }
@@ -184,7 +191,7 @@ mod tests {
         let mut seen = HashSet::new();
         for key in keys {
             let n = names(key);
-            for name in [n.fence(), n.channel(), n.lock] {
+            for name in [n.fence(), n.channel(), n.wanted(), n.lock] {
                 assert!(seen.insert(name.clone()), "{name} produced twice");
             }
         }

@@ -20,6 +20,10 @@ use crate::{
     subscriber::{Subscriber, Watch},
 };
 
+/// How long a waiting attempt marks the lock as wanted: four times the longest pause between
+/// a waiter's attempts while subscribed, each of which refreshes it.
+const WANTED_MS: u64 = 2_000;
+
 /// How waiters wait: at most 0.25-0.5 s between attempts while subscribed (in case a release
 /// message was lost), 25-50 ms without a working subscription.
 const WAIT: NotifiedWait = NotifiedWait {
@@ -73,6 +77,7 @@ impl RedisLock {
         key: &LockKey,
         names: &LockNames,
         attempt: &Attempt,
+        waiting: bool,
     ) -> Result<Reply, LockError> {
         let token = attempt.token();
         // Armed while the script is in flight: if the caller gives up or the outcome is
@@ -89,8 +94,10 @@ impl RedisLock {
         let mut script = scripts::ACQUIRE.key(&names.lock);
         script
             .key(names.fence())
+            .key(names.wanted())
             .arg(token.to_hex())
-            .arg(attempt.ttl_millis());
+            .arg(attempt.ttl_millis())
+            .arg(if waiting { WANTED_MS } else { 0 });
         let reply: Result<Vec<i64>, redis::RedisError> =
             bounded(self.inner.call_timeout, script.invoke_async(&mut conn)).await;
         let reply = match reply {
@@ -125,7 +132,7 @@ impl RedisLock {
         ttl: Duration,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let attempt = Attempt::start(ttl)?;
-        let reply = self.attempt(key, names, &attempt).await?;
+        let reply = self.attempt(key, names, &attempt, true).await?;
         Ok(attempt.outcome(key, reply))
     }
 
@@ -136,7 +143,10 @@ impl RedisLock {
     ) -> Result<bool, LockError> {
         let mut conn = self.inner.conn.clone();
         let mut script = scripts::RELEASE.key(&names.lock);
-        script.arg(token.to_hex()).arg(names.channel());
+        script
+            .key(names.wanted())
+            .arg(token.to_hex())
+            .arg(names.channel());
         let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;
@@ -155,7 +165,7 @@ impl DistributedLock for RedisLock {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        let reply = self.attempt(key, &names, &attempt).await?;
+        let reply = self.attempt(key, &names, &attempt, false).await?;
         Ok(attempt.outcome(key, reply).ok())
     }
 

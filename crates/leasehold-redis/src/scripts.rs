@@ -16,7 +16,8 @@ pub(crate) static ACQUIRE: LazyLock<Script> =
 pub(crate) static EXTEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/extend.lua")));
 
-/// Compare token, then `DEL` + `PUBLISH`: see `scripts/release.lua`.
+/// Compare token, then `DEL`, and `PUBLISH` if a waiter marked the lock: see
+/// `scripts/release.lua`.
 pub(crate) static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/release.lua")));
 

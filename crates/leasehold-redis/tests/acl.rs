@@ -28,6 +28,7 @@ const LOCKER_ACL: &[&str] = &[
     "+pttl",
     "+pexpire",
     "+publish",
+    "+exists",
     "+subscribe",
     "+unsubscribe",
     "+ping",
