@@ -31,8 +31,10 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 -- Busy: a waiter marks the lock as wanted in the same script that found it held, so the
 -- release that frees it sees the mark and publishes; a release before this script ran left
--- the lock free for it instead. Each waiting attempt refreshes the mark.
-if tonumber(ARGV[3]) > 0 then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+-- the lock free for it instead. A waiting attempt renews the mark once half of it is used up
+-- (a write, so not on every attempt).
+local wanted_ms = tonumber(ARGV[3]) or 0
+if wanted_ms > 0 and redis.call('PTTL', KEYS[3]) < wanted_ms / 2 then
+  redis.call('SET', KEYS[3], '1', 'PX', wanted_ms)
 end
 return {0, redis.call('PTTL', KEYS[1])}

@@ -5,7 +5,8 @@
 -- Returns 1 if released, 0 if it was not held by this token (expired or someone else's).
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  if redis.call('EXISTS', KEYS[2]) == 1 then
+  -- GET, not EXISTS: the ACL of earlier versions grants it (no new permission to roll out).
+  if redis.call('GET', KEYS[2]) then
     redis.call('PUBLISH', ARGV[2], '')
   end
   return 1

@@ -20,8 +20,9 @@ use crate::{
     subscriber::{Subscriber, Watch},
 };
 
-/// How long a waiting attempt marks the lock as wanted: four times the longest pause between
-/// a waiter's attempts while subscribed, each of which refreshes it.
+/// How long a waiting attempt marks the lock as wanted (renewed by the next attempt once half
+/// of it is used up): more than twice the longest gap between a subscribed waiter's attempts
+/// (one fallback period of sleep plus at most one waiting for the subscription).
 const WANTED_MS: u64 = 2_000;
 
 /// How waiters wait: at most 0.25-0.5 s between attempts while subscribed (in case a release
@@ -97,7 +98,12 @@ impl RedisLock {
             .key(names.wanted())
             .arg(token.to_hex())
             .arg(attempt.ttl_millis())
-            .arg(if waiting { WANTED_MS } else { 0 });
+            // Without a subscriber nobody listens: no mark, and releases stay silent.
+            .arg(if waiting && self.inner.subscriber.is_some() {
+                WANTED_MS
+            } else {
+                0
+            });
         let reply: Result<Vec<i64>, redis::RedisError> =
             bounded(self.inner.call_timeout, script.invoke_async(&mut conn)).await;
         let reply = match reply {

@@ -28,7 +28,6 @@ const LOCKER_ACL: &[&str] = &[
     "+pttl",
     "+pexpire",
     "+publish",
-    "+exists",
     "+subscribe",
     "+unsubscribe",
     "+ping",

@@ -94,3 +94,122 @@ fn a_release_that_never_publishes_fails_the_hand_off_case() {
         "a release that never publishes passed the hand-off case"
     );
 }
+
+/// The mark itself, on the shared server: a busy `try_acquire` sets none, a waiter sets one of
+/// at most 2 s, a release without a mark sends no message, and with one it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_mark_the_lock_and_only_marked_releases_publish() {
+    use futures_util::StreamExt;
+
+    let lock = support::shared_lock().await;
+    let key = LockKey::new(format!("publish-control/mark/{}", std::process::id())).unwrap();
+    let name = format!("{{{}:{}}}", lock.namespace(), key.as_str());
+    let (mark, channel) = (format!("{name}:wanted"), format!("{name}:released"));
+    let url = support::shared_url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let mark = mark.clone();
+        async move {
+            redis::cmd("PTTL")
+                .arg(mark)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let _: () = redis::cmd("DEL")
+        .arg(&mark)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(10);
+    let held = lock
+        .try_acquire(&key, ttl)
+        .await
+        .unwrap()
+        .expect("free key");
+    assert!(lock.try_acquire(&key, ttl).await.unwrap().is_none());
+    assert_eq!(pttl(&mut admin).await, -2, "a busy try_acquire set a mark");
+    let waiter = {
+        let (lock, key) = (lock.clone(), key.clone());
+        tokio::spawn(async move { lock.acquire(&key, ttl, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = pttl(&mut admin).await;
+    assert!(
+        (1..=2_000).contains(&left),
+        "a waiter's mark has {left} ms left"
+    );
+    assert!(lock.release(held).await.unwrap());
+    let lease = waiter.await.unwrap().expect("the waiter got the lock");
+
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&mark)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(lock.release(lease).await.unwrap());
+    let mut messages = pubsub.on_message();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), messages.next())
+            .await
+            .is_err(),
+        "a release nobody marked published"
+    );
+    let lease = lock
+        .try_acquire(&key, ttl)
+        .await
+        .unwrap()
+        .expect("free key");
+    let _: () = redis::cmd("SET")
+        .arg(&mark)
+        .arg("1")
+        .arg("PX")
+        .arg(2_000)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(lock.release(lease).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), messages.next())
+        .await
+        .expect("a marked release published")
+        .expect("a message");
+}
+
+/// A waiter that waits longer than one mark lasts (a 3 s hold against the 2 s mark) renews it,
+/// so the release still wakes it at once, not at its next fallback poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_outlasts_its_first_mark_is_still_woken_at_once() {
+    let lock = support::shared_lock().await;
+    let key = LockKey::new(format!("publish-control/long/{}", std::process::id())).unwrap();
+    let ttl = Duration::from_secs(10);
+    for round in 0..2 {
+        let held = lock
+            .try_acquire(&key, ttl)
+            .await
+            .unwrap()
+            .expect("free key");
+        let waiter = {
+            let (lock, key) = (lock.clone(), key.clone());
+            tokio::spawn(async move {
+                let lease = lock.acquire(&key, ttl, Duration::from_secs(20)).await;
+                (std::time::Instant::now(), lease)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(3_000)).await;
+        let released = std::time::Instant::now();
+        assert!(lock.release(held).await.unwrap());
+        let (got, lease) = waiter.await.unwrap();
+        let took = got - released;
+        // Woken by the message: a few ms; a fallback poll would take 250-500 ms.
+        assert!(
+            took < Duration::from_millis(150),
+            "round {round}: the hand-off after a long wait took {took:?}"
+        );
+        assert!(lock.release(lease.unwrap()).await.unwrap());
+    }
+}
