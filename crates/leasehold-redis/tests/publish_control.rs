@@ -68,30 +68,40 @@ impl DistributedLock for Silent {
     }
 }
 
+/// The hand-off case measures against a fallback poll every 250-500 ms, so a silent release
+/// still passes it by luck now and then (when the poll happens to land within 50 ms of the
+/// release in three of its five rounds: about 6 % of runs). Seven runs, of which at least four
+/// must fail, leave that luck about 0.04 %.
 #[test]
 fn a_release_that_never_publishes_fails_the_hand_off_case() {
     let case = leasehold_conformance::all_cases()
         .iter()
         .find(|c| c.name == "waiting_acquire_gets_lock_soon_after_release")
         .expect("the hand-off case");
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        leasehold_conformance::run(
-            async {
-                let url = support::shared_url();
-                let client = redis::Client::open(url.as_str()).expect("url");
-                Silent {
-                    lock: support::shared_lock().await,
-                    conn: ConnectionManager::new(client)
-                        .await
-                        .unwrap_or_else(|e| leasehold_testkit::env::unreachable("Redis", &url, &e)),
-                }
-            },
-            case.run,
-        );
-    }));
+    let failed = (0..7)
+        .filter(|_| {
+            panic::catch_unwind(AssertUnwindSafe(|| {
+                leasehold_conformance::run(
+                    async {
+                        let url = support::shared_url();
+                        let client = redis::Client::open(url.as_str()).expect("url");
+                        Silent {
+                            lock: support::shared_lock().await,
+                            conn: ConnectionManager::new(client).await.unwrap_or_else(|e| {
+                                leasehold_testkit::env::unreachable("Redis", &url, &e)
+                            }),
+                        }
+                    },
+                    case.run,
+                );
+            }))
+            .is_err()
+        })
+        .count();
     assert!(
-        outcome.is_err(),
-        "a release that never publishes passed the hand-off case"
+        failed >= 4,
+        "a release that never publishes passed the hand-off case in {} of 7 runs",
+        7 - failed
     );
 }
 
