@@ -123,17 +123,9 @@ fn main() -> ExitCode {
     }
     // leasehold itself is never stopped by job control (Ctrl-Z, a background read or write
     // of the terminal): stopped, it could not renew while its command runs on. Blocked here,
-    // before the runtime's threads exist, so every thread inherits it; the command does not
-    // (std resets the mask in the child).
-    let mut job_control = nix::sys::signal::SigSet::empty();
-    for sig in [
-        nix::sys::signal::Signal::SIGTSTP,
-        nix::sys::signal::Signal::SIGTTIN,
-        nix::sys::signal::Signal::SIGTTOU,
-    ] {
-        job_control.add(sig);
-    }
-    let _ = job_control.thread_block();
+    // before the runtime's threads exist, so every thread inherits it. The command must not
+    // inherit it (a child keeps its parent's mask): `run` unblocks them around the spawn.
+    let _ = job_control_signals().thread_block();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -155,6 +147,19 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The job-control signals leasehold blocks for itself and never for its command.
+pub(crate) fn job_control_signals() -> nix::sys::signal::SigSet {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for sig in [
+        nix::sys::signal::Signal::SIGTSTP,
+        nix::sys::signal::Signal::SIGTTIN,
+        nix::sys::signal::Signal::SIGTTOU,
+    ] {
+        set.add(sig);
+    }
+    set
 }
 
 /// The exit code for an error of leasehold itself.

@@ -131,15 +131,22 @@ pub(crate) async fn run(
     // Its own process group: every signal goes to the whole tree the command starts (a shell's
     // pipeline, make's jobs), not to the first process alone. The variable leasehold may have
     // read credentials from is not passed on.
-    let mut child = match Command::new(program)
+    // The command starts with the job-control signals leasehold blocks for itself unblocked
+    // (a child inherits the spawning thread's mask, and std leaves it): blocked, a command that
+    // reads the terminal in the background gets EIO instead of waiting for it, and Ctrl-Z
+    // would not stop it. Unblocked on this thread for the synchronous spawn only.
+    let job_control = crate::job_control_signals();
+    let _ = job_control.thread_unblock();
+    let spawned = Command::new(program)
         .args(rest)
         .env("LEASEHOLD_KEY", guard.key().as_str())
         .env("LEASEHOLD_FENCE", guard.fence().to_string())
         .env_remove("LEASEHOLD_URL")
         .process_group(0)
         .stdin(Stdio::inherit())
-        .spawn()
-    {
+        .spawn();
+    let _ = job_control.thread_block();
+    let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
             note!("leasehold: cannot start {program:?}: {error}");
@@ -161,6 +168,9 @@ pub(crate) async fn run(
     };
     watchdog.watch(group.0);
     let terminal = Terminal::hand_to(group.0);
+    if terminal.0.is_some() {
+        tokio::spawn(resume_if_stopped_by_the_hand_over(group.0));
+    }
 
     let view = guard.view();
     let mut valid_until = view.valid_until();
@@ -392,6 +402,25 @@ impl Drop for Terminal {
             if nix::unistd::tcgetpgrp(std::io::stdin()).ok() == Some(group) {
                 set_foreground(ours);
             }
+        }
+    }
+}
+
+/// A command that read the terminal just before it was handed over can be stopped by SIGTTIN
+/// *after* the SIGCONT that `Terminal::hand_to` sent (the kernel checks the foreground group,
+/// then signals: the hand-over can fall in between). Seen once in a few hundred runs on a loaded
+/// machine: the command then waits stopped for good. So the command is looked at a few more
+/// times in its first second and continued if it is stopped. A Ctrl-Z typed in that second is
+/// undone too: that is the price.
+async fn resume_if_stopped_by_the_hand_over(group: Pid) {
+    for pause in [10, 40, 150, 800] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let state = std::fs::read_to_string(format!("/proc/{group}/stat")).unwrap_or_default();
+        let stopped = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'));
+        if stopped {
+            let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
         }
     }
 }
