@@ -229,11 +229,25 @@ async fn a_stopped_server_ends_waits_within_deadline_plus_a_response_timeout_and
         .extend(&mut held, Duration::from_secs(5))
         .await
         .unwrap());
-    assert!(lock
-        .try_acquire(&key("stopped"), Duration::from_secs(1))
-        .await
-        .unwrap()
-        .is_some());
+    // The waiter's attempt that was in flight when the server stopped lands after the resume
+    // and takes the expired key for a token nobody knows; its cleanup (a token-checked release
+    // sent in the background) frees it right after, or at the latest that ghost's own 0.5 s
+    // ttl does. Seen once in CI: the key was asked for in the instant between the two.
+    let started = Instant::now();
+    let mut taken = None;
+    while taken.is_none() && started.elapsed() < Duration::from_secs(3) {
+        taken = lock
+            .try_acquire(&key("stopped"), Duration::from_secs(1))
+            .await
+            .unwrap();
+        if taken.is_none() {
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        taken.is_some(),
+        "the key stayed taken after its lease expired"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
