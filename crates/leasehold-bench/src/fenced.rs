@@ -1,6 +1,6 @@
 //! The fenced floor: the server work of leasehold-redis's scripts (the same Lua text: `TIME`,
 //! `SET NX PX`, `INCR` of the per-key fence counter with its clock floor; then a compare-and-
-//! delete that `PUBLISH`es when a waiter marked the lock), sent by hand on the same `ConnectionManager`, with none of
+//! delete that `PUBLISH`es and reserves the lock for its waiters when a waiter marked it), sent by hand on the same `ConnectionManager`, with none of
 //! leasehold's client-side work (key validation, leases, ghost cleanup, tracing, trait objects).
 
 use async_trait::async_trait;
@@ -12,6 +12,9 @@ use crate::contenders::{Contender, Held, TTL};
 /// leasehold-redis's own scripts, so the server work never drifts from the library's.
 const ACQUIRE: &str = include_str!("../../leasehold-redis/scripts/acquire.lua");
 const RELEASE: &str = include_str!("../../leasehold-redis/scripts/release.lua");
+
+/// The hand-off reservation leasehold-redis passes to its release script (in ms).
+const HANDOFF_MS: u64 = 20;
 
 pub(crate) struct FencedRaw {
     conn: ConnectionManager,
@@ -39,6 +42,8 @@ impl FencedRaw {
             .arg(token)
             .arg(TTL.as_millis() as u64)
             .arg(0)
+            .arg(0)
+            .arg(0)
             .invoke_async(&mut conn)
             .await
             .expect("fenced acquire");
@@ -57,6 +62,7 @@ impl FencedRaw {
             .key(format!("{lock}:wanted"))
             .arg(token)
             .arg(format!("{lock}:released"))
+            .arg(HANDOFF_MS)
             .invoke_async(&mut conn)
             .await
             .expect("fenced release");

@@ -8,6 +8,8 @@
 mod contenders;
 mod fenced;
 mod pairs;
+mod processes;
+mod pubsub;
 mod report;
 mod scenarios;
 
@@ -52,7 +54,7 @@ struct Args {
     /// Where to write `<backend>.json` and `<backend>.svg`.
     #[arg(long, default_value = "target/bench")]
     out_dir: PathBuf,
-    /// Measure only the contenders whose name contains this (the raw baseline always runs),
+    /// Measure only the contenders whose name contains this (the raw baselines always run),
     /// e.g. to profile one of them.
     #[arg(long)]
     only: Option<String>,
@@ -63,6 +65,16 @@ struct Args {
     /// The implementation the pairs go through.
     #[arg(long, value_enum)]
     pairs_of: Option<pairs::PairsOf>,
+    /// Internal: run as one process of a multi-process scenario, for the Redis contender of
+    /// this name.
+    #[arg(long, hide = true, requires_all = ["worker_key", "worker_plan"])]
+    worker: Option<String>,
+    /// Internal: the worker's key.
+    #[arg(long, hide = true)]
+    worker_key: Option<String>,
+    /// Internal: the worker's plan, `hold_us,away_us,run_ms,start_unix_ms`.
+    #[arg(long, hide = true)]
+    worker_plan: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,10 +92,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let (Some(n), Some(of)) = (args.pairs, args.pairs_of) {
         return pairs::run(&args.redis_url, of, n);
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(bench(args))
+        .build()?;
+    if let (Some(name), Some(key), Some(plan)) = (&args.worker, &args.worker_key, &args.worker_plan)
+    {
+        let plan = processes::WorkerPlan::parse(key, plan)?;
+        return runtime.block_on(async {
+            let contenders = redis_contenders(&args.redis_url).await?;
+            let contender = processes::pick(contenders, name)
+                .ok_or_else(|| format!("--worker {name:?}: no such Redis contender"))?;
+            processes::work(contender.as_ref(), &plan).await;
+            Ok(())
+        });
+    }
+    runtime.block_on(bench(args))
+}
+
+/// Every Redis contender, the raw baseline first.
+async fn redis_contenders(
+    url: &str,
+) -> Result<Vec<Arc<dyn Contender>>, Box<dyn std::error::Error>> {
+    let client = redis::Client::open(url)?;
+    let conn = ConnectionManager::new(client).await?;
+    let leasehold = leasehold_redis::RedisLock::connect(url).await?;
+    let mut rslock_tuned = rslock::LockManager::new(vec![url.to_owned()]);
+    rslock_tuned.set_retry(3, Duration::from_millis(1));
+    Ok(vec![
+        Arc::new(Raw::new(conn.clone())),
+        Arc::new(FencedRaw::new(conn.clone())),
+        Arc::new(pubsub::RawPubSub::new(url, conn).await?),
+        Arc::new(Leasehold::new(leasehold, "leasehold-redis")),
+        Arc::new(Rslock {
+            manager: rslock::LockManager::new(vec![url.to_owned()]),
+            label: "default retry: 3 x 200 ms",
+        }),
+        Arc::new(Rslock {
+            manager: rslock_tuned,
+            label: "tuned retry: 3 x 1 ms",
+        }),
+    ])
 }
 
 async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -91,24 +139,10 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if matches!(args.backend, Backend::Redis | Backend::All) {
         let client = redis::Client::open(args.redis_url.as_str())?;
         let conn = ConnectionManager::new(client).await?;
-        let leasehold = leasehold_redis::RedisLock::connect(&args.redis_url).await?;
-        let mut rslock_tuned = rslock::LockManager::new(vec![args.redis_url.clone()]);
-        rslock_tuned.set_retry(3, Duration::from_millis(1));
-        let contenders: Vec<Arc<dyn Contender>> = vec![
-            Arc::new(Raw::new(conn.clone())),
-            Arc::new(FencedRaw::new(conn.clone())),
-            Arc::new(Leasehold::new(leasehold, "leasehold-redis")),
-            Arc::new(Rslock {
-                manager: rslock::LockManager::new(vec![args.redis_url.clone()]),
-                label: "default retry: 3 x 200 ms",
-            }),
-            Arc::new(Rslock {
-                manager: rslock_tuned,
-                label: "tuned retry: 3 x 1 ms",
-            }),
-        ];
+        let contenders = redis_contenders(&args.redis_url).await?;
         let contenders = only(contenders, args.only.as_deref());
-        let report = measure("redis", &Ping(conn.clone()), &contenders, &args).await;
+        let procs = Some(args.redis_url.as_str());
+        let report = measure("redis", &Ping(conn.clone()), &contenders, procs, &args).await;
         write(&report, &args)?;
         remove_fence_counters(conn).await?;
     }
@@ -130,7 +164,8 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(RawSqlx::minimal(pool().await?).await),
         ];
         let contenders = only(contenders, args.only.as_deref());
-        let report = measure("postgres", &SelectOne(pool().await?), &contenders, &args).await;
+        let round_trip = SelectOne(pool().await?);
+        let report = measure("postgres", &round_trip, &contenders, None, &args).await;
         write(&report, &args)?;
     }
     Ok(())
@@ -151,21 +186,26 @@ async fn remove_fence_counters(mut conn: ConnectionManager) -> redis::RedisResul
     Ok(())
 }
 
-/// The raw baseline (first) and the contenders whose name contains `filter`.
+/// The raw baselines (the first, and every "raw ..." floor) and the contenders whose name
+/// contains `filter`.
 fn only(contenders: Vec<Arc<dyn Contender>>, filter: Option<&str>) -> Vec<Arc<dyn Contender>> {
     contenders
         .into_iter()
         .enumerate()
-        .filter(|(i, c)| *i == 0 || filter.is_none_or(|f| c.name().contains(f)))
+        .filter(|(i, c)| {
+            *i == 0 || c.name().starts_with("raw") || filter.is_none_or(|f| c.name().contains(f))
+        })
         .map(|(_, c)| c)
         .collect()
 }
 
-/// Runs every scenario for every contender, `args.reps` times in rotating order.
+/// Runs every scenario for every contender, `args.reps` times in rotating order; with
+/// `processes_on` (a Redis URL), the multi-process scenarios too.
 async fn measure(
     backend: &'static str,
     round_trip: &dyn RoundTrip,
     contenders: &[Arc<dyn Contender>],
+    processes_on: Option<&str>,
     args: &Args,
 ) -> Report {
     let tag = format!("{}", std::process::id());
@@ -207,6 +247,24 @@ async fn measure(
                     let m = scenarios::contended(contender, &tag, 8, hold, after, args.duration);
                     record(scenario, index, m.await);
                 }
+                if let Some(url) = processes_on {
+                    for (scenario, away) in [
+                        ("8 processes, one key, 1 ms hold", Duration::ZERO),
+                        ("8 processes, one key, 1 ms hold, 1 ms away", hold),
+                    ] {
+                        let plan = processes::WorkerPlan {
+                            key: format!("bench/{tag}/processes/{away:?}"),
+                            hold,
+                            away,
+                            run_for: args.duration,
+                            // Time for every worker to start and connect first.
+                            start_unix_ms: unix_ms() + 1500,
+                        };
+                        let name = contender.name();
+                        let m = processes::contended(&name, url, plan, 8).await;
+                        record(scenario, index, m);
+                    }
+                }
             }
         }
     }
@@ -220,22 +278,31 @@ async fn measure(
             .map(|(_, _, reps)| reps);
         // Ratios are taken within each repetition (same moment, same machine state); the
         // report shows the median of those.
-        let ratio = baseline.map(|base| {
-            let mut ratios: Vec<f64> = reps
-                .iter()
-                .zip(base)
-                .map(|(m, b)| m.per_sec / b.per_sec)
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            ratios[ratios.len() / 2]
-        });
+        let ratio = baseline.map(|base| median_ratio(reps, base, |m| m.per_sec));
+        // Throughput against the fenced floor (Redis), where it ran.
+        let fenced = runs
+            .iter()
+            .find(|(s, i, _)| s == scenario && contenders[*i].name().starts_with("fenced raw"))
+            .map(|(_, _, fenced)| median_ratio(reps, fenced, |m| m.per_sec));
         let contended = median.fairness.is_some();
+        // Hand-offs against the first contender that waits in this scenario (the raw pub/sub
+        // floor for Redis), per repetition.
+        let floor = runs
+            .iter()
+            .filter(|(s, _, _)| s == scenario)
+            .min_by_key(|(_, i, _)| *i)
+            .map(|(_, _, reps)| reps);
+        let hand_off_to_floor = floor
+            .filter(|_| contended)
+            .map(|floor| median_ratio(reps, floor, |m| m.p50_us));
         rows.push(Row {
             scenario,
             contender: contenders[*index].name(),
             median,
             ratio,
             hand_off_in_rtts: contended.then(|| median.p50_us / trip.p50_us),
+            hand_off_to_floor,
+            to_fenced: fenced,
             reps: reps.clone(),
         });
     }
@@ -260,11 +327,26 @@ fn write(report: &Report, args: &Args) -> Result<(), Box<dyn std::error::Error>>
     Ok(())
 }
 
+/// The median over repetitions of `of(rep) / of(the baseline's same rep)`: ratios taken
+/// within one repetition (same moment, same machine state).
+fn median_ratio(reps: &[Measured], base: &[Measured], of: impl Fn(&Measured) -> f64) -> f64 {
+    let mut ratios: Vec<f64> = reps.iter().zip(base).map(|(m, b)| of(m) / of(b)).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// The repetition with the median throughput.
 fn median(reps: &[Measured]) -> Measured {
     let mut sorted = reps.to_vec();
     sorted.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
     sorted[sorted.len() / 2]
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn machine() -> String {

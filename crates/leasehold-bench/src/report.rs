@@ -17,6 +17,11 @@ pub(crate) struct Row {
     pub(crate) ratio: Option<f64>,
     /// For contended rows: hand-off p50 divided by the PING p50.
     pub(crate) hand_off_in_rtts: Option<f64>,
+    /// For contended rows: hand-off p50 divided by the floor's (the first contender that
+    /// waits), the median of the per-repetition ratios.
+    pub(crate) hand_off_to_floor: Option<f64>,
+    /// Throughput relative to the fenced floor (Redis), as `ratio`.
+    pub(crate) to_fenced: Option<f64>,
     pub(crate) reps: Vec<Measured>,
 }
 
@@ -42,15 +47,19 @@ pub(crate) fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "| scenario | contender | ops/s | p50 us | p99 us | ratio to raw | hand-off / round trip p50 |"
+        "| scenario | contender | ops/s | p50 us | p99 us | ratio to raw | ratio to fenced raw | hand-off / round trip p50 | hand-off / floor p50 |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut fairness = String::new();
     for row in &report.rows {
         let ratio = row.ratio.map_or("-".to_owned(), |r| format!("{r:.2}x"));
         let rtts = row
             .hand_off_in_rtts
             .map_or("-".to_owned(), |r| format!("{r:.1}"));
+        let to_fenced = row.to_fenced.map_or("-".to_owned(), |r| format!("{r:.2}x"));
+        let to_floor = row
+            .hand_off_to_floor
+            .map_or("-".to_owned(), |r| format!("{r:.2}x"));
         let latency = |v: f64| {
             if v.is_nan() {
                 "-".to_owned()
@@ -60,25 +69,28 @@ pub(crate) fn table(report: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
             row.scenario,
             row.contender,
             row.median.per_sec,
             latency(row.median.p50_us),
             latency(row.median.p99_us),
             ratio,
-            rtts
+            to_fenced,
+            rtts,
+            to_floor
         );
         if let Some(f) = row.median.fairness {
             let _ = writeln!(
                 fairness,
-                "| {} | {} | {} | {:.0} % | {} / {} | {:.1} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {:.0} % | {} / {} | {:.2} | {:.1} | {:.1} | {:.1} |",
                 row.scenario,
                 row.contender,
                 f.hand_offs,
                 f.retaken_by_releaser_pct,
                 f.min_sections_per_task,
                 f.max_sections_per_task,
+                worst_balance(&row.reps),
                 f.wait_p50_ms,
                 f.wait_p99_ms,
                 f.worst_wait_ms
@@ -86,15 +98,23 @@ pub(crate) fn table(report: &Report) -> String {
         }
     }
     if !fairness.is_empty() {
-        let _ = writeln!(out, "\nContended fairness (8 tasks, one key):\n");
+        let _ = writeln!(out, "\nContended fairness (one key):\n");
         let _ = writeln!(
             out,
-            "| scenario | contender | hand-offs | retaken by releaser | min / max sections per task | wait p50 ms | wait p99 ms | worst wait ms |"
+            "| scenario | contender | hand-offs | retaken by releaser | min / max sections per task | min / max, worst rep | wait p50 ms | wait p99 ms | worst wait ms |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
         out.push_str(&fairness);
     }
     out
+}
+
+/// The lowest min / max sections per task (or process) of any repetition.
+fn worst_balance(reps: &[Measured]) -> f64 {
+    reps.iter()
+        .filter_map(|m| m.fairness)
+        .map(|f| f.min_sections_per_task as f64 / f.max_sections_per_task.max(1) as f64)
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Bars of throughput ratio per row, one group per scenario.

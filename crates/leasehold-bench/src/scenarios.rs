@@ -45,7 +45,7 @@ pub(crate) struct Fairness {
     pub(crate) hand_offs: u64,
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -53,7 +53,7 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[at].as_secs_f64() * 1e6
 }
 
-fn measured(count: u64, elapsed: Duration, mut samples: Vec<Duration>) -> Measured {
+pub(crate) fn measured(count: u64, elapsed: Duration, mut samples: Vec<Duration>) -> Measured {
     samples.sort_unstable();
     Measured {
         per_sec: count as f64 / elapsed.as_secs_f64(),
@@ -254,7 +254,7 @@ pub(crate) async fn contended(
 }
 
 /// Waits `duration` without tokio's 1 ms timer granularity, yielding to other tasks.
-async fn spin(duration: Duration) {
+pub(crate) async fn spin(duration: Duration) {
     let until = Instant::now() + duration;
     while Instant::now() < until {
         tokio::task::yield_now().await;

@@ -1,8 +1,9 @@
 -- Takes the lock if it is free and hands out the next fence, atomically.
 -- KEYS[1] lock key, KEYS[2] fence counter, KEYS[3] the lock's "wanted" mark (same hash slot);
--- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] how long a waiting caller marks the lock as wanted,
--- in ms (0: not waiting). Returns {1, fence} when taken, {0, holder's PTTL in ms} when someone
--- else holds it.
+-- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] how long a waiting caller's mark lasts, in ms (0:
+-- the caller does not wait, or nobody would hear a release), ARGV[4] '1' when the caller is
+-- counted in the mark already, ARGV[5] '1' when it has waited (slept since it was refused).
+-- Returns {1, fence} when taken, {0, PTTL in ms} when someone else holds it or it is reserved.
 --
 -- fence = max(counter + 1, server clock in microseconds). The counter has no ttl and only ever
 -- grows; the clock floor keeps fences above every fence handed out before when the counter is
@@ -17,7 +18,24 @@ if redis.replicate_commands then
 end
 local now = redis.call('TIME')
 local floor = now[1] .. string.rep('0', 6 - #now[2]) .. now[2]
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local counted = ARGV[4] == '1'
+
+-- The mark counts the waiters (its value) and lasts ARGV[3] ms from the last renewal. One
+-- waiter fewer: the count goes down, the mark goes at zero.
+local function leave()
+  local n = tonumber(redis.call('GET', KEYS[3]))
+  local left = redis.call('PTTL', KEYS[3])
+  if n and n > 1 and left > 0 then
+    redis.call('SET', KEYS[3], n - 1, 'PX', left)
+  else
+    redis.call('DEL', KEYS[3])
+  end
+end
+
+local function won()
+  if counted then
+    leave()
+  end
   local fence = redis.call('INCR', KEYS[2])
   if fence >= 9007199254740992 then
     -- Not exact as a Lua number any more (set by hand: clock fences reach 2^53 in 2255).
@@ -29,12 +47,32 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   end
   return {1, fence}
 end
--- Busy: a waiter marks the lock as wanted in the same script that found it held, so the
--- release that frees it sees the mark and publishes; a release before this script ran left
--- the lock free for it instead. A waiting attempt renews the mark once half of it is used up
--- (a write, so not on every attempt).
+
+-- A release that found waiters left the lock reserved for them ('handoff', for a few ms; see
+-- release.lua): a caller that has waited takes it, a newcomer does not cut in.
+if ARGV[5] == '1' and redis.call('GET', KEYS[1]) == 'handoff' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return won()
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return won()
+end
+-- Busy: a waiter counts itself in the mark in the same script that found the lock held, so
+-- the release that frees it sees the mark; a release before this script ran left the lock
+-- free for it instead. A counted waiter renews the mark once half of it is used up (a write,
+-- so not on every attempt), and counts itself again if the mark is gone.
 local wanted_ms = tonumber(ARGV[3]) or 0
-if wanted_ms > 0 and redis.call('PTTL', KEYS[3]) < wanted_ms / 2 then
-  redis.call('SET', KEYS[3], '1', 'PX', wanted_ms)
+if wanted_ms > 0 then
+  if not counted then
+    redis.call('INCR', KEYS[3])
+    redis.call('PEXPIRE', KEYS[3], wanted_ms)
+  else
+    local left = redis.call('PTTL', KEYS[3])
+    if left == -2 then
+      redis.call('SET', KEYS[3], '1', 'PX', wanted_ms)
+    elseif left < wanted_ms / 2 then
+      redis.call('PEXPIRE', KEYS[3], wanted_ms)
+    end
+  end
 end
 return {0, redis.call('PTTL', KEYS[1])}

@@ -7,6 +7,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{
     error::map,
+    handoffs::HandOffs,
     keys::{check_namespace, DEFAULT_NAMESPACE},
     lock::{Inner, RedisLock},
     subscriber::Subscriber,
@@ -222,6 +223,7 @@ impl RedisLockBuilder {
                 subscriber,
                 server,
                 call_timeout: self.response_timeout + self.connect_timeout,
+                handoffs: HandOffs::default(),
             }),
         };
         if self.check_eviction {

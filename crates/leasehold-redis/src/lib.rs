@@ -4,10 +4,12 @@
 mod admin;
 mod builder;
 mod error;
+mod handoffs;
 mod keys;
 mod lock;
 mod scripts;
 mod subscriber;
+mod wait;
 
 pub use leasehold;
 pub use redis;

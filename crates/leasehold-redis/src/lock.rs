@@ -6,7 +6,7 @@ use leasehold::{
     async_trait,
     backend::{
         self, ttl,
-        wait::{keep_waiting, release_abandoned, Deadline, InFlight, NotifiedWait},
+        wait::{release_abandoned, Deadline, InFlight},
         Attempt, Reply, SentAt,
     },
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
@@ -15,9 +15,10 @@ use redis::aio::ConnectionManager;
 
 use crate::{
     error::{bounded, is_fence_overflow, map, unexpected_reply},
+    handoffs::HandOffs,
     keys::LockNames,
     scripts,
-    subscriber::{Subscriber, Watch},
+    subscriber::Subscriber,
 };
 
 /// How long a waiting attempt marks the lock as wanted (renewed by the next attempt once half
@@ -25,12 +26,33 @@ use crate::{
 /// (one fallback period of sleep plus at most one waiting for the subscription).
 const WANTED_MS: u64 = 2_000;
 
-/// How waiters wait: at most 0.25-0.5 s between attempts while subscribed (in case a release
-/// message was lost), 25-50 ms without a working subscription.
-const WAIT: NotifiedWait = NotifiedWait {
-    fallback: Duration::from_millis(500),
-    poll: Duration::from_millis(50),
-};
+/// How long a release that finds the lock wanted reserves it for its waiters (in ms): long
+/// enough for the release message to reach them and one of them to try (well under a
+/// millisecond on a quiet machine, a few on a loaded one), short, because a waiter that went
+/// away without a trace (its mark lasts up to [`WANTED_MS`]) makes newcomers wait this long
+/// for nobody.
+const HANDOFF_MS: u64 = 20;
+
+/// What an attempt tells the acquire script about its caller.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asking {
+    /// A waiting caller: counts itself in the lock's mark if the lock is held (ignored
+    /// without a subscriber: nobody would hear the releases the mark makes publish).
+    pub(crate) wanted: bool,
+    /// The mark counts this caller already.
+    pub(crate) counted: bool,
+    /// The caller has slept since it was refused: it may take a lock reserved for waiters.
+    pub(crate) waited: bool,
+}
+
+impl Asking {
+    /// `try_acquire`: once, no mark.
+    const ONCE: Self = Self {
+        wanted: false,
+        counted: false,
+        waited: false,
+    };
+}
 
 /// Locks in one Redis server (or Cluster-compatible layout), through the `redis` crate.
 ///
@@ -50,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) server: String,
     /// The bound of one call: the response timeout plus one reconnect.
     pub(crate) call_timeout: Duration,
+    /// Locks this client's releases just reserved for their waiters.
+    pub(crate) handoffs: HandOffs,
 }
 
 impl fmt::Debug for RedisLock {
@@ -78,7 +102,7 @@ impl RedisLock {
         key: &LockKey,
         names: &LockNames,
         attempt: &Attempt,
-        waiting: bool,
+        asking: Asking,
     ) -> Result<Reply, LockError> {
         let token = attempt.token();
         // Armed while the script is in flight: if the caller gives up or the outcome is
@@ -99,11 +123,13 @@ impl RedisLock {
             .arg(token.to_hex())
             .arg(attempt.ttl_millis())
             // Without a subscriber nobody listens: no mark, and releases stay silent.
-            .arg(if waiting && self.inner.subscriber.is_some() {
+            .arg(if asking.wanted && self.inner.subscriber.is_some() {
                 WANTED_MS
             } else {
                 0
-            });
+            })
+            .arg(u8::from(asking.counted))
+            .arg(u8::from(asking.waited));
         let reply: Result<Vec<i64>, redis::RedisError> =
             bounded(self.inner.call_timeout, script.invoke_async(&mut conn)).await;
         let reply = match reply {
@@ -131,14 +157,15 @@ impl RedisLock {
 
     /// One complete attempt of a waiting acquire: never cut off by the caller's deadline
     /// (the response timeout bounds it), so its answer is always used.
-    async fn wait_attempt(
+    pub(crate) async fn wait_attempt(
         &self,
         key: &LockKey,
         names: &LockNames,
         ttl: Duration,
+        asking: Asking,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let attempt = Attempt::start(ttl)?;
-        let reply = self.attempt(key, names, &attempt, true).await?;
+        let reply = self.attempt(key, names, &attempt, asking).await?;
         Ok(attempt.outcome(key, reply))
     }
 
@@ -152,11 +179,17 @@ impl RedisLock {
         script
             .key(names.wanted())
             .arg(token.to_hex())
-            .arg(names.channel());
+            .arg(names.channel())
+            .arg(HANDOFF_MS);
         let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;
-        Ok(released == 1)
+        if released == 2 {
+            self.inner
+                .handoffs
+                .note(&names.lock, Duration::from_millis(HANDOFF_MS));
+        }
+        Ok(released >= 1)
     }
 }
 
@@ -171,7 +204,7 @@ impl DistributedLock for RedisLock {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        let reply = self.attempt(key, &names, &attempt, false).await?;
+        let reply = self.attempt(key, &names, &attempt, Asking::ONCE).await?;
         Ok(attempt.outcome(key, reply).ok())
     }
 
@@ -195,35 +228,7 @@ impl DistributedLock for RedisLock {
         wait: Duration,
     ) -> Result<Lease, LockError> {
         let ttl = ttl::check(ttl)?;
-        let deadline = Deadline::after(wait);
-        let names = self.names(key);
-        let mut failure = None;
-        match self.wait_attempt(key, &names, ttl).await {
-            Ok(Ok(lease)) => return Ok(lease),
-            Ok(Err(_)) => {}
-            Err(error) => keep_waiting(error, &mut failure)?,
-        }
-        tracing::trace!(key = %key, "lock busy; waiting for its release");
-        let watch = self
-            .inner
-            .subscriber
-            .as_ref()
-            .map(|s| s.watch(&names.channel()));
-        let watch = watch.as_ref();
-        WAIT.run(
-            key,
-            &deadline,
-            failure,
-            move || async move {
-                match watch {
-                    Some(watch) => watch.subscribed().await,
-                    None => false,
-                }
-            },
-            || watch.map(Watch::next_wake),
-            || self.wait_attempt(key, &names, ttl),
-        )
-        .await
+        self.wait_for(key, ttl, &Deadline::after(wait)).await
     }
 
     /// One `EVALSHA` round trip: compare token, then `PEXPIRE`.

@@ -24,3 +24,8 @@ pub(crate) static RELEASE: LazyLock<Script> =
 /// `DEL` + `PUBLISH` whoever holds the lock: see `scripts/force_release.lua`.
 pub(crate) static FORCE_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../scripts/force_release.lua")));
+
+/// A counted waiter leaves: the mark's count down by one, a reservation nobody is left to take
+/// given up: see `scripts/leave.lua`.
+pub(crate) static LEAVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../scripts/leave.lua")));

@@ -1,0 +1,195 @@
+//! A waiting acquire on Redis: its place among the lock's waiters, counted in the lock's
+//! "wanted" mark so that releases publish (and reserve the lock for waiters) only while
+//! someone waits.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    time::Duration,
+};
+
+use leasehold::{
+    backend::wait::{keep_waiting, Deadline, NotifiedWait, Outcome},
+    LockError, LockKey,
+};
+
+use crate::{
+    error::{bounded, map},
+    keys::LockNames,
+    lock::{Asking, RedisLock},
+    scripts,
+    subscriber::Watch,
+};
+
+/// How waiters wait: at most 0.25-0.5 s between attempts while subscribed (in case a release
+/// message was lost), 25-50 ms without a working subscription.
+const WAIT: NotifiedWait = NotifiedWait {
+    fallback: Duration::from_millis(500),
+    poll: Duration::from_millis(50),
+};
+
+/// How long a waiting acquire holds back its first attempt after its own release reserved the
+/// lock for other waiters (at most the reservation): the waiter the release wakes tries
+/// within a fraction of a millisecond, and an attempt sent at once would only sit in front of
+/// it at the server.
+const HAND_OFF_PAUSE: Duration = Duration::from_millis(1);
+
+/// One waiting acquire's standing: whether the mark counts it (so it must take itself out
+/// when it leaves without the lock), and how many attempts it made.
+struct Place<'a> {
+    lock: &'a RedisLock,
+    names: &'a LockNames,
+    /// Whether waiting attempts count themselves in the mark (only with a subscriber: without
+    /// one nobody would hear the releases it makes publish).
+    joins: bool,
+    counted: AtomicBool,
+    attempts: AtomicU32,
+    deadline: &'a Deadline,
+}
+
+impl Place<'_> {
+    fn asking(&self) -> Asking {
+        let attempts = self.attempts.fetch_add(1, Ordering::Relaxed);
+        Asking {
+            wanted: self.joins,
+            counted: self.counted.load(Ordering::Relaxed),
+            // The first two attempts (the first, and the loop's own right after it, so that a
+            // release in between is not missed) have not slept yet.
+            waited: attempts >= 2,
+        }
+    }
+
+    async fn attempt(&self, key: &LockKey, ttl: Duration) -> Result<Outcome, LockError> {
+        let asking = self.asking();
+        if !asking.waited && !self.deadline.has_passed() {
+            // Our own release just reserved the lock for the waiters that were there before
+            // us: the server would refuse this attempt.
+            if let Some(left) = self.lock.inner.handoffs.pending(&self.names.lock) {
+                if asking.counted {
+                    return Ok(Err(Some(left)));
+                }
+                // Not counted yet, so it must ask (to be counted); but not in front of the
+                // waiter's own attempt, which the release message is waking now.
+                let pause = left.min(HAND_OFF_PAUSE);
+                let until = self.deadline.cap(std::time::Instant::now() + pause);
+                tokio::time::sleep_until(until.into()).await;
+            }
+        }
+        let outcome = self.lock.wait_attempt(key, self.names, ttl, asking).await;
+        match &outcome {
+            // Won: the script took it out of the count, and a reservation is over.
+            Ok(Ok(_)) => {
+                self.counted.store(false, Ordering::Relaxed);
+                self.lock.inner.handoffs.taken(&self.names.lock);
+            }
+            // Refused, or an unknown outcome: counted from now on (an unknown one may have
+            // counted it; counting it out once too often only costs a waiter its next
+            // message until its next attempt counts it in again).
+            _ => {
+                if self.joins {
+                    self.counted.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Takes this waiter out of the count (it leaves without the lock), giving up a
+    /// reservation nobody is left to take. Waits for it up to [`LEAVE_WAIT`] (a caller that
+    /// tries again at once then finds no reservation for a waiter that is gone); past that
+    /// (a server that does not answer), it goes on in the background.
+    async fn leave(&self) {
+        if !self.counted.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let leaving = spawn_leave(self.lock, self.names);
+        let _ = tokio::time::timeout(LEAVE_WAIT, leaving).await;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        // Dropped while counted (the caller gave up): leave in the background.
+        if *self.counted.get_mut() && tokio::runtime::Handle::try_current().is_ok() {
+            drop(spawn_leave(self.lock, self.names));
+        }
+    }
+}
+
+/// How long a waiter that leaves without the lock waits for its leave to land.
+const LEAVE_WAIT: Duration = Duration::from_millis(250);
+
+/// Runs `scripts/leave.lua` on a task of its own (on the current runtime, which the caller
+/// makes sure exists); failures are logged: the mark then lasts until it expires.
+fn spawn_leave(lock: &RedisLock, names: &LockNames) -> tokio::task::JoinHandle<()> {
+    let (lock, names) = (lock.clone(), names.clone());
+    tokio::spawn(async move {
+        let mut conn = lock.inner.conn.clone();
+        let mut script = scripts::LEAVE.key(&names.lock);
+        script.key(names.wanted());
+        let left: Result<i64, _> =
+            bounded(lock.inner.call_timeout, script.invoke_async(&mut conn)).await;
+        if let Err(error) = left.map_err(map) {
+            tracing::debug!(%error, "a waiter could not take itself out of the lock's mark; it lasts until it expires");
+        }
+    })
+}
+
+impl RedisLock {
+    /// The body of [`acquire`](leasehold::DistributedLock::acquire): see there.
+    pub(crate) async fn wait_for(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        deadline: &Deadline,
+    ) -> Result<leasehold::Lease, LockError> {
+        let names = self.names(key);
+        let place = Place {
+            lock: self,
+            names: &names,
+            joins: self.inner.subscriber.is_some(),
+            counted: AtomicBool::new(false),
+            attempts: AtomicU32::new(0),
+            deadline,
+        };
+        let mut failure = None;
+        match place.attempt(key, ttl).await {
+            Ok(Ok(lease)) => return Ok(lease),
+            Ok(Err(_)) => {}
+            Err(error) => {
+                if let Err(error) = keep_waiting(error, &mut failure) {
+                    place.leave().await;
+                    return Err(error);
+                }
+            }
+        }
+        tracing::trace!(key = %key, "lock busy; waiting for its release");
+        let watch = self
+            .inner
+            .subscriber
+            .as_ref()
+            .map(|s| s.watch(&names.channel()));
+        let watch = watch.as_ref();
+        let place = &place;
+        let outcome = WAIT
+            .run(
+                key,
+                deadline,
+                failure,
+                move || async move {
+                    match watch {
+                        Some(watch) => watch.subscribed().await,
+                        None => false,
+                    }
+                },
+                || watch.map(Watch::next_wake),
+                || place.attempt(key, ttl),
+            )
+            .await;
+        if outcome.is_err() {
+            // Before returning, so a caller that tries again at once finds no reservation
+            // left for a waiter that is gone.
+            place.leave().await;
+        }
+        outcome
+    }
+}

@@ -1,0 +1,280 @@
+//! Fair hand-off: a release that finds the lock wanted reserves it for the waiters, so a
+//! newcomer (or the releaser asking again at once) does not cut in before them.
+
+mod support;
+
+use std::time::Duration;
+
+use leasehold::{DistributedLock, LockKey};
+use leasehold_redis::RedisLock;
+
+const ACQUIRE: &str = include_str!("../scripts/acquire.lua");
+const RELEASE: &str = include_str!("../scripts/release.lua");
+
+fn name(lock: &RedisLock, key: &LockKey) -> String {
+    // The keys here have no `%`, `{` or `}`, so the name is the key as it is.
+    format!("{{{}:{}}}", lock.namespace(), key.as_str())
+}
+
+/// The release (`reserve_ms` as the hand-off reservation) and a newcomer's attempt, pipelined
+/// so that nothing but other clients can come between them: what the newcomer got.
+async fn release_then_newcomer(
+    conn: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+    token: &str,
+    reserve_ms: u64,
+) -> (i64, Vec<i64>) {
+    let (wanted, channel) = (format!("{name}:wanted"), format!("{name}:released"));
+    let newcomer = leasehold::LeaseToken::random().unwrap().to_hex();
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVAL")
+        .arg(RELEASE)
+        .arg(2)
+        .arg(name)
+        .arg(&wanted)
+        .arg(token)
+        .arg(&channel)
+        .arg(reserve_ms)
+        .cmd("EVAL")
+        .arg(ACQUIRE)
+        .arg(3)
+        .arg(name)
+        .arg(format!("{name}:fence"))
+        .arg(&wanted)
+        .arg(newcomer)
+        .arg(10_000)
+        .arg(0)
+        .arg(0);
+    pipe.query_async(conn).await.expect("the pipeline")
+}
+
+/// A waiter on another client, the holder's release and a newcomer's attempt right behind it:
+/// the newcomer is refused (the lock is reserved for at most 20 ms) and the waiter gets it.
+/// The negative control: the same release without a reservation lets the newcomer cut in, so
+/// the assertion can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_does_not_cut_in_before_a_waiter_and_would_without_the_reservation() {
+    let holder = support::shared_lock().await;
+    let waiting = support::shared_lock().await;
+    let url = support::shared_url();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(10);
+    for (reserve_ms, newcomer_wins) in [(20, false), (0, true)] {
+        let key = LockKey::new(format!(
+            "hand-off/newcomer/{}/{reserve_ms}",
+            std::process::id()
+        ))
+        .unwrap();
+        let held = holder.try_acquire(&key, ttl).await.unwrap().expect("free");
+        let waiter = {
+            let (lock, key) = (waiting.clone(), key.clone());
+            tokio::spawn(async move { lock.acquire(&key, ttl, Duration::from_secs(10)).await })
+        };
+        // Long enough for the waiter to have found it held and marked it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let name = name(&holder, &key);
+        let (released, newcomer) =
+            release_then_newcomer(&mut conn, &name, &held.token().to_hex(), reserve_ms).await;
+        if newcomer_wins {
+            assert_eq!(released, 1, "released without a reservation");
+            assert_eq!(newcomer[0], 1, "control: the newcomer cut in: {newcomer:?}");
+            // Let the waiter have it: the newcomer's lock goes by hand.
+            let _: () = redis::cmd("DEL")
+                .arg(&name)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(released, 2, "released and reserved for the waiter");
+            assert_eq!(newcomer[0], 0, "the newcomer cut in before the waiter");
+            assert!(
+                (0..=20).contains(&newcomer[1]),
+                "the newcomer was told to come back in {} ms",
+                newcomer[1]
+            );
+        }
+        let lease = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter got the lock")
+            .unwrap()
+            .expect("the waiter got the lock");
+        assert!(waiting.release(lease).await.unwrap());
+    }
+}
+
+/// Through `RedisLock`: the releaser asking again at once (the bench's "8 tasks, no pause")
+/// waits behind the waiter that was there first, most rounds (the reservation is 20 ms; a
+/// waiter slower than that on a loaded machine loses its turn, which is why not every round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_releaser_asking_again_at_once_waits_behind_the_waiter() {
+    let releaser = support::shared_lock().await;
+    let waiting = support::shared_lock().await;
+    let key = LockKey::new(format!("hand-off/releaser/{}", std::process::id())).unwrap();
+    let ttl = Duration::from_secs(10);
+    let mut waiter_first = 0;
+    for _ in 0..10 {
+        let held = releaser
+            .try_acquire(&key, ttl)
+            .await
+            .unwrap()
+            .expect("free");
+        let waiter = {
+            let (lock, key) = (waiting.clone(), key.clone());
+            tokio::spawn(async move {
+                let lease = lock.acquire(&key, ttl, Duration::from_secs(10)).await?;
+                let fence = lease.fence();
+                lock.release(lease).await?;
+                Ok::<_, leasehold::LockError>(fence)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(releaser.release(held).await.unwrap());
+        let again = releaser
+            .acquire(&key, ttl, Duration::from_secs(10))
+            .await
+            .expect("the releaser's second acquire");
+        let again_fence = again.fence();
+        assert!(releaser.release(again).await.unwrap());
+        let waiter_fence = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter finished")
+            .unwrap()
+            .expect("the waiter got the lock");
+        if waiter_fence < again_fence {
+            waiter_first += 1;
+        }
+    }
+    assert!(
+        waiter_first >= 7,
+        "the waiter came first in only {waiter_first} of 10 rounds"
+    );
+}
+
+/// The mark counts the waiters: each waiting acquire counts itself in once, and takes itself
+/// out when it gets the lock, when its deadline passes, and when it is dropped; a reservation
+/// nobody is left to take is given up at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mark_counts_waiters_in_and_out() {
+    let lock = support::shared_lock().await;
+    let key = LockKey::new(format!("hand-off/count/{}", std::process::id())).unwrap();
+    let name = name(&lock, &key);
+    let mark = format!("{name}:wanted");
+    let url = support::shared_url();
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let count = |conn: &redis::aio::MultiplexedConnection| {
+        let (mut conn, mark) = (conn.clone(), mark.clone());
+        async move {
+            redis::cmd("GET")
+                .arg(mark)
+                .query_async::<Option<i64>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let ttl = Duration::from_secs(10);
+    let held = lock.try_acquire(&key, ttl).await.unwrap().expect("free");
+    let spawn = |wait: Duration| {
+        let (lock, key) = (lock.clone(), key.clone());
+        tokio::spawn(async move { lock.acquire(&key, ttl, wait).await })
+    };
+    let patient = spawn(Duration::from_secs(10));
+    let impatient = spawn(Duration::from_millis(600));
+    let dropped = spawn(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&conn).await, Some(3), "three waiters counted in");
+    dropped.abort();
+    let _ = dropped.await;
+    let gone = impatient.await.unwrap();
+    assert!(
+        matches!(gone, Err(leasehold::LockError::Timeout { .. })),
+        "{gone:?}"
+    );
+    // The timed-out one left before returning; the dropped one leaves in the background.
+    let mut left = None;
+    for _ in 0..50 {
+        left = count(&conn).await;
+        if left == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, Some(1), "the waiters that left are counted out");
+    assert!(lock.release(held).await.unwrap());
+    let lease = tokio::time::timeout(Duration::from_secs(5), patient)
+        .await
+        .expect("the waiter got the lock")
+        .unwrap()
+        .expect("the waiter got the lock");
+    assert_eq!(count(&conn).await, None, "the winner counted itself out");
+    // No waiter left: the release frees the lock for anyone at once.
+    assert!(lock.release(lease).await.unwrap());
+    let free = lock
+        .try_acquire(&key, ttl)
+        .await
+        .unwrap()
+        .expect("free at once");
+
+    // A reservation whose last waiter then leaves is given up at once.
+    let waiter = spawn(Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(&conn).await, Some(1));
+    let (mut raw, token) = (conn.clone(), free.token().to_hex());
+    let released: i64 = redis::cmd("EVAL")
+        .arg(RELEASE)
+        .arg(2)
+        .arg(&name)
+        .arg(&mark)
+        .arg(token)
+        .arg(format!("{name}:released"))
+        // Long enough to outlast the waiter, so only its leave can end the reservation.
+        .arg(60_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(released, 2);
+    // The waiter is woken, takes the reservation, and gives it back.
+    let lease = waiter
+        .await
+        .unwrap()
+        .expect("the waiter took the reservation");
+    assert!(lock.release(lease).await.unwrap());
+    let _: () = redis::cmd("SET")
+        .arg(&mark)
+        .arg(1)
+        .arg("PX")
+        .arg(2_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&name)
+        .arg("handoff")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let left: i64 = redis::cmd("EVAL")
+        .arg(include_str!("../scripts/leave.lua"))
+        .arg(2)
+        .arg(&name)
+        .arg(&mark)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the last waiter's leave gave the reservation up");
+    let lease = lock
+        .try_acquire(&key, ttl)
+        .await
+        .unwrap()
+        .expect("free after the leave");
+    assert!(lock.release(lease).await.unwrap());
+}
