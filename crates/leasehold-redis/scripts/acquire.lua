@@ -3,7 +3,8 @@
 -- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] how long a waiting caller's mark lasts, in ms (0:
 -- the caller does not wait, or nobody would hear a release), ARGV[4] '1' when the caller is
 -- counted in the mark already, ARGV[5] '1' when it has waited (slept since it was refused).
--- Returns {1, fence} when taken, {0, PTTL in ms} when someone else holds it or it is reserved.
+-- Returns {1, fence} when taken, {0, PTTL in ms} when someone else holds it, and for a waiting
+-- caller {0, PTTL in ms, 1} when it is reserved for the waiters before it, {0, PTTL, 0} held.
 --
 -- fence = max(counter + 1, server clock in microseconds). The counter has no ttl and only ever
 -- grows; the clock floor keeps fences above every fence handed out before when the counter is
@@ -62,17 +63,25 @@ end
 -- free for it instead. A counted waiter renews the mark once half of it is used up (a write,
 -- so not on every attempt), and counts itself again if the mark is gone.
 local wanted_ms = tonumber(ARGV[3]) or 0
-if wanted_ms > 0 then
-  if not counted then
-    redis.call('INCR', KEYS[3])
+if wanted_ms <= 0 then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+if not counted then
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], wanted_ms)
+else
+  -- A mark that is gone (expired, or lost with a restart) is made again with this waiter in
+  -- it; the others still waiting are then not counted, which costs them their wake-ups (they
+  -- poll) until they leave, never a release that reserves the lock for nobody.
+  local left = redis.call('PTTL', KEYS[3])
+  if left == -2 then
+    redis.call('SET', KEYS[3], '1', 'PX', wanted_ms)
+  elseif left < wanted_ms / 2 then
     redis.call('PEXPIRE', KEYS[3], wanted_ms)
-  else
-    local left = redis.call('PTTL', KEYS[3])
-    if left == -2 then
-      redis.call('SET', KEYS[3], '1', 'PX', wanted_ms)
-    elseif left < wanted_ms / 2 then
-      redis.call('PEXPIRE', KEYS[3], wanted_ms)
-    end
   end
 end
-return {0, redis.call('PTTL', KEYS[1])}
+local reserved = 0
+if redis.call('GET', KEYS[1]) == 'handoff' then
+  reserved = 1
+end
+return {0, redis.call('PTTL', KEYS[1]), reserved}

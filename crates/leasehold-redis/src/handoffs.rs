@@ -11,7 +11,8 @@ const PRUNE_AT: usize = 64;
 
 /// Lock names whose release by this client reserved them for waiters, with when the
 /// reservation ends (measured on this process's monotonic clock from the release's reply, so
-/// never later than the server's own end of it).
+/// later than the server's own end by the reply's way back: a fraction of a millisecond, in
+/// which this client may wait for a reservation already over).
 ///
 /// A waiting acquire asks here before its first attempts: while the reservation lasts, the
 /// server would refuse them anyway (only a caller that has waited may take a reserved lock),

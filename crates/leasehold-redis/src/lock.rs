@@ -45,6 +45,15 @@ pub(crate) struct Asking {
     pub(crate) waited: bool,
 }
 
+/// Why an attempt was refused (meaningless for one that won).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Someone holds the lock.
+    Held,
+    /// A release reserved it for the waiters that were counted before this caller.
+    Reserved,
+}
+
 impl Asking {
     /// `try_acquire`: once, no mark.
     const ONCE: Self = Self {
@@ -103,7 +112,7 @@ impl RedisLock {
         names: &LockNames,
         attempt: &Attempt,
         asking: Asking,
-    ) -> Result<Reply, LockError> {
+    ) -> Result<(Reply, Refused), LockError> {
         let token = attempt.token();
         // Armed while the script is in flight: if the caller gives up or the outcome is
         // unknown, the token-checked release, sent on the same connection, runs after the
@@ -144,13 +153,13 @@ impl RedisLock {
             Err(error) => return Err(map(error)),
         };
         cleanup.disarm();
+        let busy = |pttl: i64| Reply::Busy(u64::try_from(pttl).ok().map(Duration::from_millis));
         match reply.as_slice() {
             [1, fence] => u64::try_from(*fence)
-                .map(Reply::Won)
+                .map(|fence| (Reply::Won(fence), Refused::Held))
                 .map_err(|_| unexpected_reply("acquire (negative fence)", &reply)),
-            [0, pttl] => Ok(Reply::Busy(
-                u64::try_from(*pttl).ok().map(Duration::from_millis),
-            )),
+            [0, pttl] | [0, pttl, 0] => Ok((busy(*pttl), Refused::Held)),
+            [0, pttl, 1] => Ok((busy(*pttl), Refused::Reserved)),
             _ => Err(unexpected_reply("acquire", &reply)),
         }
     }
@@ -163,10 +172,10 @@ impl RedisLock {
         names: &LockNames,
         ttl: Duration,
         asking: Asking,
-    ) -> Result<Result<Lease, Option<Duration>>, LockError> {
+    ) -> Result<(Result<Lease, Option<Duration>>, Refused), LockError> {
         let attempt = Attempt::start(ttl)?;
-        let reply = self.attempt(key, names, &attempt, asking).await?;
-        Ok(attempt.outcome(key, reply))
+        let (reply, refused) = self.attempt(key, names, &attempt, asking).await?;
+        Ok((attempt.outcome(key, reply), refused))
     }
 
     pub(crate) async fn release_token(
@@ -204,7 +213,7 @@ impl DistributedLock for RedisLock {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        let reply = self.attempt(key, &names, &attempt, Asking::ONCE).await?;
+        let (reply, _) = self.attempt(key, &names, &attempt, Asking::ONCE).await?;
         Ok(attempt.outcome(key, reply).ok())
     }
 

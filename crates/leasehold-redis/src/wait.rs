@@ -15,7 +15,7 @@ use leasehold::{
 use crate::{
     error::{bounded, map},
     keys::LockNames,
-    lock::{Asking, RedisLock},
+    lock::{Asking, RedisLock, Refused},
     scripts,
     subscriber::Watch,
 };
@@ -34,14 +34,21 @@ const WAIT: NotifiedWait = NotifiedWait {
 const HAND_OFF_PAUSE: Duration = Duration::from_millis(1);
 
 /// One waiting acquire's standing: whether the mark counts it (so it must take itself out
-/// when it leaves without the lock), and how many attempts it made.
+/// when it leaves without the lock), and whether a reservation for waiters is for it.
 struct Place<'a> {
     lock: &'a RedisLock,
     names: &'a LockNames,
     /// Whether waiting attempts count themselves in the mark (only with a subscriber: without
-    /// one nobody would hear the releases it makes publish).
+    /// one nobody would hear the releases it makes publish; and not for a zero wait).
     joins: bool,
+    /// Set before an attempt that may count it in is sent, so a reply that is lost or a
+    /// future dropped in flight still takes it out again: the count can only drift low
+    /// (costing waiters their wake-ups until they leave), never high (which would make releases
+    /// reserve the lock for nobody).
     counted: AtomicBool,
+    /// Whether a reservation for waiters is for it: it was counted while someone held the
+    /// lock, or it has slept since it was refused.
+    may_take: AtomicBool,
     attempts: AtomicU32,
     deadline: &'a Deadline,
 }
@@ -49,12 +56,15 @@ struct Place<'a> {
 impl Place<'_> {
     fn asking(&self) -> Asking {
         let attempts = self.attempts.fetch_add(1, Ordering::Relaxed);
+        // The first two attempts (the first, and the loop's own right after it, so that a
+        // release in between is not missed) have not slept yet.
+        if attempts >= 2 {
+            self.may_take.store(true, Ordering::Relaxed);
+        }
         Asking {
             wanted: self.joins,
             counted: self.counted.load(Ordering::Relaxed),
-            // The first two attempts (the first, and the loop's own right after it, so that a
-            // release in between is not missed) have not slept yet.
-            waited: attempts >= 2,
+            waited: self.may_take.load(Ordering::Relaxed),
         }
     }
 
@@ -74,35 +84,43 @@ impl Place<'_> {
                 tokio::time::sleep_until(until.into()).await;
             }
         }
+        if self.joins {
+            self.counted.store(true, Ordering::Relaxed);
+        }
         let outcome = self.lock.wait_attempt(key, self.names, ttl, asking).await;
-        match &outcome {
-            // Won: the script took it out of the count, and a reservation is over.
-            Ok(Ok(_)) => {
+        match outcome {
+            // Won: the script took it out of the count (or never counted it in), and a
+            // reservation is over.
+            Ok((Ok(lease), _)) => {
                 self.counted.store(false, Ordering::Relaxed);
                 self.lock.inner.handoffs.taken(&self.names.lock);
+                Ok(Ok(lease))
             }
-            // Refused, or an unknown outcome: counted from now on (an unknown one may have
-            // counted it; counting it out once too often only costs a waiter its next
-            // message until its next attempt counts it in again).
-            _ => {
-                if self.joins {
-                    self.counted.store(true, Ordering::Relaxed);
+            Ok((Err(left), refused)) => {
+                if refused == Refused::Held && self.joins {
+                    // Counted while someone holds it: the next release's reservation is for
+                    // this waiter too.
+                    self.may_take.store(true, Ordering::Relaxed);
                 }
+                Ok(Err(left))
             }
+            Err(error) => Err(error),
         }
-        outcome
     }
 
     /// Takes this waiter out of the count (it leaves without the lock), giving up a
-    /// reservation nobody is left to take. Waits for it up to [`LEAVE_WAIT`] (a caller that
-    /// tries again at once then finds no reservation for a waiter that is gone); past that
-    /// (a server that does not answer), it goes on in the background.
-    async fn leave(&self) {
+    /// reservation nobody is left to take. After a timeout (the server answered the last
+    /// attempt) it waits for that up to [`LEAVE_WAIT`], so a caller that tries again at once
+    /// finds no reservation for a waiter that is gone; after an error it does not wait (the
+    /// server is failing). Past that it goes on in the background.
+    async fn leave(&self, outcome: &Result<leasehold::Lease, LockError>) {
         if !self.counted.swap(false, Ordering::Relaxed) {
             return;
         }
         let leaving = spawn_leave(self.lock, self.names);
-        let _ = tokio::time::timeout(LEAVE_WAIT, leaving).await;
+        if matches!(outcome, Err(LockError::Timeout { .. })) {
+            let _ = tokio::time::timeout(LEAVE_WAIT, leaving).await;
+        }
     }
 }
 
@@ -146,8 +164,10 @@ impl RedisLock {
         let place = Place {
             lock: self,
             names: &names,
-            joins: self.inner.subscriber.is_some(),
+            // A zero wait is one attempt: nothing to count in (and out again).
+            joins: self.inner.subscriber.is_some() && !deadline.has_passed(),
             counted: AtomicBool::new(false),
+            may_take: AtomicBool::new(false),
             attempts: AtomicU32::new(0),
             deadline,
         };
@@ -157,8 +177,9 @@ impl RedisLock {
             Ok(Err(_)) => {}
             Err(error) => {
                 if let Err(error) = keep_waiting(error, &mut failure) {
-                    place.leave().await;
-                    return Err(error);
+                    let outcome = Err(error);
+                    place.leave(&outcome).await;
+                    return outcome;
                 }
             }
         }
@@ -186,9 +207,7 @@ impl RedisLock {
             )
             .await;
         if outcome.is_err() {
-            // Before returning, so a caller that tries again at once finds no reservation
-            // left for a waiter that is gone.
-            place.leave().await;
+            place.leave(&outcome).await;
         }
         outcome
     }

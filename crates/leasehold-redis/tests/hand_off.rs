@@ -186,10 +186,13 @@ async fn the_mark_counts_waiters_in_and_out() {
         tokio::spawn(async move { lock.acquire(&key, ttl, wait).await })
     };
     let patient = spawn(Duration::from_secs(10));
-    let impatient = spawn(Duration::from_millis(600));
+    let impatient = spawn(Duration::from_millis(1_500));
     let dropped = spawn(Duration::from_secs(10));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&conn).await, Some(3), "three waiters counted in");
+    assert_eq!(
+        count_becomes(&count, &conn, Some(3)).await,
+        Some(3),
+        "three waiters counted in"
+    );
     dropped.abort();
     let _ = dropped.await;
     let gone = impatient.await.unwrap();
@@ -198,15 +201,11 @@ async fn the_mark_counts_waiters_in_and_out() {
         "{gone:?}"
     );
     // The timed-out one left before returning; the dropped one leaves in the background.
-    let mut left = None;
-    for _ in 0..50 {
-        left = count(&conn).await;
-        if left == Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(left, Some(1), "the waiters that left are counted out");
+    assert_eq!(
+        count_becomes(&count, &conn, Some(1)).await,
+        Some(1),
+        "the waiters that left are counted out"
+    );
     assert!(lock.release(held).await.unwrap());
     let lease = tokio::time::timeout(Duration::from_secs(5), patient)
         .await
@@ -222,10 +221,9 @@ async fn the_mark_counts_waiters_in_and_out() {
         .unwrap()
         .expect("free at once");
 
-    // A reservation whose last waiter then leaves is given up at once.
-    let waiter = spawn(Duration::from_millis(400));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count(&conn).await, Some(1));
+    // A release reserving the lock for a waiter: the waiter takes it.
+    let waiter = spawn(Duration::from_secs(10));
+    assert_eq!(count_becomes(&count, &conn, Some(1)).await, Some(1));
     let (mut raw, token) = (conn.clone(), free.token().to_hex());
     let released: i64 = redis::cmd("EVAL")
         .arg(RELEASE)
@@ -234,7 +232,7 @@ async fn the_mark_counts_waiters_in_and_out() {
         .arg(&mark)
         .arg(token)
         .arg(format!("{name}:released"))
-        // Long enough to outlast the waiter, so only its leave can end the reservation.
+        // Longer than the test: only the waiter can end it, by taking it.
         .arg(60_000)
         .query_async(&mut raw)
         .await
@@ -246,6 +244,8 @@ async fn the_mark_counts_waiters_in_and_out() {
         .unwrap()
         .expect("the waiter took the reservation");
     assert!(lock.release(lease).await.unwrap());
+    // A reservation whose last waiter then leaves is given up at once (set by hand: a waiter
+    // that would leave instead of taking it cannot be timed).
     let _: () = redis::cmd("SET")
         .arg(&mark)
         .arg(1)
@@ -277,4 +277,80 @@ async fn the_mark_counts_waiters_in_and_out() {
         .unwrap()
         .expect("free after the leave");
     assert!(lock.release(lease).await.unwrap());
+}
+
+/// Polls `count` until it reads `want` (up to 5 s): the last value read.
+async fn count_becomes<F, Fut>(
+    count: &F,
+    conn: &redis::aio::MultiplexedConnection,
+    want: Option<i64>,
+) -> Option<i64>
+where
+    F: Fn(&redis::aio::MultiplexedConnection) -> Fut,
+    Fut: std::future::Future<Output = Option<i64>>,
+{
+    let mut last = None;
+    for _ in 0..250 {
+        last = count(conn).await;
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
+/// A waiting acquire dropped while its first attempt is in flight (held up by a write pause
+/// on a private server, so the script runs, counting it in, only after the drop) is counted
+/// out again: the mark goes and a release frees the lock for anyone at once. Counting a waiter
+/// in only once its reply said so (the broken variant) leaves it counted until the mark
+/// expires, and the release reserves the lock for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_dropped_in_flight_is_counted_out() {
+    let server = support::PrivateRedis::start(&[]);
+    let lock = RedisLock::connect(&server.url())
+        .await
+        .expect("private server");
+    let key = LockKey::new("dropped").unwrap();
+    let (name, ttl) = (name(&lock, &key), Duration::from_secs(30));
+    let mark = format!("{name}:wanted");
+    let held = lock.try_acquire(&key, ttl).await.unwrap().expect("free");
+    let mut admin = server.admin();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        lock.acquire(&key, ttl, Duration::from_secs(10)),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the acquire finished during a write pause"
+    );
+    // The paused attempt runs when the pause ends (counting it in), the leave behind it on
+    // the same connection counts it out.
+    let mut count: Option<i64> = Some(0);
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        count = redis::cmd("GET").arg(&mark).query(&mut admin).unwrap();
+        if count.is_none() {
+            break;
+        }
+    }
+    assert_eq!(count, None, "a dropped waiter is still counted");
+    let fence: Option<i64> = redis::cmd("GET")
+        .arg(format!("{name}:fence"))
+        .query(&mut admin)
+        .unwrap();
+    assert!(fence.is_some(), "the lock was taken before the pause");
+    assert!(lock.release(held).await.unwrap());
+    let again = lock.try_acquire(&key, ttl).await.unwrap();
+    assert!(
+        again.is_some(),
+        "the lock was reserved for a dropped waiter"
+    );
 }
