@@ -3,8 +3,8 @@
 -- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] how long a waiting caller's mark lasts, in ms (0:
 -- the caller does not wait, or nobody would hear a release), ARGV[4] '1' when the caller is
 -- counted in the mark already, ARGV[5] '1' when it has waited (slept since it was refused).
--- Returns {1, fence} when taken, {0, PTTL in ms} when someone else holds it, and for a waiting
--- caller {0, PTTL in ms, 1} when it is reserved for the waiters before it, {0, PTTL, 0} held.
+-- Returns {1, fence} when taken, {0, PTTL in ms} when someone else holds it or it is reserved
+-- for the waiters before this caller.
 --
 -- fence = max(counter + 1, server clock in microseconds). The counter has no ttl and only ever
 -- grows; the clock floor keeps fences above every fence handed out before when the counter is
@@ -80,8 +80,4 @@ else
     redis.call('PEXPIRE', KEYS[3], wanted_ms)
   end
 end
-local reserved = 0
-if redis.call('GET', KEYS[1]) == 'handoff' then
-  reserved = 1
-end
-return {0, redis.call('PTTL', KEYS[1]), reserved}
+return {0, redis.call('PTTL', KEYS[1])}

@@ -45,15 +45,6 @@ pub(crate) struct Asking {
     pub(crate) waited: bool,
 }
 
-/// Why an attempt was refused (meaningless for one that won).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// Someone holds the lock.
-    Held,
-    /// A release reserved it for the waiters that were counted before this caller.
-    Reserved,
-}
-
 impl Asking {
     /// `try_acquire`: once, no mark.
     const ONCE: Self = Self {
@@ -112,7 +103,7 @@ impl RedisLock {
         names: &LockNames,
         attempt: &Attempt,
         asking: Asking,
-    ) -> Result<(Reply, Refused), LockError> {
+    ) -> Result<Reply, LockError> {
         let token = attempt.token();
         // Armed while the script is in flight: if the caller gives up or the outcome is
         // unknown, the token-checked release, sent on the same connection, runs after the
@@ -156,10 +147,9 @@ impl RedisLock {
         let busy = |pttl: i64| Reply::Busy(u64::try_from(pttl).ok().map(Duration::from_millis));
         match reply.as_slice() {
             [1, fence] => u64::try_from(*fence)
-                .map(|fence| (Reply::Won(fence), Refused::Held))
+                .map(Reply::Won)
                 .map_err(|_| unexpected_reply("acquire (negative fence)", &reply)),
-            [0, pttl] | [0, pttl, 0] => Ok((busy(*pttl), Refused::Held)),
-            [0, pttl, 1] => Ok((busy(*pttl), Refused::Reserved)),
+            [0, pttl] => Ok(busy(*pttl)),
             _ => Err(unexpected_reply("acquire", &reply)),
         }
     }
@@ -172,10 +162,10 @@ impl RedisLock {
         names: &LockNames,
         ttl: Duration,
         asking: Asking,
-    ) -> Result<(Result<Lease, Option<Duration>>, Refused), LockError> {
+    ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let attempt = Attempt::start(ttl)?;
-        let (reply, refused) = self.attempt(key, names, &attempt, asking).await?;
-        Ok((attempt.outcome(key, reply), refused))
+        let reply = self.attempt(key, names, &attempt, asking).await?;
+        Ok(attempt.outcome(key, reply))
     }
 
     pub(crate) async fn release_token(
@@ -213,7 +203,7 @@ impl DistributedLock for RedisLock {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        let (reply, _) = self.attempt(key, &names, &attempt, Asking::ONCE).await?;
+        let reply = self.attempt(key, &names, &attempt, Asking::ONCE).await?;
         Ok(attempt.outcome(key, reply).ok())
     }
 

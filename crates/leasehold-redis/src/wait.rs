@@ -15,7 +15,7 @@ use leasehold::{
 use crate::{
     error::{bounded, map},
     keys::LockNames,
-    lock::{Asking, RedisLock, Refused},
+    lock::{Asking, RedisLock},
     scripts,
     subscriber::Watch,
 };
@@ -38,16 +38,16 @@ const HAND_OFF_PAUSE: Duration = Duration::from_millis(1);
 struct Place<'a> {
     lock: &'a RedisLock,
     names: &'a LockNames,
-    /// Whether waiting attempts count themselves in the mark (only with a subscriber: without
-    /// one nobody would hear the releases it makes publish; and not for a zero wait).
-    joins: bool,
+    /// Whether waiting attempts count themselves in the mark: only while the lock's channel is
+    /// subscribed (without that, nobody would hear the releases the count makes publish, and
+    /// reservations would only keep newcomers out), and not for a zero wait.
+    joins: AtomicBool,
     /// Set before an attempt that may count it in is sent, so a reply that is lost or a
     /// future dropped in flight still takes it out again: the count can only drift low
     /// (costing waiters their wake-ups until they leave), never high (which would make releases
     /// reserve the lock for nobody).
     counted: AtomicBool,
-    /// Whether a reservation for waiters is for it: it was counted while someone held the
-    /// lock, or it has slept since it was refused.
+    /// Whether a reservation for waiters is for it: it has slept since it was refused.
     may_take: AtomicBool,
     attempts: AtomicU32,
     deadline: &'a Deadline,
@@ -62,7 +62,7 @@ impl Place<'_> {
             self.may_take.store(true, Ordering::Relaxed);
         }
         Asking {
-            wanted: self.joins,
+            wanted: self.joins.load(Ordering::Relaxed),
             counted: self.counted.load(Ordering::Relaxed),
             waited: self.may_take.load(Ordering::Relaxed),
         }
@@ -84,26 +84,24 @@ impl Place<'_> {
                 tokio::time::sleep_until(until.into()).await;
             }
         }
-        if self.joins {
+        if asking.wanted {
             self.counted.store(true, Ordering::Relaxed);
         }
         let outcome = self.lock.wait_attempt(key, self.names, ttl, asking).await;
         match outcome {
             // Won: the script took it out of the count (or never counted it in), and a
             // reservation is over.
-            Ok((Ok(lease), _)) => {
+            Ok(Ok(lease)) => {
                 self.counted.store(false, Ordering::Relaxed);
                 self.lock.inner.handoffs.taken(&self.names.lock);
                 Ok(Ok(lease))
             }
-            Ok((Err(left), refused)) => {
-                if refused == Refused::Held && self.joins {
-                    // Counted while someone holds it: the next release's reservation is for
-                    // this waiter too.
-                    self.may_take.store(true, Ordering::Relaxed);
-                }
-                Ok(Err(left))
-            }
+            // Refused by a reservation or a holder alike, it waits its turn: the release
+            // message that comes with a reservation wakes a waiter of this process (the longest
+            // waiting, which may be this one: its wake-up was registered before this attempt),
+            // and that one takes it. Taking it on an attempt that has not slept would let a
+            // waiter that came later cut in before the longest waiting.
+            Ok(Err(left)) => Ok(Err(left)),
             Err(error) => Err(error),
         }
     }
@@ -165,7 +163,7 @@ impl RedisLock {
             lock: self,
             names: &names,
             // A zero wait is one attempt: nothing to count in (and out again).
-            joins: self.inner.subscriber.is_some() && !deadline.has_passed(),
+            joins: AtomicBool::new(self.inner.subscriber.is_some() && !deadline.has_passed()),
             counted: AtomicBool::new(false),
             may_take: AtomicBool::new(false),
             attempts: AtomicU32::new(0),
@@ -197,10 +195,12 @@ impl RedisLock {
                 deadline,
                 failure,
                 move || async move {
-                    match watch {
+                    let subscribed = match watch {
                         Some(watch) => watch.subscribed().await,
                         None => false,
-                    }
+                    };
+                    place.joins.store(subscribed, Ordering::Relaxed);
+                    subscribed
                 },
                 || watch.map(Watch::next_wake),
                 || place.attempt(key, ttl),
