@@ -46,7 +46,9 @@ impl HandOffs {
     pub(crate) fn pending(&self, lock: &str) -> Option<Duration> {
         let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
         let end = *until.get(lock)?;
-        let left = end.checked_duration_since(Instant::now());
+        let left = end
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero());
         if left.is_none() {
             until.remove(lock);
         }

@@ -31,7 +31,7 @@ const WANTED_MS: u64 = 2_000;
 /// millisecond on a quiet machine, a few on a loaded one), short, because a waiter that went
 /// away without a trace (its mark lasts up to [`WANTED_MS`]) makes newcomers wait this long
 /// for nobody.
-const HANDOFF_MS: u64 = 20;
+pub(crate) const HANDOFF_MS: u64 = 20;
 
 /// What an attempt tells the acquire script about its caller.
 #[derive(Debug, Clone, Copy)]

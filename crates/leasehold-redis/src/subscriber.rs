@@ -114,6 +114,14 @@ impl Subscriber {
         }
     }
 
+    /// Whether `channel` is subscribed (confirmed by the server) at this moment.
+    pub(crate) fn is_subscribed(&self, channel: &str) -> bool {
+        self.shared
+            .channels()
+            .get(channel)
+            .is_some_and(|entry| entry.subscribed)
+    }
+
     /// Registers a waiter's interest in `channel` until the returned watch is dropped.
     pub(crate) fn watch(&self, channel: &str) -> Watch {
         self.watch_as(channel, false)

@@ -15,7 +15,7 @@ use leasehold::{
 use crate::{
     error::{bounded, map},
     keys::LockNames,
-    lock::{Asking, RedisLock},
+    lock::{Asking, RedisLock, HANDOFF_MS},
     scripts,
     subscriber::Watch,
 };
@@ -101,7 +101,13 @@ impl Place<'_> {
             // waiting, which may be this one: its wake-up was registered before this attempt),
             // and that one takes it. Taking it on an attempt that has not slept would let a
             // waiter that came later cut in before the longest waiting.
-            Ok(Err(left)) => Ok(Err(left)),
+            Ok(Err(left)) => {
+                if left.is_some_and(|left| left > Duration::from_millis(HANDOFF_MS)) {
+                    // Held by someone (longer than any reservation): ours is over.
+                    self.lock.inner.handoffs.taken(&self.names.lock);
+                }
+                Ok(Err(left))
+            }
             Err(error) => Err(error),
         }
     }
@@ -162,8 +168,18 @@ impl RedisLock {
         let place = Place {
             lock: self,
             names: &names,
-            // A zero wait is one attempt: nothing to count in (and out again).
-            joins: AtomicBool::new(self.inner.subscriber.is_some() && !deadline.has_passed()),
+            // Counted in from the first attempt made while the lock's channel is subscribed
+            // (already, for another waiter of this client; or once the loop has subscribed):
+            // a release before that could not wake this waiter, so it must not reserve the
+            // lock for it either. A zero wait counts no one.
+            joins: AtomicBool::new(
+                !deadline.has_passed()
+                    && self
+                        .inner
+                        .subscriber
+                        .as_ref()
+                        .is_some_and(|s| s.is_subscribed(&names.channel())),
+            ),
             counted: AtomicBool::new(false),
             may_take: AtomicBool::new(false),
             attempts: AtomicU32::new(0),

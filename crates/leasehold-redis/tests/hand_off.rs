@@ -302,9 +302,8 @@ where
 
 /// A waiting acquire dropped while its first attempt is in flight (held up by a write pause
 /// on a private server, so the script runs, counting it in, only after the drop) is counted
-/// out again: the mark goes and a release frees the lock for anyone at once. Counting a waiter
-/// in only once its reply said so (the broken variant) leaves it counted until the mark
-/// expires, and the release reserves the lock for nobody.
+/// out again, next to a waiter that stays. Counting a waiter in only once its reply said so
+/// (the broken variant) leaves it counted for as long as the other keeps the mark alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_dropped_in_flight_is_counted_out() {
     let server = support::PrivateRedis::start(&[]);
@@ -316,12 +315,28 @@ async fn a_waiter_dropped_in_flight_is_counted_out() {
     let mark = format!("{name}:wanted");
     let held = lock.try_acquire(&key, ttl).await.unwrap().expect("free");
     let mut admin = server.admin();
+    // A waiter that stays: it subscribes the lock's channel (so the next waiter counts itself
+    // in from its first attempt) and keeps the mark alive.
+    let stays = {
+        let (lock, key) = (lock.clone(), key.clone());
+        tokio::spawn(async move { lock.acquire(&key, ttl, Duration::from_secs(20)).await })
+    };
+    let mut count: Option<i64> = None;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        count = redis::cmd("GET").arg(&mark).query(&mut admin).unwrap();
+        if count == Some(1) {
+            break;
+        }
+    }
+    assert_eq!(count, Some(1), "the waiter that stays is counted in");
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(1_000)
         .arg("WRITE")
         .query(&mut admin)
         .unwrap();
+    let paused = std::time::Instant::now();
     let gave_up = tokio::time::timeout(
         Duration::from_millis(300),
         lock.acquire(&key, ttl, Duration::from_secs(10)),
@@ -333,21 +348,29 @@ async fn a_waiter_dropped_in_flight_is_counted_out() {
     );
     // The paused attempt runs when the pause ends (counting it in), the leave behind it on
     // the same connection counts it out.
-    let mut count: Option<i64> = Some(0);
-    for _ in 0..150 {
+    let mut settled = 0;
+    for _ in 0..250 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         count = redis::cmd("GET").arg(&mark).query(&mut admin).unwrap();
-        if count.is_none() {
+        // Both ran once it reads 1 a while after the pause, not before it ended.
+        settled = if count == Some(1) { settled + 1 } else { 0 };
+        if settled == 25 && paused.elapsed() > Duration::from_millis(1_500) {
             break;
         }
     }
-    assert_eq!(count, None, "a dropped waiter is still counted");
+    assert_eq!(count, Some(1), "a dropped waiter is still counted");
     let fence: Option<i64> = redis::cmd("GET")
         .arg(format!("{name}:fence"))
         .query(&mut admin)
         .unwrap();
     assert!(fence.is_some(), "the lock was taken before the pause");
     assert!(lock.release(held).await.unwrap());
+    let lease = tokio::time::timeout(Duration::from_secs(5), stays)
+        .await
+        .expect("the waiter that stays got the lock")
+        .unwrap()
+        .expect("the waiter that stays got the lock");
+    assert!(lock.release(lease).await.unwrap());
     let again = lock.try_acquire(&key, ttl).await.unwrap();
     assert!(
         again.is_some(),
