@@ -55,19 +55,7 @@ impl Contender for Raw {
     }
 
     async fn try_acquire(&self, key: &str) -> Option<Held> {
-        let token = LeaseToken::random().expect("os random").to_hex();
-        let key = format!("raw:{key}");
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(TTL.as_millis() as u64)
-            .query_async(&mut conn)
-            .await
-            .expect("raw SET");
-        set.map(|_| Held::Raw { key, token })
+        set_nx(&self.conn, format!("raw:{key}")).await
     }
 
     fn can_wait(&self) -> bool {
@@ -91,6 +79,22 @@ impl Contender for Raw {
             .await
             .expect("raw unlock");
     }
+}
+
+/// The raw baselines' attempt: `SET key token NX PX ttl` with a fresh token.
+pub(crate) async fn set_nx(conn: &ConnectionManager, key: String) -> Option<Held> {
+    let token = LeaseToken::random().expect("os random").to_hex();
+    let mut conn = conn.clone();
+    let set: Option<String> = redis::cmd("SET")
+        .arg(&key)
+        .arg(&token)
+        .arg("NX")
+        .arg("PX")
+        .arg(TTL.as_millis() as u64)
+        .query_async(&mut conn)
+        .await
+        .expect("raw SET");
+    set.map(|_| Held::Raw { key, token })
 }
 
 /// A leasehold backend, through the `DistributedLock` trait object users inject.

@@ -11,11 +11,10 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use leasehold::LeaseToken;
 use redis::{aio::ConnectionManager, Script};
 use tokio::sync::Notify;
 
-use crate::contenders::{Contender, Held, TTL};
+use crate::contenders::{set_nx, Contender, Held};
 
 const PREFIX: &str = "rawps:";
 const RELEASED: &str = ":released";
@@ -54,24 +53,6 @@ impl RawPubSub {
             _reader: reader,
         })
     }
-
-    async fn attempt(&self, key: &str) -> Option<Held> {
-        let token = LeaseToken::random().expect("os random").to_hex();
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(TTL.as_millis() as u64)
-            .query_async(&mut conn)
-            .await
-            .expect("raw pub/sub SET");
-        set.map(|_| Held::Raw {
-            key: key.to_owned(),
-            token,
-        })
-    }
 }
 
 #[async_trait]
@@ -81,7 +62,7 @@ impl Contender for RawPubSub {
     }
 
     async fn try_acquire(&self, key: &str) -> Option<Held> {
-        self.attempt(&format!("{PREFIX}{key}")).await
+        set_nx(&self.conn, format!("{PREFIX}{key}")).await
     }
 
     async fn acquire(&self, key: &str) -> Option<Held> {
@@ -98,7 +79,7 @@ impl Contender for RawPubSub {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(held) = self.attempt(&key).await {
+            if let Some(held) = set_nx(&self.conn, key.clone()).await {
                 return Some(held);
             }
             // A fallback in case a message was lost.

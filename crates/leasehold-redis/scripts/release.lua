@@ -12,16 +12,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   -- The mark's value counts the waiters (an earlier version's mark is '1').
   local waiters = redis.call('GET', KEYS[2])
   if waiters then
-    local reserve = tonumber(ARGV[3]) or 0
     redis.call('PUBLISH', ARGV[2], '')
+    local reserve = tonumber(ARGV[3]) or 0
     if reserve > 0 and (tonumber(waiters) or 0) > 0 then
       redis.call('SET', KEYS[1], 'handoff', 'PX', reserve)
       return 2
     end
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('DEL', KEYS[1])
   end
+  redis.call('DEL', KEYS[1])
   return 1
 end
 return 0

@@ -36,8 +36,8 @@ pub(crate) const HANDOFF_MS: u64 = 20;
 /// What an attempt tells the acquire script about its caller.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Asking {
-    /// A waiting caller: counts itself in the lock's mark if the lock is held (ignored
-    /// without a subscriber: nobody would hear the releases the mark makes publish).
+    /// A waiting caller whose lock channel is subscribed: counts itself in the lock's mark if
+    /// the lock is held.
     pub(crate) wanted: bool,
     /// The mark counts this caller already.
     pub(crate) counted: bool,
@@ -122,12 +122,8 @@ impl RedisLock {
             .key(names.wanted())
             .arg(token.to_hex())
             .arg(attempt.ttl_millis())
-            // Without a subscriber nobody listens: no mark, and releases stay silent.
-            .arg(if asking.wanted && self.inner.subscriber.is_some() {
-                WANTED_MS
-            } else {
-                0
-            })
+            // Only a waiter whose channel is subscribed counts itself in (see `wait.rs`).
+            .arg(if asking.wanted { WANTED_MS } else { 0 })
             .arg(u8::from(asking.counted))
             .arg(u8::from(asking.waited));
         let reply: Result<Vec<i64>, redis::RedisError> =

@@ -47,8 +47,8 @@ struct Place<'a> {
     /// (costing waiters their wake-ups until they leave), never high (which would make releases
     /// reserve the lock for nobody).
     counted: AtomicBool,
-    /// Whether a reservation for waiters is for it: it has slept since it was refused.
-    may_take: AtomicBool,
+    /// Attempts made so far: from the third on it has slept since it was refused, so a
+    /// reservation for waiters is for it too.
     attempts: AtomicU32,
     deadline: &'a Deadline,
 }
@@ -56,15 +56,12 @@ struct Place<'a> {
 impl Place<'_> {
     fn asking(&self) -> Asking {
         let attempts = self.attempts.fetch_add(1, Ordering::Relaxed);
-        // The first two attempts (the first, and the loop's own right after it, so that a
-        // release in between is not missed) have not slept yet.
-        if attempts >= 2 {
-            self.may_take.store(true, Ordering::Relaxed);
-        }
         Asking {
             wanted: self.joins.load(Ordering::Relaxed),
             counted: self.counted.load(Ordering::Relaxed),
-            waited: self.may_take.load(Ordering::Relaxed),
+            // The first two attempts (the first, and the loop's own right after it, so that a
+            // release in between is not missed) have not slept yet.
+            waited: attempts >= 2,
         }
     }
 
@@ -181,7 +178,6 @@ impl RedisLock {
                         .is_some_and(|s| s.is_subscribed(&names.channel())),
             ),
             counted: AtomicBool::new(false),
-            may_take: AtomicBool::new(false),
             attempts: AtomicU32::new(0),
             deadline,
         };

@@ -11,6 +11,19 @@ use leasehold_redis::RedisLock;
 const ACQUIRE: &str = include_str!("../scripts/acquire.lua");
 const RELEASE: &str = include_str!("../scripts/release.lua");
 
+/// A plain connection to the shared server, failing with instructions when it is not there.
+async fn shared_conn() -> redis::aio::MultiplexedConnection {
+    let url = support::shared_url();
+    let connect = async {
+        redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await
+    };
+    connect
+        .await
+        .unwrap_or_else(|e| leasehold_testkit::env::unreachable("Redis", &url, &e))
+}
+
 fn name(lock: &RedisLock, key: &LockKey) -> String {
     // The keys here have no `%`, `{` or `}`, so the name is the key as it is.
     format!("{{{}:{}}}", lock.namespace(), key.as_str())
@@ -56,12 +69,7 @@ async fn release_then_newcomer(
 async fn a_newcomer_does_not_cut_in_before_a_waiter_and_would_without_the_reservation() {
     let holder = support::shared_lock().await;
     let waiting = support::shared_lock().await;
-    let url = support::shared_url();
-    let mut conn = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = shared_conn().await;
     let ttl = Duration::from_secs(10);
     for (reserve_ms, newcomer_wins) in [(20, false), (0, true)] {
         let key = LockKey::new(format!(
@@ -163,12 +171,7 @@ async fn the_mark_counts_waiters_in_and_out() {
     let key = LockKey::new(format!("hand-off/count/{}", std::process::id())).unwrap();
     let name = name(&lock, &key);
     let mark = format!("{name}:wanted");
-    let url = support::shared_url();
-    let mut conn = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = shared_conn().await;
     let count = |conn: &redis::aio::MultiplexedConnection| {
         let (mut conn, mark) = (conn.clone(), mark.clone());
         async move {
