@@ -24,6 +24,23 @@ async fn shared_conn() -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| leasehold_testkit::env::unreachable("Redis", &url, &e))
 }
 
+/// Polls the mark until it counts one waiter (up to 5 s, a loaded machine may take a while):
+/// the last count read.
+async fn one_waiter_counted(
+    conn: &mut redis::aio::MultiplexedConnection,
+    mark: &str,
+) -> Option<i64> {
+    let mut counted = None;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        counted = redis::cmd("GET").arg(mark).query_async(conn).await.unwrap();
+        if counted == Some(1) {
+            break;
+        }
+    }
+    counted
+}
+
 fn name(lock: &RedisLock, key: &LockKey) -> String {
     // The keys here have no `%`, `{` or `}`, so the name is the key as it is.
     format!("{{{}:{}}}", lock.namespace(), key.as_str())
@@ -82,9 +99,11 @@ async fn a_newcomer_does_not_cut_in_before_a_waiter_and_would_without_the_reserv
             let (lock, key) = (waiting.clone(), key.clone());
             tokio::spawn(async move { lock.acquire(&key, ttl, Duration::from_secs(10)).await })
         };
-        // Long enough for the waiter to have found it held and marked it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Until the waiter has found it held and counted itself in (a loaded machine may
+        // take a while).
         let name = name(&holder, &key);
+        let counted = one_waiter_counted(&mut conn, &format!("{name}:wanted")).await;
+        assert_eq!(counted, Some(1), "the waiter counted itself in");
         let (released, newcomer) =
             release_then_newcomer(&mut conn, &name, &held.token().to_hex(), reserve_ms).await;
         if newcomer_wins {
@@ -122,6 +141,7 @@ async fn the_releaser_asking_again_at_once_waits_behind_the_waiter() {
     let releaser = support::shared_lock().await;
     let waiting = support::shared_lock().await;
     let key = LockKey::new(format!("hand-off/releaser/{}", std::process::id())).unwrap();
+    let mut conn = shared_conn().await;
     let ttl = Duration::from_secs(10);
     let mut waiter_first = 0;
     for _ in 0..10 {
@@ -139,7 +159,8 @@ async fn the_releaser_asking_again_at_once_waits_behind_the_waiter() {
                 Ok::<_, leasehold::LockError>(fence)
             })
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Until the waiter is counted in; if it is not by then, the round just counts as lost.
+        let _ = one_waiter_counted(&mut conn, &format!("{}:wanted", name(&releaser, &key))).await;
         assert!(releaser.release(held).await.unwrap());
         let again = releaser
             .acquire(&key, ttl, Duration::from_secs(10))
