@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes Redis and PostgreSQL available on loopback for the tests, and exports their URLs:
 #   LEASEHOLD_REDIS_URL     (default redis://127.0.0.1:6379)
+#   LEASEHOLD_REDIS_CLUSTER_URL (redis+cluster://127.0.0.1:30001,...: 3 primaries + 3 replicas)
 #   LEASEHOLD_POSTGRES_URL  (default postgres://postgres@127.0.0.1:5432/postgres)
 #   LEASEHOLD_PGBOUNCER_URL (default postgres://postgres@127.0.0.1:6432/postgres: PgBouncer in
 #                            transaction pooling in front of that PostgreSQL)
@@ -53,6 +54,55 @@ if ! redis_answers; then
   for _ in $(seq 50); do redis_answers && break; sleep 0.1; done
   redis_answers || { log "redis did not start: see $services_dir/redis.log"; exit 1; }
 fi
+
+# ---- Redis Cluster: 3 primaries + 3 replicas ---------------------------------------------------
+# On LEASEHOLD_REDIS_CLUSTER_PORT and the five ports after it (default 30001-30006; each node's
+# cluster bus is its port + 10000). A short node timeout, so failover tests are quick.
+cluster_base="${LEASEHOLD_REDIS_CLUSTER_PORT:-30001}"
+cluster_ports=$(seq "$cluster_base" $((cluster_base + 5)))
+
+cluster_ready() { # every node: state ok, and every replica's link to its primary up
+  local port
+  for port in $cluster_ports; do
+    redis-cli -p "$port" -h 127.0.0.1 cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+    if redis-cli -p "$port" -h 127.0.0.1 info replication 2>/dev/null | grep -q '^role:slave'; then
+      redis-cli -p "$port" -h 127.0.0.1 info replication | grep -q '^master_link_status:up' || return 1
+    fi
+  done
+  # 3 primaries with slots and 3 replicas.
+  [ "$(redis-cli -p "$cluster_base" -h 127.0.0.1 cluster nodes 2>/dev/null | grep -c 'master.* connected [0-9]')" = 3 ] &&
+    [ "$(redis-cli -p "$cluster_base" -h 127.0.0.1 cluster nodes 2>/dev/null | grep -c 'slave')" = 3 ]
+}
+
+if ! cluster_ready; then
+  command -v redis-cli >/dev/null 2>&1 || apt_install redis-server redis-tools
+  cdir="$services_dir/redis-cluster"
+  for port in $cluster_ports; do
+    if redis-cli -p "$port" -h 127.0.0.1 ping >/dev/null 2>&1 || (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      log "port $port is taken by something that is not a ready Redis Cluster node: stop it, or set"
+      log "LEASEHOLD_REDIS_CLUSTER_PORT to the first of six free ports"
+      exit 1
+    fi
+  done
+  rm -rf "$cdir"
+  log "starting a Redis Cluster (3 primaries, 3 replicas) on 127.0.0.1:$cluster_base-$((cluster_base + 5))"
+  nodes=()
+  for port in $cluster_ports; do
+    mkdir -p "$cdir/$port"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+      --cluster-enabled yes --cluster-node-timeout 1000 --cluster-config-file "$cdir/$port/nodes.conf" \
+      --dir "$cdir/$port" --logfile "$cdir/$port/redis.log" --pidfile "$cdir/$port/redis.pid"
+    nodes+=("127.0.0.1:$port")
+  done
+  for port in $cluster_ports; do
+    for _ in $(seq 50); do redis-cli -p "$port" -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$cdir/create.log" 2>&1 ||
+    { log "redis-cli --cluster create failed: see $cdir/create.log"; exit 1; }
+  for _ in $(seq 300); do cluster_ready && break; sleep 0.1; done
+  cluster_ready || { log "the Redis Cluster did not become ready in 30 s: see $cdir/*/redis.log"; exit 1; }
+fi
+cluster_url="redis+cluster://$(for port in $cluster_ports; do printf '127.0.0.1:%s,' "$port"; done | sed 's/,$//')"
 
 # ---- PostgreSQL -------------------------------------------------------------------------------
 pg_url="${LEASEHOLD_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -144,5 +194,6 @@ command -v faketime >/dev/null 2>&1 || apt_install faketime
 
 export LEASEHOLD_PGBOUNCER_URL="$bouncer_url"
 export LEASEHOLD_REDIS_URL="$redis_url"
+export LEASEHOLD_REDIS_CLUSTER_URL="$cluster_url"
 export LEASEHOLD_POSTGRES_URL="$pg_url"
-log "redis at $LEASEHOLD_REDIS_URL, postgres at $LEASEHOLD_POSTGRES_URL, pgbouncer at $LEASEHOLD_PGBOUNCER_URL"
+log "redis at $LEASEHOLD_REDIS_URL, redis cluster at $LEASEHOLD_REDIS_CLUSTER_URL, postgres at $LEASEHOLD_POSTGRES_URL, pgbouncer at $LEASEHOLD_PGBOUNCER_URL"

@@ -4,7 +4,9 @@
 -- releaser asking again at once, does not cut in before the waiters. A release nobody waits
 -- for sends no message.
 -- KEYS[1] lock key, KEYS[2] the lock's "wanted" mark; ARGV[1] token, ARGV[2] the lock's
--- notification channel, ARGV[3] the hand-off reservation in ms (0 or missing: none).
+-- notification channel, ARGV[3] the hand-off reservation in ms (0 or missing: none), ARGV[4]
+-- the publish command: 'SPUBLISH' on a cluster (the channel shares the lock's slot), else
+-- 'PUBLISH' (also when missing).
 -- Returns 1 if released, 2 if released and reserved for waiters, 0 if it was not held by this
 -- token (expired or someone else's).
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -12,7 +14,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   -- The mark's value counts the waiters (an earlier version's mark is '1').
   local waiters = redis.call('GET', KEYS[2])
   if waiters then
-    redis.call('PUBLISH', ARGV[2], '')
+    redis.call(ARGV[4] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[2], '')
     local reserve = tonumber(ARGV[3]) or 0
     if reserve > 0 and (tonumber(waiters) or 0) > 0 then
       redis.call('SET', KEYS[1], 'handoff', 'PX', reserve)

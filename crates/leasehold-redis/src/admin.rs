@@ -3,10 +3,18 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use leasehold::{async_trait, LockAdmin, LockError, LockKey, LockStatus};
+use redis::{
+    cluster_async::ClusterConnection,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
+    Cmd, RedisResult, Value,
+};
 
 use crate::{
-    error::{bounded, map},
+    conn::Conn,
+    error::{bounded, map, unexpected_reply},
     keys::LockNames,
     lock::RedisLock,
     scripts,
@@ -16,11 +24,32 @@ use crate::{
 const BATCH: usize = 500;
 
 impl RedisLock {
-    /// The status of each key, in one pipelined round trip per [`BATCH`] keys.
+    /// The status of each key, in one pipelined round trip per [`BATCH`] keys (on a cluster,
+    /// whose pipelines stay within one slot: one per key, [`BATCH`] at a time).
     async fn statuses(&self, keys: &[LockKey]) -> Result<Vec<LockStatus>, LockError> {
-        let mut conn = self.inner.conn.clone();
         let mut out = Vec::with_capacity(keys.len());
+        if self.inner.conn.is_cluster() {
+            for chunk in keys.chunks(BATCH) {
+                let each = chunk
+                    .iter()
+                    .map(|key| self.pipelined_statuses(std::slice::from_ref(key)));
+                for one in futures_util::future::try_join_all(each).await? {
+                    out.extend(one);
+                }
+            }
+            return Ok(out);
+        }
         for chunk in keys.chunks(BATCH) {
+            out.extend(self.pipelined_statuses(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    /// The status of each key, in one pipeline.
+    async fn pipelined_statuses(&self, chunk: &[LockKey]) -> Result<Vec<LockStatus>, LockError> {
+        let mut conn = self.inner.conn.clone();
+        let mut out = Vec::with_capacity(chunk.len());
+        {
             let mut pipe = redis::pipe();
             for key in chunk {
                 let names = self.names(key);
@@ -44,6 +73,72 @@ impl RedisLock {
     }
 }
 
+impl RedisLock {
+    /// Every name matching `pattern` on one node, `SCAN` by `SCAN` through `send`.
+    async fn scan<F, Fut>(
+        &self,
+        pattern: &str,
+        names: &mut Vec<String>,
+        send: F,
+    ) -> Result<(), LockError>
+    where
+        F: Fn(Cmd) -> Fut,
+        Fut: Future<Output = RedisResult<(u64, Vec<String>)>>,
+    {
+        let mut cursor = 0u64;
+        loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let (next, found) = bounded(self.inner.call_timeout, send(scan))
+                .await
+                .map_err(map)?;
+            names.extend(found);
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// `host`, `port` of every primary, from `CLUSTER SLOTS` (each range names its primary
+/// first), each once.
+async fn primaries(
+    conn: &mut ClusterConnection,
+    limit: std::time::Duration,
+) -> Result<Vec<(String, u16)>, LockError> {
+    let reply: Value = bounded(limit, redis::cmd("CLUSTER").arg("SLOTS").query_async(conn))
+        .await
+        .map_err(map)?;
+    let ranges: Vec<Vec<Value>> =
+        redis::from_redis_value(reply).map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+    let mut out = Vec::new();
+    for range in ranges {
+        let Some(primary) = range.get(2) else {
+            return Err(unexpected_reply("CLUSTER SLOTS", &range));
+        };
+        // host, port, node id and (Redis 7) more: only the first two are needed.
+        let node: Vec<Value> = redis::from_redis_value(primary.clone())
+            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        let (Some(host), Some(port)) = (node.first(), node.get(1)) else {
+            return Err(unexpected_reply("CLUSTER SLOTS", &node));
+        };
+        let host: String = redis::from_redis_value(host.clone())
+            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        let port: u16 = redis::from_redis_value(port.clone())
+            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        if !out.contains(&(host.clone(), port)) {
+            out.push((host, port));
+        }
+    }
+    Ok(out)
+}
+
 /// Needs, beyond the locking ACL of the README, `+scan` (for `list`); `force_release` runs a
 /// script of its own (`EVALSHA`, loaded with `SCRIPT LOAD`).
 #[async_trait]
@@ -61,32 +156,37 @@ impl LockAdmin for RedisLock {
     async fn list(&self, prefix: &str) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
         let namespace = &self.inner.namespace;
         let pattern = LockNames::fence_pattern(namespace, prefix);
-        let mut conn = self.inner.conn.clone();
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let scan = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .to_owned();
-            let (next, names): (u64, Vec<String>) =
-                bounded(self.inner.call_timeout, scan.query_async(&mut conn))
-                    .await
-                    .map_err(map)?;
-            keys.extend(
-                names
-                    .iter()
-                    .filter_map(|name| LockNames::key_of_fence(namespace, name))
-                    .filter_map(|key| LockKey::new(key).ok()),
-            );
-            if next == 0 {
-                break;
+        let mut names = Vec::new();
+        match &self.inner.conn {
+            Conn::Single(conn) => {
+                let conn = conn.clone();
+                self.scan(&pattern, &mut names, |scan| {
+                    let mut conn = conn.clone();
+                    async move { scan.query_async(&mut conn).await }
+                })
+                .await?;
             }
-            cursor = next;
+            Conn::Cluster(conn) => {
+                // Every primary holds its own slots' keys: SCAN each, merged below.
+                for (host, port) in primaries(&mut conn.clone(), self.inner.call_timeout).await? {
+                    let route =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                    self.scan(&pattern, &mut names, |scan| {
+                        let (mut conn, route) = (conn.clone(), route.clone());
+                        async move {
+                            let reply = conn.route_command(scan, route).await?;
+                            Ok(redis::from_redis_value(reply)?)
+                        }
+                    })
+                    .await?;
+                }
+            }
         }
+        let mut keys: Vec<LockKey> = names
+            .iter()
+            .filter_map(|name| LockNames::key_of_fence(namespace, name))
+            .filter_map(|key| LockKey::new(key).ok())
+            .collect();
         // SCAN may return a key twice; the order is the keys' bytes.
         keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         keys.dedup();
@@ -99,7 +199,7 @@ impl LockAdmin for RedisLock {
         let names = self.names(key);
         let mut conn = self.inner.conn.clone();
         let mut script = scripts::FORCE_RELEASE.key(&names.lock);
-        script.arg(names.channel());
+        script.arg(names.channel()).arg(conn.publish_command());
         let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;

@@ -3,14 +3,19 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use leasehold::LockError;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClient, ClusterClientBuilder},
+};
 
 use crate::{
+    cluster::check_seeds,
+    conn::Conn,
     error::map,
     handoffs::HandOffs,
     keys::{check_namespace, DEFAULT_NAMESPACE},
     lock::{Inner, RedisLock},
-    subscriber::Subscriber,
+    subscriber::{self, Subscriber},
 };
 
 /// The default time to wait for a reply before the call fails with a transient error.
@@ -22,6 +27,8 @@ enum Source {
     Url(String),
     Client(redis::Client),
     Connection(ConnectionManager, Option<redis::Client>),
+    Cluster(Vec<String>),
+    ClusterClient(ClusterClient),
 }
 
 /// Builds a [`RedisLock`] with settings beyond [`RedisLock::connect`].
@@ -58,6 +65,12 @@ impl fmt::Debug for RedisLockBuilder {
             Some(Source::Url(url)) => leasehold::redact::url(url),
             Some(Source::Client(client)) => client.get_connection_info().addr().to_string(),
             Some(Source::Connection(..)) => "existing connection".to_owned(),
+            Some(Source::Cluster(seeds)) => seeds
+                .iter()
+                .map(|seed| leasehold::redact::url(seed))
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(Source::ClusterClient(_)) => "existing cluster client".to_owned(),
         };
         f.debug_struct("RedisLockBuilder")
             .field("source", &source)
@@ -72,7 +85,9 @@ impl RedisLock {
     /// Connects to the Redis server at `url` with default settings.
     ///
     /// URL forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://...` for TLS (with
-    /// the default `tls` feature), `redis+unix:///path/to/socket`.
+    /// the default `tls` feature), `redis+unix:///path/to/socket`, and for a Redis Cluster
+    /// `redis+cluster://[user:password@]host:port,host:port,...[/?options]` (see
+    /// [`cluster_seeds`](crate::cluster_seeds) and [`RedisLock::connect_cluster`]).
     ///
     /// # Errors
     ///
@@ -85,6 +100,29 @@ impl RedisLock {
     /// Dropping the future drops the half-made connection; nothing else is left behind.
     pub async fn connect(url: &str) -> Result<Self, LockError> {
         Self::builder().url(url).build().await
+    }
+
+    /// Connects to the Redis Cluster that `nodes` belong to, with default settings: any
+    /// reachable node is enough, the others are found from it.
+    ///
+    /// Each seed is `redis://[[user]:password@]host:port` or `rediss://...` (TLS, with the
+    /// default `tls` feature); every seed must give the same credentials and the same scheme.
+    /// Scripts go to the primary that owns their lock's slot; waiting uses sharded pub/sub
+    /// (`SSUBSCRIBE`, Redis 7) on that node. See the crate docs' "Redis Cluster" section.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::InvalidConfig`] for no seed, a seed that cannot be parsed, is not
+    /// `redis://`/`rediss://`, names a database other than 0, or differs from the first in
+    /// credentials or TLS (the message names the seed, never a password);
+    /// [`LockError::Backend`] when no seed can be reached (transient) or the credentials are
+    /// refused (permanent).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the half-made connections; nothing else is left behind.
+    pub async fn connect_cluster(nodes: &[&str]) -> Result<Self, LockError> {
+        Self::builder().cluster(nodes.iter().copied()).build().await
     }
 
     /// A builder, to set the namespace, timeouts, or bring an existing client or connection.
@@ -122,6 +160,22 @@ impl RedisLockBuilder {
         subscribe_with: Option<redis::Client>,
     ) -> Self {
         self.source = Some(Source::Connection(connection, subscribe_with));
+        self
+    }
+
+    /// Connect to a Redis Cluster through these seed nodes (see
+    /// [`RedisLock::connect_cluster`] for the forms).
+    pub fn cluster<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.source = Some(Source::Cluster(nodes.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Use this cluster client for commands. Its settings (timeouts, retries, TLS) are used as
+    /// they are; waiting `acquire`s poll (every 25-50 ms), since the pushes of a client built
+    /// elsewhere do not reach the lock: `capabilities().notified_wait` is false. Seeds given
+    /// with [`cluster`](Self::cluster) get sharded pub/sub instead.
+    pub fn cluster_client(mut self, client: ClusterClient) -> Self {
+        self.source = Some(Source::ClusterClient(client));
         self
     }
 
@@ -168,7 +222,7 @@ impl RedisLockBuilder {
     /// # Cancel safety
     ///
     /// Dropping the future drops the half-made connection; nothing else is left behind.
-    pub async fn build(self) -> Result<RedisLock, LockError> {
+    pub async fn build(mut self) -> Result<RedisLock, LockError> {
         check_namespace(&self.namespace)?;
         // One quick reconnect attempt per call: a call never waits for a long retry chain
         // (each call is bounded by the response timeout plus one connect timeout anyway).
@@ -177,17 +231,21 @@ impl RedisLockBuilder {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let (conn, client) = match self.source {
+        let (conn, client) = match self.source.take() {
             None => {
                 return Err(LockError::invalid_config(
                     "redis source",
                     "give a URL, a client or a connection",
                 ))
             }
+            Some(Source::Url(url)) if url.contains("+cluster://") => {
+                self.source = Some(Source::Cluster(crate::cluster::cluster_seeds(&url)?));
+                return Box::pin(self.build()).await;
+            }
             Some(Source::Url(url)) => {
                 install_tls_provider(&url);
                 #[cfg(feature = "tls")]
-                let client = open_with_root(&url, self.root_certificate);
+                let client = open_with_root(&url, self.root_certificate.take());
                 #[cfg(not(feature = "tls"))]
                 let client = redis::Client::open(url.as_str());
                 let client = client.map_err(|e| {
@@ -210,12 +268,79 @@ impl RedisLockBuilder {
                 (conn, Some(client))
             }
             Some(Source::Connection(conn, client)) => (conn, client),
+            Some(Source::Cluster(seeds)) => {
+                let infos = check_seeds(&seeds)?;
+                if let Some(first) = seeds.first() {
+                    install_tls_provider(first);
+                }
+                let server = crate::cluster::servers(&infos);
+                let subscriber = subscriber::Source::cluster(self.cluster_builder(&infos)?)
+                    .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
+                let client = self
+                    .cluster_builder(&infos)?
+                    .build()
+                    .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
+                let conn = connect_cluster(&client, self.connect_timeout).await?;
+                let subscriber = Subscriber::new(subscriber, self.connect_timeout);
+                return self
+                    .finish(Conn::Cluster(conn), Some(subscriber), server)
+                    .await;
+            }
+            Some(Source::ClusterClient(client)) => {
+                let conn = connect_cluster(&client, self.connect_timeout).await?;
+                return self
+                    .finish(
+                        Conn::Cluster(conn),
+                        None,
+                        "existing cluster client".to_owned(),
+                    )
+                    .await;
+            }
         };
         let server = client.as_ref().map_or_else(
             || "existing connection".to_owned(),
             |c| c.get_connection_info().addr().to_string(),
         );
-        let subscriber = client.map(|client| Subscriber::new(client, self.connect_timeout));
+        let subscriber = client.map(|client| {
+            Subscriber::new(subscriber::Source::Single(client), self.connect_timeout)
+        });
+        self.finish(Conn::Single(conn), subscriber, server).await
+    }
+
+    /// A cluster client builder for checked seeds, with this builder's timeouts and the same
+    /// TCP settings as a single server's connections.
+    fn cluster_builder(
+        &self,
+        infos: &[redis::ConnectionInfo],
+    ) -> Result<ClusterClientBuilder, LockError> {
+        let builder = ClusterClientBuilder::new(infos.to_vec())
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout)
+            .tcp_settings(tcp_settings(self.response_timeout));
+        #[cfg(feature = "tls")]
+        let builder = match &self.root_certificate {
+            None => builder,
+            Some(_) if !matches!(infos[0].addr(), redis::ConnectionAddr::TcpTls { .. }) => {
+                return Err(LockError::invalid_config(
+                    "redis root certificate",
+                    "given for seeds without TLS (use rediss://)",
+                ))
+            }
+            Some(pem) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            }),
+        };
+        Ok(builder)
+    }
+
+    /// The lock over a made connection; checks the eviction policy if asked.
+    async fn finish(
+        self,
+        conn: Conn,
+        subscriber: Option<Subscriber>,
+        server: String,
+    ) -> Result<RedisLock, LockError> {
         let lock = RedisLock {
             inner: Arc::new(Inner {
                 conn,
@@ -226,6 +351,7 @@ impl RedisLockBuilder {
                 handoffs: HandOffs::default(),
             }),
         };
+
         if self.check_eviction {
             match lock.eviction_policy().await {
                 Ok(EvictionPolicy::Safe) => {}
@@ -294,6 +420,16 @@ fn with_keepalive(
     client: redis::Client,
     response_timeout: Duration,
 ) -> redis::RedisResult<redis::Client> {
+    redis::Client::open(
+        client
+            .get_connection_info()
+            .clone()
+            .set_tcp_settings(tcp_settings(response_timeout)),
+    )
+}
+
+/// TCP keepalive, `TCP_USER_TIMEOUT` and `TCP_NODELAY` (see [`with_keepalive`]).
+fn tcp_settings(response_timeout: Duration) -> redis::io::tcp::TcpSettings {
     let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(5))
@@ -308,12 +444,19 @@ fn with_keepalive(
     let settings = settings.set_user_timeout((response_timeout * 3).max(Duration::from_secs(5)));
     #[cfg(not(target_os = "linux"))]
     let _ = response_timeout;
-    redis::Client::open(
-        client
-            .get_connection_info()
-            .clone()
-            .set_tcp_settings(settings),
-    )
+    settings
+}
+
+/// A cluster connection, failing at once on refusals no retry can fix (as [`manage`]).
+async fn connect_cluster(
+    client: &ClusterClient,
+    connect_timeout: Duration,
+) -> Result<redis::cluster_async::ClusterConnection, LockError> {
+    // The client retries unreachable seeds itself; bounded so a cluster that is down fails
+    // the connect instead of hanging it.
+    crate::error::bounded(connect_timeout * 2, client.get_async_connection())
+        .await
+        .map_err(map)
 }
 
 /// A `ConnectionManager` for `client`. It retries a failed first connection with backoff

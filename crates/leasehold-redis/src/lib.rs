@@ -3,6 +3,8 @@
 
 mod admin;
 mod builder;
+mod cluster;
+mod conn;
 mod error;
 mod handoffs;
 mod keys;
@@ -18,6 +20,7 @@ pub use crate::{
     builder::{
         EvictionPolicy, RedisLockBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
     },
+    cluster::cluster_seeds,
     keys::DEFAULT_NAMESPACE,
     lock::RedisLock,
 };

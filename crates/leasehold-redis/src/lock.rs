@@ -2,6 +2,14 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use crate::{
+    conn::Conn,
+    error::{bounded, is_fence_overflow, map, unexpected_reply},
+    handoffs::HandOffs,
+    keys::LockNames,
+    scripts,
+    subscriber::Subscriber,
+};
 use leasehold::{
     async_trait,
     backend::{
@@ -10,15 +18,6 @@ use leasehold::{
         Attempt, Reply, SentAt,
     },
     Capabilities, DistributedLock, Lease, LeaseToken, LockError, LockKey, ReleaseWatch,
-};
-use redis::aio::ConnectionManager;
-
-use crate::{
-    error::{bounded, is_fence_overflow, map, unexpected_reply},
-    handoffs::HandOffs,
-    keys::LockNames,
-    scripts,
-    subscriber::Subscriber,
 };
 
 /// How long a waiting attempt marks the lock as wanted (renewed by the next attempt once half
@@ -65,7 +64,7 @@ pub struct RedisLock {
 }
 
 pub(crate) struct Inner {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     pub(crate) namespace: String,
     pub(crate) subscriber: Option<Subscriber>,
     /// `host:port` (never credentials), for `Debug`.
@@ -175,7 +174,8 @@ impl RedisLock {
             .key(names.wanted())
             .arg(token.to_hex())
             .arg(names.channel())
-            .arg(HANDOFF_MS);
+            .arg(HANDOFF_MS)
+            .arg(conn.publish_command());
         let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
             .await
             .map_err(map)?;

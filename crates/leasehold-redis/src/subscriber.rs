@@ -9,6 +9,13 @@
 //!
 //! Holders watch the same channels ([`HolderWatch`]): a release message while they hold the
 //! lock means an administrator forced it free. Each message wakes one waiter and every holder.
+//!
+//! On a Redis Cluster the channels are sharded (`SSUBSCRIBE`, on the node that owns the
+//! channel's slot, which is the lock's), through a RESP3 cluster connection whose pushes arrive
+//! on a channel of ours. The `redis` crate reconnects a lost node and subscribes again where the
+//! slot now lives; a node's disconnection wakes every waiter and marks every channel as not
+//! subscribed (messages may have been lost), and a server that drops a subscription (its slot
+//! moved) wakes that channel's waiters, who subscribe again.
 
 use std::{
     collections::HashMap,
@@ -23,11 +30,62 @@ use leasehold::{
     backend::{WakeHandle, Wakers},
     ReleaseWatch,
 };
-use redis::aio::PubSubSink;
+use redis::{
+    aio::PubSubSink, cluster::ClusterClient, cluster_async::ClusterConnection, PushInfo, PushKind,
+    Value,
+};
 use tokio::{
     sync::{futures::OwnedNotified, mpsc, oneshot},
     task::JoinHandle,
 };
+
+/// Where the subscriber connects.
+#[expect(clippy::large_enum_variant, reason = "one per lock, made once")]
+pub(crate) enum Source {
+    /// One server: a RESP2 pub/sub connection of its own.
+    Single(redis::Client),
+    /// A cluster: a RESP3 cluster client that sends its pushes to `pushes`.
+    Cluster {
+        client: ClusterClient,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl Source {
+    /// A cluster source from seed connection infos: a client of its own, RESP3, with pushes.
+    pub(crate) fn cluster(
+        builder: redis::cluster::ClusterClientBuilder,
+    ) -> redis::RedisResult<Self> {
+        let (sender, pushes) = mpsc::unbounded_channel();
+        let client = builder
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(sender)
+            .build()?;
+        Ok(Self::Cluster { client, pushes })
+    }
+}
+
+/// The live subscription connection.
+enum Sink {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Sink {
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(channel).await,
+            Self::Cluster(conn) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(channel).await,
+            Self::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
+}
 
 /// A task that is aborted when this handle is dropped.
 #[derive(Debug)]
@@ -89,23 +147,78 @@ impl Shared {
         }
         self.wakers.wake_all();
     }
+
+    /// The server dropped `channel`'s subscription (on a cluster: its slot moved): its
+    /// waiters and holders are woken to subscribe again where it lives now.
+    fn dropped(&self, channel: &str) {
+        if let Some(entry) = self.channels().get_mut(channel) {
+            entry.subscribed = false;
+        }
+        self.wakers.wake(channel);
+    }
+
+    /// One push of a cluster connection.
+    fn push(&self, push: &PushInfo) {
+        let channel = || match push.data.first() {
+            Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        };
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                if let Some(channel) = channel() {
+                    self.wake(channel);
+                }
+            }
+            PushKind::SUnsubscribe => {
+                // Our own SUNSUBSCRIBE confirms with this too, for a channel nobody watches
+                // any more (its entry is gone): then nothing happens.
+                if let Some(channel) = channel() {
+                    self.dropped(channel);
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::debug!(
+                    "redis cluster node connection lost; waiters retry and resubscribe"
+                );
+                self.wake_all_and_forget_subscriptions();
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Subscriber {
     /// Starts the driver; no connection is opened until the first watch.
-    pub(crate) fn new(client: redis::Client, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(source: Source, connect_timeout: Duration) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             channels: Mutex::new(HashMap::new()),
             wakers: Wakers::new(),
             commands,
         });
+        let (client, reader) = match source {
+            Source::Single(client) => (Client::Single(client), None),
+            Source::Cluster { client, mut pushes } => {
+                // One reader for the client's whole life: every connection made from it
+                // pushes here.
+                let weak = Arc::downgrade(&shared);
+                let reader = tokio::spawn(async move {
+                    while let Some(push) = pushes.recv().await {
+                        let Some(shared) = weak.upgrade() else {
+                            return;
+                        };
+                        shared.push(&push);
+                    }
+                });
+                (Client::Cluster(client), Some(AbortOnDrop(reader)))
+            }
+        };
         let driver = Driver {
             shared: Arc::clone(&shared),
             client,
             connect_timeout,
             sink: None,
-            reader: None,
+            reader,
         };
         let task = tokio::spawn(driver.run(receiver));
         Self {
@@ -283,12 +396,19 @@ impl Drop for Watch {
     }
 }
 
+#[expect(clippy::large_enum_variant, reason = "one per lock, made once")]
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
 struct Driver {
     shared: Arc<Shared>,
-    client: redis::Client,
+    client: Client,
     connect_timeout: Duration,
-    sink: Option<PubSubSink>,
-    /// Reads the current connection's messages; aborted with the driver.
+    sink: Option<Sink>,
+    /// Reads the messages (one server: of the current connection; a cluster: of every
+    /// connection); aborted with the driver.
     reader: Option<AbortOnDrop>,
 }
 
@@ -354,7 +474,9 @@ impl Driver {
     /// to retry (messages may have been lost).
     fn disconnect(&mut self) {
         self.sink = None;
-        self.reader = None;
+        if matches!(self.client, Client::Single(_)) {
+            self.reader = None;
+        }
         self.shared.wake_all_and_forget_subscriptions();
     }
 
@@ -381,7 +503,25 @@ impl Driver {
     }
 
     async fn connect(&mut self) {
-        let connecting = tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub());
+        let client = match &self.client {
+            Client::Single(client) => client.clone(),
+            Client::Cluster(client) => {
+                let connecting =
+                    tokio::time::timeout(self.connect_timeout, client.get_async_connection());
+                match connecting.await {
+                    Ok(Ok(conn)) => self.sink = Some(Sink::Cluster(conn)),
+                    Ok(Err(error)) => tracing::warn!(
+                        %error,
+                        "redis cluster pub/sub connection failed; waiters fall back to polling"
+                    ),
+                    Err(_) => tracing::warn!(
+                        "redis cluster pub/sub connection timed out; waiters fall back to polling"
+                    ),
+                }
+                return;
+            }
+        };
+        let connecting = tokio::time::timeout(self.connect_timeout, client.get_async_pubsub());
         let pubsub = match connecting.await {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(error)) => {
@@ -406,7 +546,7 @@ impl Driver {
                 let _ = shared.commands.send(Command::Disconnected);
             }
         });
-        self.sink = Some(sink);
+        self.sink = Some(Sink::Single(sink));
         self.reader = Some(AbortOnDrop(reader));
     }
 }

@@ -5,6 +5,16 @@ pub fn redis_url() -> String {
     var("LEASEHOLD_REDIS_URL", "redis://127.0.0.1:6379")
 }
 
+/// The shared Redis Cluster (3 primaries, 3 replicas): `LEASEHOLD_REDIS_CLUSTER_URL`, default
+/// `redis+cluster://127.0.0.1:30001,...,127.0.0.1:30006`.
+pub fn redis_cluster_url() -> String {
+    var(
+        "LEASEHOLD_REDIS_CLUSTER_URL",
+        "redis+cluster://127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003,127.0.0.1:30004,\
+         127.0.0.1:30005,127.0.0.1:30006",
+    )
+}
+
 /// The shared PostgreSQL: `LEASEHOLD_POSTGRES_URL`, default
 /// `postgres://postgres@127.0.0.1:5432/postgres`.
 pub fn postgres_url() -> String {

@@ -23,3 +23,16 @@ pub async fn shared_lock() -> RedisLock {
 pub fn free_port() -> u16 {
     leasehold_testkit::ports::free_port().expect("free port")
 }
+
+/// The URL of the shared test cluster, from `LEASEHOLD_REDIS_CLUSTER_URL`.
+pub fn cluster_url() -> String {
+    leasehold_testkit::env::redis_cluster_url()
+}
+
+/// Connects to the shared cluster, failing with instructions when it is not there.
+pub async fn cluster_lock() -> RedisLock {
+    let url = cluster_url();
+    RedisLock::connect(&url)
+        .await
+        .unwrap_or_else(|e| leasehold_testkit::env::unreachable("Redis Cluster", &url, &e))
+}

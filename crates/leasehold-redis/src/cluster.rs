@@ -1,0 +1,211 @@
+//! Redis Cluster seeds: checked alike, so that the credentials and TLS given once apply to
+//! every node the client finds.
+
+use leasehold::LockError;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+/// Parses `seeds`, refusing what a cluster connection cannot honour: no seed, a URL that does
+/// not parse or is not `redis://`/`rediss://`, a database other than 0 (a cluster has only
+/// that one), and seeds that differ from the first in user, password or TLS.
+pub(crate) fn check_seeds(seeds: &[String]) -> Result<Vec<ConnectionInfo>, LockError> {
+    let Some(first) = seeds.first() else {
+        return Err(LockError::invalid_config(
+            "redis cluster seeds",
+            "give at least one node URL",
+        ));
+    };
+    let mut infos = Vec::with_capacity(seeds.len());
+    for seed in seeds {
+        let what = || format!("redis cluster seed {}", leasehold::redact::url(seed));
+        if !(seed.starts_with("redis://") || seed.starts_with("rediss://")) {
+            return Err(LockError::invalid_config(
+                what(),
+                "a cluster seed is redis://host:port or rediss://host:port",
+            ));
+        }
+        let info = seed
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| LockError::invalid_config(what(), e.to_string()))?;
+        if info.redis_settings().db() != 0 {
+            return Err(LockError::invalid_config(
+                what(),
+                "a Redis Cluster has only database 0",
+            ));
+        }
+        if let Some(base) = infos.first() {
+            if let Some(differs) = difference(base, &info) {
+                return Err(LockError::invalid_config(
+                    what(),
+                    format!(
+                        "its {differs} differs from the first seed's ({}): give every seed the \
+                         same credentials and scheme",
+                        leasehold::redact::url(first)
+                    ),
+                ));
+            }
+        }
+        infos.push(info);
+    }
+    Ok(infos)
+}
+
+/// The seed URLs of a `redis+cluster://[user:password@]host:port,host:port,...[/?options]`
+/// URL (`rediss+cluster://` for TLS): the credentials, the scheme and the options are given
+/// once and applied to every seed.
+///
+/// ```
+/// use leasehold_redis::cluster_seeds;
+///
+/// let seeds = cluster_seeds("redis+cluster://locker:pw@10.0.0.1:7000,10.0.0.2:7000/?protocol=3")?;
+/// assert_eq!(
+///     seeds,
+///     ["redis://locker:pw@10.0.0.1:7000/?protocol=3", "redis://locker:pw@10.0.0.2:7000/?protocol=3"],
+/// );
+/// # Ok::<(), leasehold::LockError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`LockError::InvalidConfig`] naming the URL (never its password) for another scheme, no
+/// seed, an empty seed, a seed without a port or a path other than `/` (a cluster has only
+/// database 0).
+pub fn cluster_seeds(url: &str) -> Result<Vec<String>, LockError> {
+    let what = || format!("redis cluster URL {}", leasehold::redact::url(url));
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+        ("rediss", rest)
+    } else {
+        return Err(LockError::invalid_config(
+            what(),
+            "a cluster URL starts with redis+cluster:// or rediss+cluster://",
+        ));
+    };
+    // The user info ends at the last `@` (a password may hold `@`, `,` or `/`).
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let (hosts, tail) = match after.find(['/', '?']) {
+        Some(end) => after.split_at(end),
+        None => (after, ""),
+    };
+    let options = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    if !matches!(options.0, "" | "/" | "/0") {
+        return Err(LockError::invalid_config(
+            what(),
+            "a Redis Cluster has only database 0: give no path (or /0)",
+        ));
+    }
+    let query = options.1.map(|q| format!("/?{q}")).unwrap_or_default();
+    let mut seeds = Vec::new();
+    for host in hosts.split(',') {
+        let has_port = host
+            .rsplit_once(':')
+            .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+        if !has_port {
+            return Err(LockError::invalid_config(
+                what(),
+                format!("seed {host:?} is not host:port"),
+            ));
+        }
+        seeds.push(format!("{scheme}://{userinfo}{host}{query}"));
+    }
+    Ok(seeds)
+}
+
+/// What of `other` differs from `base` among what the client applies to every node.
+fn difference(base: &ConnectionInfo, other: &ConnectionInfo) -> Option<&'static str> {
+    let (a, b) = (base.redis_settings(), other.redis_settings());
+    if is_tls(base) != is_tls(other) {
+        Some("TLS (rediss://)")
+    } else if a.username() != b.username() {
+        Some("user")
+    } else if a.password() != b.password() {
+        Some("password")
+    } else {
+        None
+    }
+}
+
+fn is_tls(info: &ConnectionInfo) -> bool {
+    matches!(info.addr(), ConnectionAddr::TcpTls { .. })
+}
+
+/// `host:port,host:port` of the seeds (never credentials), for `Debug`.
+pub(crate) fn servers(infos: &[ConnectionInfo]) -> String {
+    infos
+        .iter()
+        .map(|info| info.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(seeds: &[&str]) -> Result<Vec<ConnectionInfo>, LockError> {
+        check_seeds(&seeds.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
+    fn refusal(seeds: &[&str]) -> String {
+        check(seeds).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn same_credentials_on_every_seed_pass() {
+        let infos = check(&["redis://u:pw@127.0.0.1:7000", "redis://u:pw@127.0.0.1:7001"]).unwrap();
+        assert_eq!(servers(&infos), "127.0.0.1:7000,127.0.0.1:7001");
+    }
+
+    #[test]
+    fn differing_seeds_are_refused_by_name_without_the_password() {
+        let message = refusal(&["redis://u:secret1@h:1", "redis://u:secret2@h:2"]);
+        assert!(message.contains("password differs"), "{message}");
+        assert!(message.contains("h:2"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+        let message = refusal(&["redis://a:pw@h:1", "redis://b:pw@h:2"]);
+        assert!(message.contains("user differs"), "{message}");
+        let message = refusal(&["redis://h:1", "redis://h:2/3"]);
+        assert!(message.contains("only database 0"), "{message}");
+        let message = refusal(&["redis://h:1", "redis+unix:///tmp/s"]);
+        assert!(message.contains("redis://host:port"), "{message}");
+        let message = refusal(&[]);
+        assert!(message.contains("at least one"), "{message}");
+    }
+
+    #[test]
+    fn cluster_urls_give_every_seed_the_same_credentials_and_options() {
+        let seeds = cluster_seeds("rediss+cluster://u:p@ss,w/d@h1:1,h2:2").unwrap();
+        assert_eq!(
+            seeds,
+            ["rediss://u:p@ss,w/d@h1:1", "rediss://u:p@ss,w/d@h2:2"]
+        );
+        assert_eq!(
+            cluster_seeds("redis+cluster://h1:1/").unwrap(),
+            ["redis://h1:1"]
+        );
+        for (bad, says) in [
+            ("redis://h:1", "redis+cluster://"),
+            ("redis+cluster://u:secret@h1:1,,h2:2", "is not host:port"),
+            ("redis+cluster://u:secret@h1", "is not host:port"),
+            ("redis+cluster://u:secret@h1:1/2", "only database 0"),
+        ] {
+            let message = cluster_seeds(bad).expect_err(bad).to_string();
+            assert!(message.contains(says), "{bad}: {message}");
+            assert!(!message.contains("secret"), "{bad}: {message}");
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn mixed_tls_is_refused() {
+        let message = refusal(&["rediss://h:1", "redis://h:2"]);
+        assert!(message.contains("TLS"), "{message}");
+    }
+}
