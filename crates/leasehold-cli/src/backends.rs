@@ -83,7 +83,7 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
                 name: "sqlite",
             })
         }
-        Some("redis" | "rediss") => {
+        Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+unix") => {
             let lock = Arc::new(leasehold_redis::RedisLock::connect(url).await?);
             Ok(Backend {
                 admin: Some(lock.clone()),
@@ -116,7 +116,8 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
         }),
         _ => Err(LockError::invalid_config(
             format!("URL {:?}", leasehold::redact::url(url)),
-            "use sqlite://PATH, redis://HOST, rediss://HOST, postgres://HOST/DB or memory://",
+            "use sqlite://PATH, redis://HOST, rediss://HOST, redis+cluster://HOST:PORT,..., \
+             postgres://HOST/DB or memory://",
         )),
     }
 }

@@ -51,6 +51,8 @@ URLs (--url or LEASEHOLD_URL):
                          $XDG_STATE_HOME/leasehold/leasehold.db or
                          ~/.local/state/leasehold/leasehold.db; made if missing)
   redis://HOST[:PORT]    Redis; rediss:// for TLS
+  redis+cluster://HOST:PORT,HOST:PORT,...
+                         Redis Cluster (seeds); rediss+cluster:// for TLS
   postgres://HOST/DB     PostgreSQL (lease table)
   memory://              this process only, for trying things out
 

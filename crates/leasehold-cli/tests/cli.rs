@@ -453,6 +453,26 @@ fn admin_commands_work_on_redis() {
 }
 
 #[test]
+fn admin_commands_work_on_a_redis_cluster() {
+    let url = leasehold_testkit::env::redis_cluster_url();
+    let seeds = leasehold_redis::cluster_seeds(&url).unwrap();
+    let mut conn = leasehold_redis::redis::cluster::ClusterClient::new(seeds)
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| {
+            panic!("cannot reach the Redis Cluster at {url}: {e}\nstart it with `scripts/services.sh` (or run the tests through `scripts/test.sh`)")
+        });
+    let prefix = format!("cli-admin-cluster/{}/", std::process::id());
+    let env = Env::with_url("admin-redis-cluster", url.clone());
+    admin_commands_on(&env, &prefix);
+    for key in ["done", "held"] {
+        let () = leasehold_redis::redis::cmd("DEL")
+            .arg(format!("{{leasehold:{prefix}{key}}}:fence"))
+            .query(&mut conn)
+            .unwrap();
+    }
+}
+
+#[test]
 fn admin_commands_work_on_postgres() {
     let url = leasehold_testkit::env::postgres_url();
     use leasehold_postgres::sqlx::{self, Connection};
@@ -657,6 +677,8 @@ fn a_password_in_the_url_never_appears_in_messages() {
     for url in [
         "redis://u:se/cret@127.0.0.1:1",
         "rediss://u:se?cr#et@127.0.0.1:1",
+        "redis+cluster://u:se/cret@127.0.0.1:1,127.0.0.1:2",
+        "redis+cluster://u:secret@127.0.0.1:1,,127.0.0.1:2",
         "postgres://u:se/cret@127.0.0.1:1/db",
         "postgres://u:se@cret@127.0.0.1:1/db",
         "bogus://u:secret@host",
