@@ -166,7 +166,8 @@ impl LockAdmin for RedisLock {
                 })
                 .await?;
             }
-            Conn::Cluster(conn) => {
+            Conn::Cluster(cluster) => {
+                let conn = cluster.connection();
                 // Every primary holds its own slots' keys: SCAN each, merged below.
                 for (host, port) in primaries(&mut conn.clone(), self.inner.call_timeout).await? {
                     let route =

@@ -10,7 +10,7 @@ use redis::{
 
 use crate::{
     cluster::check_seeds,
-    conn::Conn,
+    conn::{Cluster, Conn},
     error::map,
     handoffs::HandOffs,
     keys::{check_namespace, DEFAULT_NAMESPACE},
@@ -281,6 +281,7 @@ impl RedisLockBuilder {
                     .build()
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
                 let conn = connect_cluster(&client, self.connect_timeout).await?;
+                let conn = Cluster::new(client, conn, self.response_timeout, self.connect_timeout);
                 let subscriber = Subscriber::new(subscriber, self.connect_timeout);
                 return self
                     .finish(Conn::Cluster(conn), Some(subscriber), server)
@@ -288,6 +289,7 @@ impl RedisLockBuilder {
             }
             Some(Source::ClusterClient(client)) => {
                 let conn = connect_cluster(&client, self.connect_timeout).await?;
+                let conn = Cluster::new(client, conn, self.response_timeout, self.connect_timeout);
                 return self
                     .finish(
                         Conn::Cluster(conn),

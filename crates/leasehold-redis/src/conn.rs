@@ -1,11 +1,24 @@
 //! The command connection: one server through a `ConnectionManager`, or a Redis Cluster through
 //! the `redis` crate's cluster connection, which routes each script by its keys' slot, loads
 //! scripts on every primary after a `NOSCRIPT` and follows `MOVED`/`ASK` and topology changes.
+//!
+//! One gap of the cluster connection is closed here: a node that stops answering without
+//! closing its connections (paused, frozen, black-holed) only times out, which the `redis`
+//! crate retries on the same node and never takes as a reason to read the topology again, so
+//! after the cluster has failed that node over, its slots would stay unreachable until it woke
+//! up. A command that times out makes a fresh cluster connection (at most one per second),
+//! which finds the new primaries.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use redis::{
     aio::{ConnectionLike, ConnectionManager},
+    cluster::ClusterClient,
     cluster_async::ClusterConnection,
-    Cmd, Pipeline, RedisFuture, Value,
+    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 
 /// Where this lock's commands go. Cheap to clone: both kinds multiplex one connection (per
@@ -13,7 +26,116 @@ use redis::{
 #[derive(Clone)]
 pub(crate) enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
+}
+
+/// A cluster connection that is replaced when a command times out.
+pub(crate) struct Cluster {
+    client: ClusterClient,
+    current: Mutex<(ClusterConnection, Instant)>,
+    refreshing: std::sync::atomic::AtomicBool,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// The least time between two fresh cluster connections.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+impl Cluster {
+    pub(crate) fn new(
+        client: ClusterClient,
+        conn: ClusterConnection,
+        response_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            current: Mutex::new((conn, Instant::now())),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
+            response_timeout,
+            connect_timeout,
+        })
+    }
+
+    /// The current connection.
+    pub(crate) fn connection(&self) -> ClusterConnection {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// A command timed out: makes a fresh connection in the background (not more often than
+    /// [`REFRESH_EVERY`], one at a time).
+    fn refresh(self: &Arc<Self>) {
+        let since = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .elapsed();
+        if since < REFRESH_EVERY
+            || self
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let cluster = Arc::downgrade(self);
+        let (client, limit) = (self.client.clone(), self.connect_timeout * 2);
+        tokio::spawn(async move {
+            let fresh = tokio::time::timeout(limit, client.get_async_connection()).await;
+            let Some(cluster) = cluster.upgrade() else {
+                return;
+            };
+            match fresh {
+                Ok(Ok(conn)) => {
+                    tracing::debug!("redis cluster command timed out; using a fresh connection");
+                    *cluster
+                        .current
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = (conn, Instant::now());
+                }
+                _ => {
+                    // Try again after the next timeout, a period from now.
+                    cluster
+                        .current
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .1 = Instant::now();
+                }
+            }
+            cluster
+                .refreshing
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+
+    /// Runs `call` on the current connection; a timeout starts a refresh.
+    async fn run<T>(
+        self: &Arc<Self>,
+        call: impl AsyncFnOnce(&mut ClusterConnection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let mut conn = self.connection();
+        // Inside the caller's bound (response + connect timeout), so the refresh is started
+        // before the caller gives up.
+        let limit = self.response_timeout + self.connect_timeout / 2;
+        match tokio::time::timeout(limit, call(&mut conn)).await {
+            Ok(Err(error)) if error.is_timeout() => {
+                self.refresh();
+                Err(error)
+            }
+            Ok(result) => result,
+            Err(_) => {
+                self.refresh();
+                Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no reply from the Redis Cluster within {limit:?}"),
+                )))
+            }
+        }
+    }
 }
 
 impl Conn {
@@ -35,7 +157,11 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(cluster) => Box::pin(async move {
+                cluster
+                    .run(async |conn| conn.req_packed_command(cmd).await)
+                    .await
+            }),
         }
     }
 
@@ -47,14 +173,15 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => Box::pin(async move {
+                cluster
+                    .run(async |conn| conn.req_packed_commands(pipeline, offset, count).await)
+                    .await
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(conn) => conn.get_db(),
-            Self::Cluster(conn) => conn.get_db(),
-        }
+        0
     }
 }

@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod redaction;
 pub mod redis;
+pub mod redis_cluster;
 
 pub use crate::os::{is_root, make_certs, signal};
 

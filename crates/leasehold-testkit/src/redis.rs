@@ -75,8 +75,31 @@ impl PrivateRedis {
         Self::try_start_with(&[], false, true)
     }
 
+    /// A Redis Cluster node (`cluster-enabled`, a node timeout of 1 s, its `nodes.conf` in its
+    /// own dir, so a crash-restart keeps its place in the cluster), on a port whose cluster bus
+    /// port (+10000) is free too. See [`PrivateRedisCluster`](crate::redis_cluster::PrivateRedisCluster).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_start`](Self::try_start).
+    pub fn try_start_cluster_node() -> std::io::Result<Self> {
+        let port = crate::ports::free_cluster_port()?;
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-config-file",
+            "nodes.conf",
+        ];
+        Self::try_start_on(port, &args, false, false)
+    }
+
     fn try_start_with(extra_args: &[&str], tls: bool, aof: bool) -> std::io::Result<Self> {
-        let port = free_port()?;
+        Self::try_start_on(free_port()?, extra_args, tls, aof)
+    }
+
+    fn try_start_on(port: u16, extra_args: &[&str], tls: bool, aof: bool) -> std::io::Result<Self> {
         let mut server = Self {
             port,
             child: None,
@@ -306,6 +329,20 @@ impl PrivateRedis {
     /// When the server does not answer.
     pub fn admin(&self) -> redis::Connection {
         must(self.try_admin())
+    }
+
+    /// Whether the server process is there (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A plain connection for administrative commands, or what went wrong.
+    ///
+    /// # Errors
+    ///
+    /// When the server does not answer within 2 s.
+    pub fn try_admin_conn(&self) -> std::io::Result<redis::Connection> {
+        self.try_admin()
     }
 
     fn try_admin(&self) -> std::io::Result<redis::Connection> {
