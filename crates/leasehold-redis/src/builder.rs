@@ -15,6 +15,7 @@ use crate::{
     handoffs::HandOffs,
     keys::{check_namespace, DEFAULT_NAMESPACE},
     lock::{Inner, RedisLock},
+    replicas::{Replicas, POOL},
     subscriber::{self, Subscriber},
 };
 
@@ -54,6 +55,7 @@ pub struct RedisLockBuilder {
     response_timeout: Duration,
     connect_timeout: Duration,
     check_eviction: bool,
+    replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -133,6 +135,7 @@ impl RedisLock {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             check_eviction: true,
+            replicas: None,
             #[cfg(feature = "tls")]
             root_certificate: None,
         }
@@ -204,6 +207,30 @@ impl RedisLockBuilder {
         self
     }
 
+    /// After every acquire and extend, wait until `count` replicas of the lock's primary have
+    /// the write (`WAIT count timeout`, on the connection that sent it, on the lock's own
+    /// shard), at most `timeout`. Off by default.
+    ///
+    /// An acquire that too few replicas acknowledged gives the lock back and fails with a
+    /// transient [`LockError::Backend`] naming both counts (a waiting `acquire` tries again
+    /// until its deadline); an extend that too few acknowledged returns `Ok(false)` and leaves
+    /// the lease's validity as it was. These writes use a small pool of connections of their
+    /// own, since `WAIT` blocks the connection it runs on.
+    ///
+    /// What it promises: a lock granted with it was on `count` replicas when granted, so a
+    /// failover to one of them keeps it. What it does not: Redis stays asynchronously
+    /// replicated, `WAIT` does not make a write durable or roll it back when it times out, and
+    /// a failover may still promote a replica that lacks it (one that was not among those that
+    /// answered). It narrows the window in which an acknowledged lock is lost; it does not
+    /// close it. See the crate docs.
+    ///
+    /// `count` must be at least 1 and `timeout` more than zero (`WAIT` with 0 would block for
+    /// ever), or [`build`](Self::build) fails with [`LockError::InvalidConfig`].
+    pub fn wait_for_replicas(mut self, count: u32, timeout: Duration) -> Self {
+        self.replicas = Some((count, timeout));
+        self
+    }
+
     /// For a `rediss://` URL: trust only this CA certificate (PEM), instead of the system's
     /// roots, e.g. a private CA. The server's certificate must still name the URL's host.
     #[cfg(feature = "tls")]
@@ -224,6 +251,20 @@ impl RedisLockBuilder {
     /// Dropping the future drops the half-made connection; nothing else is left behind.
     pub async fn build(mut self) -> Result<RedisLock, LockError> {
         check_namespace(&self.namespace)?;
+        if let Some((count, timeout)) = self.replicas {
+            if count == 0 {
+                return Err(LockError::invalid_config(
+                    "wait_for_replicas count",
+                    "must be at least 1 (leave the option off for none)",
+                ));
+            }
+            if timeout.as_millis() == 0 {
+                return Err(LockError::invalid_config(
+                    format!("wait_for_replicas timeout {timeout:?}"),
+                    "must be at least 1 ms (WAIT with 0 blocks for ever)",
+                ));
+            }
+        }
         // One quick reconnect attempt per call: a call never waits for a long retry chain
         // (each call is bounded by the response timeout plus one connect timeout anyway).
         let config = ConnectionManagerConfig::new()
@@ -260,11 +301,11 @@ impl RedisLockBuilder {
                         e.to_string(),
                     )
                 })?;
-                let conn = manage(&client, config, self.connect_timeout).await?;
+                let conn = manage(&client, config.clone(), self.connect_timeout).await?;
                 (conn, Some(client))
             }
             Some(Source::Client(client)) => {
-                let conn = manage(&client, config, self.connect_timeout).await?;
+                let conn = manage(&client, config.clone(), self.connect_timeout).await?;
                 (conn, Some(client))
             }
             Some(Source::Connection(conn, client)) => (conn, client),
@@ -280,33 +321,63 @@ impl RedisLockBuilder {
                     .cluster_builder(&infos)?
                     .build()
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
-                let conn = connect_cluster(&client, self.connect_timeout).await?;
-                let conn = Cluster::new(client, conn, self.response_timeout, self.connect_timeout);
+                let conn = self.cluster_connection(&client).await?;
+                let pool = self.cluster_pool(&client).await?;
                 let subscriber = Subscriber::new(subscriber, self.connect_timeout);
-                return self
-                    .finish(Conn::Cluster(conn), Some(subscriber), server)
-                    .await;
+                return self.finish(conn, Some(subscriber), server, pool).await;
             }
             Some(Source::ClusterClient(client)) => {
-                let conn = connect_cluster(&client, self.connect_timeout).await?;
-                let conn = Cluster::new(client, conn, self.response_timeout, self.connect_timeout);
-                return self
-                    .finish(
-                        Conn::Cluster(conn),
-                        None,
-                        "existing cluster client".to_owned(),
-                    )
-                    .await;
+                let conn = self.cluster_connection(&client).await?;
+                let pool = self.cluster_pool(&client).await?;
+                let server = "existing cluster client".to_owned();
+                return self.finish(conn, None, server, pool).await;
             }
         };
         let server = client.as_ref().map_or_else(
             || "existing connection".to_owned(),
             |c| c.get_connection_info().addr().to_string(),
         );
+        let mut pool = Vec::new();
+        if self.replicas.is_some() {
+            let Some(client) = &client else {
+                return Err(LockError::invalid_config(
+                    "wait_for_replicas",
+                    "needs a URL or a client to open its connections (an existing connection \
+                     alone is not enough)",
+                ));
+            };
+            for _ in 0..POOL {
+                pool.push(Conn::Single(
+                    manage(client, config.clone(), self.connect_timeout).await?,
+                ));
+            }
+        }
         let subscriber = client.map(|client| {
             Subscriber::new(subscriber::Source::Single(client), self.connect_timeout)
         });
-        self.finish(Conn::Single(conn), subscriber, server).await
+        self.finish(Conn::Single(conn), subscriber, server, pool)
+            .await
+    }
+
+    async fn cluster_connection(&self, client: &ClusterClient) -> Result<Conn, LockError> {
+        let conn = connect_cluster(client, self.connect_timeout).await?;
+        Ok(Conn::Cluster(Cluster::new(
+            client.clone(),
+            conn,
+            self.response_timeout,
+            self.connect_timeout,
+        )))
+    }
+
+    /// The connections for writes that wait for replicas (none without the option).
+    async fn cluster_pool(&self, client: &ClusterClient) -> Result<Vec<Conn>, LockError> {
+        let mut pool = Vec::new();
+        if self.replicas.is_some() {
+            for _ in 0..POOL {
+                pool.push(self.cluster_connection(client).await?);
+            }
+        }
+        Ok(pool)
     }
 
     /// A cluster client builder for checked seeds, with this builder's timeouts and the same
@@ -342,7 +413,11 @@ impl RedisLockBuilder {
         conn: Conn,
         subscriber: Option<Subscriber>,
         server: String,
+        pool: Vec<Conn>,
     ) -> Result<RedisLock, LockError> {
+        let replicas = self
+            .replicas
+            .map(|(count, timeout)| Replicas::new(count, timeout, pool));
         let lock = RedisLock {
             inner: Arc::new(Inner {
                 conn,
@@ -351,6 +426,7 @@ impl RedisLockBuilder {
                 server,
                 call_timeout: self.response_timeout + self.connect_timeout,
                 handoffs: HandOffs::default(),
+                replicas,
             }),
         };
 

@@ -9,6 +9,7 @@ mod error;
 mod handoffs;
 mod keys;
 mod lock;
+mod replicas;
 mod scripts;
 mod subscriber;
 mod wait;

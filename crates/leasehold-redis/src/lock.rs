@@ -7,6 +7,7 @@ use crate::{
     error::{bounded, is_fence_overflow, map, unexpected_reply},
     handoffs::HandOffs,
     keys::LockNames,
+    replicas::Replicas,
     scripts,
     subscriber::Subscriber,
 };
@@ -73,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) call_timeout: Duration,
     /// Locks this client's releases just reserved for their waiters.
     pub(crate) handoffs: HandOffs,
+    /// Acquires and extends wait for this many replicas (`wait_for_replicas`).
+    pub(crate) replicas: Option<Replicas>,
 }
 
 impl fmt::Debug for RedisLock {
@@ -104,30 +107,37 @@ impl RedisLock {
         asking: Asking,
     ) -> Result<Reply, LockError> {
         let token = attempt.token();
+        let mut conn = self.write_connection();
         // Armed while the script is in flight: if the caller gives up or the outcome is
         // unknown, the token-checked release, sent on the same connection, runs after the
         // script, so no ghost lock outlives it.
+        let same_conn = conn.clone();
         let cleanup = InFlight::new(|| {
-            let (lock, names) = (self.clone(), names.clone());
+            let (lock, names, conn) = (self.clone(), names.clone(), same_conn.clone());
             release_abandoned(key.clone(), None, move || {
-                let (lock, names) = (lock.clone(), names.clone());
-                async move { lock.release_token(&names, token).await }
+                let (lock, names, conn) = (lock.clone(), names.clone(), conn.clone());
+                async move { lock.release_token_via(conn, &names, token).await }
             })
         });
-        let mut conn = self.inner.conn.clone();
-        let mut script = scripts::ACQUIRE.key(&names.lock);
-        script
-            .key(names.fence())
-            .key(names.wanted())
-            .arg(token.to_hex())
+        let (fence, wanted) = (names.fence(), names.wanted());
+        let mut eval = scripts::evalsha(&scripts::ACQUIRE, &[&names.lock, &fence, &wanted]);
+        eval.arg(token.to_hex())
             .arg(attempt.ttl_millis())
             // Only a waiter whose channel is subscribed counts itself in (see `wait.rs`).
             .arg(if asking.wanted { WANTED_MS } else { 0 })
             .arg(u8::from(asking.counted))
             .arg(u8::from(asking.waited));
-        let reply: Result<Vec<i64>, redis::RedisError> =
-            bounded(self.inner.call_timeout, script.invoke_async(&mut conn)).await;
-        let reply = match reply {
+        let limit = self.inner.call_timeout;
+        let reply: Result<(Vec<i64>, Option<u32>), redis::RedisError> = match &self.inner.replicas {
+            None => scripts::run(&mut conn, &scripts::ACQUIRE, &eval, limit)
+                .await
+                .map(|reply| (reply, None)),
+            Some(replicas) => replicas
+                .write(&mut conn, &scripts::ACQUIRE, eval, limit)
+                .await
+                .map(|(reply, acked)| (reply, Some(acked))),
+        };
+        let (reply, acked) = match reply {
             Ok(reply) => reply,
             // The cleanup stays armed whatever the error: a lost reply may hide a taken lock,
             // and a script that failed after its `SET` (a refused or overflowing `INCR`, a
@@ -138,6 +148,24 @@ impl RedisLock {
             }
             Err(error) => return Err(map(error)),
         };
+        if let (Some(replicas), Some(acked), [1, _]) =
+            (&self.inner.replicas, acked, reply.as_slice())
+        {
+            if acked < replicas.count {
+                // Taken, but too few replicas have it to survive a failover: given back, on
+                // the same connection (the cleanup's, should this future be dropped now).
+                self.release_token_via(conn, names, token).await?;
+                cleanup.disarm();
+                return Err(LockError::transient(
+                    crate::error::BACKEND,
+                    format!(
+                        "the lock was taken but only {acked} of {} replicas acknowledged it \
+                         within {:?}, so it was released again",
+                        replicas.count, replicas.timeout
+                    ),
+                ));
+            }
+        }
         cleanup.disarm();
         let busy = |pttl: i64| Reply::Busy(u64::try_from(pttl).ok().map(Duration::from_millis));
         match reply.as_slice() {
@@ -163,12 +191,31 @@ impl RedisLock {
         Ok(attempt.outcome(key, reply))
     }
 
+    /// The connection for acquires and extends: one of the pool when they wait for
+    /// replicas (see `replicas.rs`), else the shared one.
+    fn write_connection(&self) -> Conn {
+        match &self.inner.replicas {
+            Some(replicas) => replicas.connection(),
+            None => self.inner.conn.clone(),
+        }
+    }
+
     pub(crate) async fn release_token(
         &self,
         names: &LockNames,
         token: LeaseToken,
     ) -> Result<bool, LockError> {
-        let mut conn = self.inner.conn.clone();
+        self.release_token_via(self.inner.conn.clone(), names, token)
+            .await
+    }
+
+    /// [`release_token`](Self::release_token) on `conn`.
+    pub(crate) async fn release_token_via(
+        &self,
+        mut conn: Conn,
+        names: &LockNames,
+        token: LeaseToken,
+    ) -> Result<bool, LockError> {
         let mut script = scripts::RELEASE.key(&names.lock);
         script
             .key(names.wanted())
@@ -231,14 +278,31 @@ impl DistributedLock for RedisLock {
         let ttl = ttl::check(ttl)?;
         let names = self.names(lease.key());
         let sent_at = SentAt::now();
-        let mut conn = self.inner.conn.clone();
-        let mut script = scripts::EXTEND.key(&names.lock);
-        script
-            .arg(lease.token().to_hex())
-            .arg(ttl::whole_millis(ttl));
-        let extended: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
-            .await
-            .map_err(map)?;
+        let mut conn = self.write_connection();
+        let mut eval = scripts::evalsha(&scripts::EXTEND, &[&names.lock]);
+        eval.arg(lease.token().to_hex()).arg(ttl::whole_millis(ttl));
+        let limit = self.inner.call_timeout;
+        let extended: i64 = match &self.inner.replicas {
+            None => scripts::run(&mut conn, &scripts::EXTEND, &eval, limit)
+                .await
+                .map_err(map)?,
+            Some(replicas) => {
+                let (extended, acked): (i64, u32) = replicas
+                    .write(&mut conn, &scripts::EXTEND, eval, limit)
+                    .await
+                    .map_err(map)?;
+                if extended == 1 && acked < replicas.count {
+                    // Too few replicas have the new ttl: the lease keeps its old validity.
+                    tracing::warn!(
+                        acked,
+                        wanted = replicas.count,
+                        "redis extend not acknowledged by enough replicas; reported as failed"
+                    );
+                    return Ok(false);
+                }
+                extended
+            }
+        };
         if extended == 1 {
             backend::renew(lease, ttl, sent_at);
         }

@@ -5,7 +5,38 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use std::time::Duration;
+
+use redis::{
+    aio::ConnectionLike, Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind,
+};
+
+use crate::error::bounded;
+
+/// `EVALSHA` of `script` with `keys`; the caller adds the arguments.
+pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// Runs `eval` (an [`evalsha`] of `script`) on `conn`; a `NOSCRIPT` loads the script (on every
+/// primary of a cluster) and sends it again (nothing ran the first time). Each step is bounded
+/// by `limit`.
+pub(crate) async fn run<T: FromRedisValue>(
+    conn: &mut (impl ConnectionLike + Send),
+    script: &Script,
+    eval: &Cmd,
+    limit: Duration,
+) -> RedisResult<T> {
+    match bounded(limit, eval.query_async(conn)).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            bounded(limit, script.load_async(conn)).await?;
+            bounded(limit, eval.query_async(conn)).await
+        }
+        other => other,
+    }
+}
 
 /// `TIME`, `SET NX PX`, the fence (`max(INCR, TIME in µs)`), or the holder's `PTTL`: see
 /// `scripts/acquire.lua`.

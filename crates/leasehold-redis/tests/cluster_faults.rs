@@ -347,3 +347,47 @@ async fn a_slot_migration_under_a_held_lock_keeps_it_and_waiters_follow() {
     }
     assert!(lock.release(lease).await.unwrap());
 }
+
+/// `wait_for_replicas` on a cluster waits on the lock's own shard: with the replica of that
+/// shard paused, a fresh lock there is given back naming the counts; a lock on another shard,
+/// whose replica answers, is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_replicas_on_a_cluster_asks_the_locks_own_shard() {
+    let cluster = PrivateRedisCluster::start();
+    let lock = RedisLock::builder()
+        .cluster(cluster.seeds())
+        .wait_for_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let key = LockKey::new("acked-shard").unwrap();
+    let primary = cluster.primary_of(&lock_name(key.as_str()));
+    let other = (0..)
+        .map(|i| format!("other-shard-{i}"))
+        .find(|k| cluster.primary_of(&lock_name(k)) != primary)
+        .map(|k| LockKey::new(k).unwrap())
+        .unwrap();
+    let replica = cluster.replica_of(primary);
+    let lease = lock
+        .try_acquire(&key, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lock.release(lease).await.unwrap());
+    cluster.nodes[replica].pause();
+    let error = lock
+        .try_acquire(&key, Duration::from_secs(10))
+        .await
+        .expect_err("the shard's replica is paused");
+    assert!(
+        error.to_string().contains("only 0 of 1 replicas"),
+        "{error}"
+    );
+    let elsewhere = lock
+        .try_acquire(&other, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(elsewhere.is_some(), "another shard's replica answers");
+    cluster.nodes[replica].resume();
+    assert!(lock.release(elsewhere.unwrap()).await.unwrap());
+}
