@@ -93,7 +93,27 @@ impl PrivateRedisCluster {
         must(self.try_wait_ready(timeout));
     }
 
-    fn try_wait_ready(&self, timeout: Duration) -> std::io::Result<()> {
+    /// The indexes of the running nodes that are primaries right now.
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].is_running()
+                    && self.nodes[i].try_admin_conn().is_ok_and(|mut conn| {
+                        redis::cmd("INFO")
+                            .arg("replication")
+                            .query::<String>(&mut conn)
+                            .is_ok_and(|info| info.contains("role:master"))
+                    })
+            })
+            .collect()
+    }
+
+    /// [`wait_ready`](Self::wait_ready), returning what went wrong.
+    ///
+    /// # Errors
+    ///
+    /// When the cluster is not ready within `timeout`.
+    pub fn try_wait_ready(&self, timeout: Duration) -> std::io::Result<()> {
         let started = Instant::now();
         let mut last = String::new();
         while started.elapsed() < timeout {

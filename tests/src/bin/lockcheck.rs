@@ -34,7 +34,8 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Args {
-    /// sqlite, redis, postgres or postgres-advisory (servers from LEASEHOLD_*_URL).
+    /// sqlite, redis, redis-cluster, postgres or postgres-advisory (servers from
+    /// LEASEHOLD_*_URL; a private cluster for the cluster faults).
     #[arg(long, default_value = "sqlite")]
     backend: String,
     /// How long the workers run.
@@ -52,7 +53,9 @@ struct Args {
     /// Faults to inject, comma-separated: pause, kill (workers); server-pause, server-restart,
     /// conn-kill, proxy-delay, proxy-blackhole, proxy-reset (a private server behind a proxy,
     /// Redis and PostgreSQL); pause-write, store-wipe (restart with no data), store-rollback
-    /// (restart from an older snapshot) (Redis); or `all`, or `none`.
+    /// (restart from an older snapshot) (Redis); primary-kill (SIGKILL, restarted as a replica
+    /// after the failover), primary-pause (SIGSTOP past the node timeout), cluster-conn-kill
+    /// (every node) (redis-cluster, on a private cluster); or `all`, or `none`.
     #[arg(long, default_value = "pause,kill")]
     faults: String,
     /// `fenced`: the resource's counter only takes writes with the highest fence; `unfenced`:
@@ -91,6 +94,7 @@ fn url_for(backend: &str, out: &std::path::Path) -> Option<String> {
     Some(match backend {
         "sqlite" => format!("sqlite://{}", out.join("locks.db").display()),
         "redis" => leasehold_testkit::env::redis_url(),
+        "redis-cluster" => leasehold_testkit::env::redis_cluster_url(),
         "postgres" => pg,
         "postgres-advisory" => pg.replacen("postgres://", "postgres+advisory://", 1),
         _ => return None,
@@ -128,7 +132,8 @@ async fn main() -> ExitCode {
     }
     let Some(url) = url_for(&args.backend, &out) else {
         eprintln!(
-            "lockcheck: unknown --backend {:?} (sqlite, redis, postgres, postgres-advisory)",
+            "lockcheck: unknown --backend {:?} (sqlite, redis, redis-cluster, postgres, \
+             postgres-advisory)",
             args.backend
         );
         return ExitCode::from(2);
@@ -143,10 +148,11 @@ async fn main() -> ExitCode {
     };
     let server_kind = match args.backend.as_str() {
         "redis" => Some(Kind::Redis),
+        "redis-cluster" => Some(Kind::RedisCluster),
         "postgres" | "postgres-advisory" => Some(Kind::Postgres),
         _ => None,
     };
-    let kinds = match nemesis::parse(&args.faults, server_kind.map(|k| k == Kind::Redis)) {
+    let kinds = match nemesis::parse(&args.faults, server_kind) {
         Ok(kinds) => kinds,
         Err(error) => {
             eprintln!("lockcheck: {error}");
@@ -158,7 +164,7 @@ async fn main() -> ExitCode {
     let (mut server, proxy, url) = match server_kind.filter(|_| needs_server) {
         None => (None, None, url),
         Some(kind) => match own_server(kind, &url).await {
-            Ok((server, proxy, url)) => (Some(server), Some(proxy), url),
+            Ok((server, proxy, url)) => (Some(server), proxy, url),
             Err(error) => {
                 eprintln!("lockcheck: cannot start a private server: {error}");
                 return ExitCode::from(2);
@@ -332,10 +338,15 @@ async fn main() -> ExitCode {
 async fn own_server(
     kind: Kind,
     shared_url: &str,
-) -> std::io::Result<(PrivateServer, Proxy, String)> {
+) -> std::io::Result<(PrivateServer, Option<Proxy>, String)> {
     let server = tokio::task::spawn_blocking(move || PrivateServer::start(kind))
         .await
         .map_err(std::io::Error::other)??;
+    if kind == Kind::RedisCluster {
+        // Clients follow the addresses the nodes announce: no proxy in front.
+        let url = server.url();
+        return Ok((server, None, url));
+    }
     let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).await?;
     let through = server.url().replace(
         &format!(":{}", server.port()),
@@ -344,7 +355,7 @@ async fn own_server(
     // Keep the scheme the backend was asked for (postgres+advisory://).
     let scheme = shared_url.split("://").next().unwrap_or("redis");
     let rest = through.split_once("://").map_or("", |(_, rest)| rest);
-    Ok((server, proxy, format!("{scheme}://{rest}")))
+    Ok((server, Some(proxy), format!("{scheme}://{rest}")))
 }
 
 /// After every worker stopped: how many keys cannot be taken within one ttl (plus a margin)

@@ -60,7 +60,7 @@ pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLoc
             let lock = Arc::new(leasehold_sqlite::SqliteLock::open(path).await?);
             (lock.clone(), Some(lock))
         }
-        Some(("redis", _)) => (
+        Some(("redis" | "redis+cluster", _)) => (
             Arc::new(leasehold_redis::RedisLock::connect(url).await?),
             None,
         ),

@@ -10,11 +10,11 @@ use super::{
     history::monotonic_ns,
     proxy::{Mode, Proxy},
     rng::Rng,
-    servers::PrivateServer,
+    servers::{Kind, PrivateServer},
 };
 
 /// Every fault the nemesis knows, with what it needs.
-pub const KINDS: [(&str, Needs); 11] = [
+pub const KINDS: [(&str, Needs); 14] = [
     ("pause", Needs::Workers),
     ("kill", Needs::Workers),
     ("server-pause", Needs::Server),
@@ -26,22 +26,34 @@ pub const KINDS: [(&str, Needs); 11] = [
     ("proxy-delay", Needs::Server),
     ("proxy-blackhole", Needs::Server),
     ("proxy-reset", Needs::Server),
+    ("primary-kill", Needs::Cluster),
+    ("primary-pause", Needs::Cluster),
+    ("cluster-conn-kill", Needs::Cluster),
 ];
 
 /// Faults that end the server's side of the clients' connections (and so any lock that lives
 /// in a session, like a PostgreSQL advisory lock).
-pub const DROPS_SESSIONS: [&str; 5] = [
+pub const DROPS_SESSIONS: [&str; 8] = [
     "server-restart",
     "conn-kill",
     "proxy-reset",
     "store-wipe",
     "store-rollback",
+    "primary-kill",
+    "primary-pause",
+    "cluster-conn-kill",
 ];
 
 /// Faults after which the store has lost locks it had granted (a restart without persistence,
-/// a rollback to an older snapshot): two holders may then overlap, which no lease can prevent,
-/// but no fence may repeat or go back.
-pub const LOSES_LOCKS: [&str; 2] = ["store-wipe", "store-rollback"];
+/// a rollback to an older snapshot, a failover to a replica that had not received them: Redis
+/// replicates asynchronously): two holders may then overlap, which no lease can prevent, but no
+/// fence may repeat or go back.
+pub const LOSES_LOCKS: [&str; 4] = [
+    "store-wipe",
+    "store-rollback",
+    "primary-kill",
+    "primary-pause",
+];
 
 /// What a fault kind needs to be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,19 +64,22 @@ pub enum Needs {
     Server,
     /// A private Redis server.
     Redis,
+    /// A private Redis Cluster (no proxy: clients follow the nodes' own addresses).
+    Cluster,
 }
 
 /// Parses `--faults`: comma-separated kinds, `none`, or `all` (every kind `server` allows:
-/// `None` for SQLite, `Some(is_redis)` for a private server).
+/// `None` for SQLite, else the kind of private server).
 ///
 /// # Errors
 ///
 /// Names the unknown or unsupported kind.
-pub fn parse(text: &str, server: Option<bool>) -> Result<Vec<&'static str>, String> {
+pub fn parse(text: &str, server: Option<Kind>) -> Result<Vec<&'static str>, String> {
     let allowed = |needs: Needs| match needs {
         Needs::Workers => true,
-        Needs::Server => server.is_some(),
-        Needs::Redis => server == Some(true),
+        Needs::Server => matches!(server, Some(Kind::Redis | Kind::Postgres)),
+        Needs::Redis => server == Some(Kind::Redis),
+        Needs::Cluster => server == Some(Kind::RedisCluster),
     };
     if text == "none" {
         return Ok(Vec::new());
@@ -93,10 +108,10 @@ pub fn parse(text: &str, server: Option<bool>) -> Result<Vec<&'static str>, Stri
             } else {
                 Err(format!(
                     "fault {kind:?} needs {} (this backend has no server the harness can own)",
-                    if *needs == Needs::Redis {
-                        "Redis"
-                    } else {
-                        "a server"
+                    match needs {
+                        Needs::Redis => "Redis",
+                        Needs::Cluster => "a Redis Cluster",
+                        _ => "a server",
                     }
                 ))
             }
@@ -185,6 +200,13 @@ pub async fn run(
                 worker_fault(kind, n, ttl, workers).await;
                 format!("worker {n}")
             }
+            "primary-kill" | "primary-pause" | "cluster-conn-kill" => {
+                let Some(PrivateServer::RedisCluster(cluster)) = server.as_deref_mut() else {
+                    continue;
+                };
+                let n = cluster_fault(kind, &mut rng, cluster).await;
+                format!("node {n}")
+            }
             _ => {
                 server_fault(kind, ttl, server.as_deref_mut(), proxy).await;
                 "server".to_owned()
@@ -220,6 +242,51 @@ async fn worker_fault(kind: &str, n: usize, ttl: Duration, workers: &mut Workers
         Ok(restarted) => *child = restarted,
         Err(error) => eprintln!("lockcheck: cannot restart worker {n}: {error}"),
     }
+}
+
+/// One fault on a random primary of the cluster; returns the node. A killed primary is started
+/// again (it rejoins as a replica) and a paused one continued, once its replica has taken over;
+/// the fault ends when the cluster is whole again.
+async fn cluster_fault(
+    kind: &str,
+    rng: &mut Rng,
+    cluster: &mut leasehold_testkit::redis_cluster::PrivateRedisCluster,
+) -> usize {
+    let primaries = cluster.primaries();
+    let Some(&n) = primaries.get(rng.below(primaries.len().max(1) as u64) as usize) else {
+        eprintln!("lockcheck: no primary answers; skipping {kind}");
+        return 0;
+    };
+    // Past the node timeout (1 s) and the election: the replica takes over.
+    let failover = Duration::from_millis(3_000);
+    match kind {
+        "primary-kill" => {
+            cluster.nodes[n].kill();
+            tokio::time::sleep(failover).await;
+            if let Err(error) = cluster.nodes[n].try_crash_and_restart() {
+                eprintln!("lockcheck: cannot restart cluster node {n}: {error}");
+            }
+        }
+        "primary-pause" => {
+            cluster.nodes[n].pause();
+            tokio::time::sleep(failover).await;
+            cluster.nodes[n].resume();
+        }
+        _ => {
+            for node in cluster.nodes.iter().filter(|node| node.is_running()) {
+                if let Err(error) = node.kill_connections().await {
+                    eprintln!("lockcheck: cluster-conn-kill failed: {error}");
+                }
+            }
+            return n;
+        }
+    }
+    if let Err(error) =
+        tokio::task::block_in_place(|| cluster.try_wait_ready(Duration::from_secs(30)))
+    {
+        eprintln!("lockcheck: {error}");
+    }
+    n
 }
 
 async fn server_fault(

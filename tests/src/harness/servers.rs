@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use leasehold_testkit::{postgres::PrivateCluster, redis::PrivateRedis};
+use leasehold_testkit::{
+    postgres::PrivateCluster, redis::PrivateRedis, redis_cluster::PrivateRedisCluster,
+};
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +18,9 @@ pub enum Kind {
     /// `synchronous_commit = off` and `wal_writer_delay = 10s` as a role's defaults may be: an
     /// immediate stop then loses every commit that did not flush its WAL itself.
     Postgres,
+    /// A Redis Cluster of 3 primaries and 3 replicas (node timeout 1 s), without persistence:
+    /// what survives a primary's failure is what its replica had received.
+    RedisCluster,
 }
 
 /// A private server.
@@ -25,10 +30,12 @@ pub enum PrivateServer {
     Redis(PrivateRedis),
     /// A private PostgreSQL cluster.
     Postgres(PrivateCluster),
+    /// A private Redis Cluster.
+    RedisCluster(PrivateRedisCluster),
 }
 
 fn redis_only() -> std::io::Error {
-    std::io::Error::other("a Redis-only fault on a PostgreSQL server")
+    std::io::Error::other("a single-Redis fault on another server")
 }
 
 impl PrivateServer {
@@ -49,6 +56,7 @@ impl PrivateServer {
                     "wal_writer_delay=10s",
                 ],
             )?),
+            Kind::RedisCluster => Self::RedisCluster(PrivateRedisCluster::try_start()?),
         })
     }
 
@@ -57,14 +65,16 @@ impl PrivateServer {
         match self {
             Self::Redis(redis) => redis.url(),
             Self::Postgres(cluster) => cluster.url(),
+            Self::RedisCluster(cluster) => cluster.url(),
         }
     }
 
-    /// Its loopback port.
+    /// Its loopback port (a cluster's first node's).
     pub fn port(&self) -> u16 {
         match self {
             Self::Redis(redis) => redis.port,
             Self::Postgres(cluster) => cluster.port,
+            Self::RedisCluster(cluster) => cluster.nodes[0].port,
         }
     }
 
@@ -73,6 +83,7 @@ impl PrivateServer {
         match self {
             Self::Redis(redis) => redis.pause(),
             Self::Postgres(cluster) => cluster.pause(),
+            Self::RedisCluster(cluster) => cluster.nodes.iter().for_each(PrivateRedis::pause),
         }
     }
 
@@ -81,6 +92,7 @@ impl PrivateServer {
         match self {
             Self::Redis(redis) => redis.resume(),
             Self::Postgres(cluster) => cluster.resume(),
+            Self::RedisCluster(cluster) => cluster.nodes.iter().for_each(PrivateRedis::resume),
         }
     }
 
@@ -94,6 +106,7 @@ impl PrivateServer {
         match self {
             Self::Redis(redis) => redis.try_crash_and_restart(),
             Self::Postgres(cluster) => cluster.try_crash_and_restart(),
+            Self::RedisCluster(_) => Err(redis_only()),
         }
     }
 
@@ -106,7 +119,7 @@ impl PrivateServer {
     pub fn wipe_and_restart(&mut self) -> std::io::Result<()> {
         match self {
             Self::Redis(redis) => redis.try_wipe_and_restart(),
-            Self::Postgres(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
         }
     }
 
@@ -119,7 +132,7 @@ impl PrivateServer {
     pub fn checkpoint(&self) -> std::io::Result<()> {
         match self {
             Self::Redis(redis) => redis.try_checkpoint().map(drop),
-            Self::Postgres(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
         }
     }
 
@@ -136,7 +149,7 @@ impl PrivateServer {
                 Some(checkpoint) => redis.try_restart_from(&checkpoint),
                 None => Err(std::io::Error::other("no checkpoint to roll back to")),
             },
-            Self::Postgres(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
         }
     }
 
@@ -150,6 +163,13 @@ impl PrivateServer {
         match self {
             Self::Redis(redis) => redis.kill_connections().await,
             Self::Postgres(cluster) => cluster.kill_connections().await,
+            Self::RedisCluster(cluster) => {
+                let mut killed = 0;
+                for node in cluster.nodes.iter().filter(|node| node.is_running()) {
+                    killed += node.kill_connections().await?;
+                }
+                Ok(killed)
+            }
         }
     }
 
@@ -161,7 +181,7 @@ impl PrivateServer {
     pub async fn pause_writes(&self, duration: Duration) -> std::io::Result<()> {
         match self {
             Self::Redis(redis) => redis.pause_writes(duration).await,
-            Self::Postgres(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
         }
     }
 }
