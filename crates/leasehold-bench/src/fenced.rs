@@ -5,7 +5,10 @@
 
 use async_trait::async_trait;
 use leasehold::LeaseToken;
-use redis::{aio::ConnectionManager, Script};
+use redis::{
+    aio::{ConnectionLike, ConnectionManager},
+    Script,
+};
 
 use crate::contenders::{Contender, Held, TTL};
 
@@ -16,18 +19,30 @@ const RELEASE: &str = include_str!("../../leasehold-redis/scripts/release.lua");
 /// The hand-off reservation leasehold-redis passes to its release script (in ms).
 const HANDOFF_MS: u64 = 20;
 
-pub(crate) struct FencedRaw {
-    conn: ConnectionManager,
+/// On one server through a `ConnectionManager`, or on a cluster through its connection.
+pub(crate) struct FencedRaw<C = ConnectionManager> {
+    conn: C,
     acquire: Script,
     release: Script,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster (as leasehold-redis passes).
+    publish: &'static str,
+    label: &'static str,
 }
 
 impl FencedRaw {
     pub(crate) fn new(conn: ConnectionManager) -> Self {
+        Self::on(conn, "PUBLISH", "fenced raw (leasehold's scripts by hand)")
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync> FencedRaw<C> {
+    pub(crate) fn on(conn: C, publish: &'static str, label: &'static str) -> Self {
         Self {
             conn,
             acquire: Script::new(ACQUIRE),
             release: Script::new(RELEASE),
+            publish,
+            label,
         }
     }
 
@@ -63,6 +78,7 @@ impl FencedRaw {
             .arg(token)
             .arg(format!("{lock}:released"))
             .arg(HANDOFF_MS)
+            .arg(self.publish)
             .invoke_async(&mut conn)
             .await
             .expect("fenced release");
@@ -70,9 +86,9 @@ impl FencedRaw {
 }
 
 #[async_trait]
-impl Contender for FencedRaw {
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Contender for FencedRaw<C> {
     fn name(&self) -> String {
-        "fenced raw (leasehold's scripts by hand)".into()
+        self.label.into()
     }
 
     async fn try_acquire(&self, key: &str) -> Option<Held> {

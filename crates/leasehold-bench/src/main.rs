@@ -5,6 +5,7 @@
 //! . scripts/services.sh && cargo run --release -p leasehold-bench -- --help
 //! ```
 
+mod cluster;
 mod contenders;
 mod fenced;
 mod pairs;
@@ -38,6 +39,13 @@ struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// The Redis Cluster to measure against (`--backend redis-cluster`).
+    #[arg(
+        long,
+        env = "LEASEHOLD_REDIS_CLUSTER_URL",
+        default_value = "redis+cluster://127.0.0.1:30001,127.0.0.1:30002,127.0.0.1:30003"
+    )]
+    redis_cluster_url: String,
     /// PostgreSQL to measure against.
     #[arg(
         long,
@@ -80,7 +88,10 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Backend {
     Redis,
+    /// A Redis Cluster; not part of `all`.
+    RedisCluster,
     Postgres,
+    /// Redis and PostgreSQL.
     All,
 }
 
@@ -145,6 +156,14 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let report = measure("redis", &Ping(conn.clone()), &contenders, procs, &args).await;
         write(&report, &args)?;
         remove_fence_counters(conn).await?;
+    }
+    if args.backend == Backend::RedisCluster {
+        let (contenders, conn) =
+            cluster::contenders(&args.redis_cluster_url, &args.redis_url).await?;
+        let contenders = only(contenders, args.only.as_deref());
+        let trip = cluster::ClusterPing(conn);
+        let report = measure("redis-cluster", &trip, &contenders, None, &args).await;
+        write(&report, &args)?;
     }
     if matches!(args.backend, Backend::Postgres | Backend::All) {
         let pool = || {

@@ -82,9 +82,15 @@ impl Cluster {
         {
             return;
         }
+        // A call dropped outside a runtime (at shutdown) has nothing to refresh for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refreshing
+                .store(false, std::sync::atomic::Ordering::Release);
+            return;
+        };
         let cluster = Arc::downgrade(self);
         let (client, limit) = (self.client.clone(), self.connect_timeout * 2);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let fresh = tokio::time::timeout(limit, client.get_async_connection()).await;
             let Some(cluster) = cluster.upgrade() else {
                 return;
@@ -112,28 +118,38 @@ impl Cluster {
         });
     }
 
-    /// Runs `call` on the current connection; a timeout starts a refresh.
+    /// Runs `call` on the current connection; a timeout, or the caller giving up on a call
+    /// that took longer than the response timeout, starts a refresh. No timer of its own: the
+    /// caller bounds the call.
     async fn run<T>(
         self: &Arc<Self>,
         call: impl AsyncFnOnce(&mut ClusterConnection) -> RedisResult<T>,
     ) -> RedisResult<T> {
         let mut conn = self.connection();
-        // Inside the caller's bound (response + connect timeout), so the refresh is started
-        // before the caller gives up.
-        let limit = self.response_timeout + self.connect_timeout / 2;
-        match tokio::time::timeout(limit, call(&mut conn)).await {
-            Ok(Err(error)) if error.is_timeout() => {
-                self.refresh();
-                Err(error)
-            }
-            Ok(result) => result,
-            Err(_) => {
-                self.refresh();
-                Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no reply from the Redis Cluster within {limit:?}"),
-                )))
-            }
+        let watch = SlowCall {
+            cluster: self,
+            started: Instant::now(),
+        };
+        let result = call(&mut conn).await;
+        std::mem::forget(watch);
+        if result.as_ref().is_err_and(RedisError::is_timeout) {
+            self.refresh();
+        }
+        result
+    }
+}
+
+/// Armed while a cluster call is in flight: dropped there (the caller's bound ran out) after
+/// the response timeout, it starts a refresh.
+struct SlowCall<'a> {
+    cluster: &'a Arc<Cluster>,
+    started: Instant,
+}
+
+impl Drop for SlowCall<'_> {
+    fn drop(&mut self) {
+        if self.started.elapsed() >= self.cluster.response_timeout {
+            self.cluster.refresh();
         }
     }
 }

@@ -391,3 +391,124 @@ async fn waiting_for_replicas_on_a_cluster_asks_the_locks_own_shard() {
     cluster.nodes[replica].resume();
     assert!(lock.release(elsewhere.unwrap()).await.unwrap());
 }
+
+/// The least-privilege ACL line for a cluster in the README, for user `locker` with password
+/// `s3cret-pw` (ACL users are per node: set on every node).
+const CLUSTER_LOCKER_ACL: &[&str] = &[
+    "locker",
+    "on",
+    ">s3cret-pw",
+    "resetkeys",
+    "~{leasehold:*",
+    "resetchannels",
+    "&{leasehold:*",
+    "-@all",
+    "+evalsha",
+    "+time",
+    "+script|load",
+    "+set",
+    "+get",
+    "+del",
+    "+incr",
+    "+pttl",
+    "+pexpire",
+    "+spublish",
+    "+ssubscribe",
+    "+sunsubscribe",
+    "+ping",
+    "+cluster|slots",
+];
+
+#[test]
+fn core_cases_pass_as_the_least_privilege_cluster_user() {
+    let cluster = PrivateRedisCluster::start();
+    for node in &cluster.nodes {
+        let () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(CLUSTER_LOCKER_ACL)
+            .query(&mut node.admin())
+            .unwrap();
+    }
+    let url = cluster
+        .url()
+        .replacen("redis+cluster://", "redis+cluster://locker:s3cret-pw@", 1);
+    let core = [
+        "exclusive_try_acquire",
+        "release_then_reacquire",
+        "stale_release_and_extend_leave_new_holder_untouched",
+        "extend_keeps_lease_past_original_ttl",
+        "fences_increase_across_holders",
+        "waiting_acquire_gets_lock_soon_after_release",
+        "waiting_acquire_honours_deadline",
+        "special_character_keys_work_and_do_not_collide",
+        "guard_lost_fires_when_lease_taken_away",
+        "waiter_timing_out_around_a_release_leaves_no_ghost",
+    ];
+    let cases: Vec<_> = leasehold_conformance::all_cases()
+        .iter()
+        .filter(|c| core.contains(&c.name))
+        .collect();
+    assert_eq!(cases.len(), core.len());
+    for case in cases {
+        let url = url.clone();
+        leasehold_conformance::run(
+            async move {
+                let lock = RedisLock::connect(&url).await.expect("connect as locker");
+                assert!(lock.capabilities().notified_wait);
+                lock
+            },
+            case.run,
+        );
+    }
+    // Sharded pub/sub under this user: a release wakes a waiter at once (the cases above pass
+    // by polling too).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let lock = RedisLock::connect(&url).await.unwrap();
+        let key = LockKey::new("acl-wake").unwrap();
+        let lease = lock
+            .try_acquire(&key, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let waiter = {
+            let (lock, key) = (lock.clone(), key.clone());
+            tokio::spawn(async move {
+                let lease = lock
+                    .acquire(&key, Duration::from_secs(30), Duration::from_secs(10))
+                    .await;
+                (Instant::now(), lease)
+            })
+        };
+        sleep(Duration::from_millis(700)).await;
+        let released = Instant::now();
+        assert!(lock.release(lease).await.unwrap());
+        let (won, lease) = waiter.await.unwrap();
+        assert!(won.duration_since(released) < Duration::from_millis(250));
+        lock.release(lease.unwrap()).await.unwrap();
+    });
+}
+
+#[test]
+fn the_readme_documents_the_cluster_acl_line_these_tests_use() {
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER locker ") && l.contains("+spublish"))
+        .expect("the README's cluster ACL line");
+    let documented: Vec<&str> = line
+        .trim_start_matches("ACL SETUSER ")
+        .split(' ')
+        .map(|word| {
+            if word == ">PASSWORD" {
+                ">s3cret-pw"
+            } else {
+                word
+            }
+        })
+        .collect();
+    assert_eq!(
+        documented, CLUSTER_LOCKER_ACL,
+        "README and tests disagree on the cluster ACL"
+    );
+}

@@ -1,0 +1,135 @@
+//! Redis Cluster contenders: the raw baseline (`SET NX PX` + an `EVALSHA` compare-and-delete
+//! through the `redis` crate's cluster connection, the one leasehold-redis uses), a round trip
+//! to a primary, and the cluster's contender list.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use leasehold::LeaseToken;
+use redis::{
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
+    Script,
+};
+
+use crate::{
+    contenders::{Contender, Held, Leasehold, RoundTrip, Rslock, TTL},
+    fenced::FencedRaw,
+};
+
+/// The cluster floor: the raw baseline's commands through a cluster connection.
+pub(crate) struct RawCluster {
+    conn: ClusterConnection,
+    unlock: Script,
+}
+
+impl RawCluster {
+    pub(crate) fn new(conn: ClusterConnection) -> Self {
+        let unlock = Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        Self { conn, unlock }
+    }
+}
+
+#[async_trait]
+impl Contender for RawCluster {
+    fn name(&self) -> String {
+        "raw redis cluster (SET NX PX + EVALSHA)".into()
+    }
+
+    async fn try_acquire(&self, key: &str) -> Option<Held> {
+        let (key, token) = (
+            format!("raw:{key}"),
+            LeaseToken::random().expect("os random").to_hex(),
+        );
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .expect("raw cluster SET");
+        set.map(|_| Held::Raw { key, token })
+    }
+
+    fn can_wait(&self) -> bool {
+        false
+    }
+
+    async fn acquire(&self, _key: &str) -> Option<Held> {
+        None
+    }
+
+    async fn release(&self, held: Held) {
+        let Held::Raw { key, token } = held else {
+            unreachable!("raw releases its own")
+        };
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .unlock
+            .key(key)
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await
+            .expect("raw cluster unlock");
+    }
+}
+
+/// `PING` to a random primary.
+pub(crate) struct ClusterPing(pub(crate) ClusterConnection);
+
+#[async_trait]
+impl RoundTrip for ClusterPing {
+    fn name(&self) -> &'static str {
+        "redis cluster PING (a primary)"
+    }
+
+    async fn once(&self) {
+        let mut conn = self.0.clone();
+        conn.route_command(
+            redis::cmd("PING"),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+        )
+        .await
+        .expect("PING");
+    }
+}
+
+/// Every cluster contender, the raw baseline first; leasehold-redis on the single server
+/// beside them, for its hand-off as the reference.
+pub(crate) async fn contenders(
+    cluster_url: &str,
+    single_url: &str,
+) -> Result<(Vec<Arc<dyn Contender>>, ClusterConnection), Box<dyn std::error::Error>> {
+    let seeds = leasehold_redis::cluster_seeds(cluster_url)?;
+    let client = ClusterClient::new(seeds.clone())?;
+    let conn = client.get_async_connection().await?;
+    let leasehold = leasehold_redis::RedisLock::connect(cluster_url).await?;
+    let single = leasehold_redis::RedisLock::connect(single_url).await?;
+    let mut tuned = rslock::LockManager::new_cluster(seeds.clone())?;
+    tuned.set_retry(3, Duration::from_millis(1));
+    let contenders: Vec<Arc<dyn Contender>> = vec![
+        Arc::new(RawCluster::new(conn.clone())),
+        Arc::new(FencedRaw::on(
+            conn.clone(),
+            "SPUBLISH",
+            "fenced raw cluster (leasehold's scripts by hand)",
+        )),
+        Arc::new(Leasehold::new(leasehold, "leasehold-redis (cluster)")),
+        Arc::new(Leasehold::new(single, "leasehold-redis (single server)")),
+        Arc::new(Rslock {
+            manager: rslock::LockManager::new_cluster(seeds)?,
+            label: "cluster, default retry: 3 x 200 ms",
+        }),
+        Arc::new(Rslock {
+            manager: tuned,
+            label: "cluster, tuned retry: 3 x 1 ms",
+        }),
+    ];
+    Ok((contenders, conn))
+}
