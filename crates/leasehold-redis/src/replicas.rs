@@ -61,7 +61,7 @@ impl Replicas {
             .cmd("WAIT")
             .arg(self.count)
             .arg(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
-        let limit = limit + self.timeout;
+        let limit = limit.saturating_add(self.timeout);
         match bounded(limit, pipe.query_async(conn)).await {
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 bounded(limit, script.load_async(conn)).await?;
