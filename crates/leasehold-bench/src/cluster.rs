@@ -1,84 +1,20 @@
-//! Redis Cluster contenders: the raw baseline (`SET NX PX` + an `EVALSHA` compare-and-delete
-//! through the `redis` crate's cluster connection, the one leasehold-redis uses), a round trip
-//! to a primary, and the cluster's contender list.
+//! Redis Cluster contenders: the raw baselines (`contenders::Raw`, `fenced::FencedRaw`) through
+//! the `redis` crate's cluster connection, the one leasehold-redis uses, a round trip to a
+//! primary, and the cluster's contender list.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use leasehold::LeaseToken;
 use redis::{
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-    Script,
 };
 
 use crate::{
-    contenders::{Contender, Held, Leasehold, RoundTrip, Rslock, TTL},
+    contenders::{Contender, Leasehold, Raw, RoundTrip, Rslock},
     fenced::FencedRaw,
 };
-
-/// The cluster floor: the raw baseline's commands through a cluster connection.
-pub(crate) struct RawCluster {
-    conn: ClusterConnection,
-    unlock: Script,
-}
-
-impl RawCluster {
-    pub(crate) fn new(conn: ClusterConnection) -> Self {
-        let unlock = Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
-        Self { conn, unlock }
-    }
-}
-
-#[async_trait]
-impl Contender for RawCluster {
-    fn name(&self) -> String {
-        "raw redis cluster (SET NX PX + EVALSHA)".into()
-    }
-
-    async fn try_acquire(&self, key: &str) -> Option<Held> {
-        let (key, token) = (
-            format!("raw:{key}"),
-            LeaseToken::random().expect("os random").to_hex(),
-        );
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(TTL.as_millis() as u64)
-            .query_async(&mut conn)
-            .await
-            .expect("raw cluster SET");
-        set.map(|_| Held::Raw { key, token })
-    }
-
-    fn can_wait(&self) -> bool {
-        false
-    }
-
-    async fn acquire(&self, _key: &str) -> Option<Held> {
-        None
-    }
-
-    async fn release(&self, held: Held) {
-        let Held::Raw { key, token } = held else {
-            unreachable!("raw releases its own")
-        };
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .unlock
-            .key(key)
-            .arg(token)
-            .invoke_async(&mut conn)
-            .await
-            .expect("raw cluster unlock");
-    }
-}
 
 /// `PING` to a random primary.
 pub(crate) struct ClusterPing(pub(crate) ClusterConnection);
@@ -114,7 +50,10 @@ pub(crate) async fn contenders(
     let mut tuned = rslock::LockManager::new_cluster(seeds.clone())?;
     tuned.set_retry(3, Duration::from_millis(1));
     let contenders: Vec<Arc<dyn Contender>> = vec![
-        Arc::new(RawCluster::new(conn.clone())),
+        Arc::new(Raw::on(
+            conn.clone(),
+            "raw redis cluster (SET NX PX + EVALSHA)",
+        )),
         Arc::new(FencedRaw::on(
             conn.clone(),
             "SPUBLISH",

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leasehold::{DistributedLock, Lease, LeaseToken, LockKey};
-use redis::{aio::ConnectionManager, Script};
+use redis::{
+    aio::{ConnectionLike, ConnectionManager},
+    Script,
+};
 
 /// The ttl every contender uses.
 pub(crate) const TTL: Duration = Duration::from_secs(30);
@@ -33,25 +36,37 @@ pub(crate) trait Contender: Send + Sync {
 }
 
 /// The floor: `SET NX PX` and an `EVALSHA` compare-and-delete, written by hand on the same
-/// multiplexed connection type leasehold uses.
-pub(crate) struct Raw {
-    pub(crate) conn: ConnectionManager,
+/// multiplexed connection type leasehold uses (a `ConnectionManager`, or on a cluster the
+/// cluster connection).
+pub(crate) struct Raw<C = ConnectionManager> {
+    pub(crate) conn: C,
     pub(crate) unlock: Script,
+    label: &'static str,
 }
 
 impl Raw {
     pub(crate) fn new(conn: ConnectionManager) -> Self {
+        Self::on(conn, "raw redis (SET NX PX + EVALSHA)")
+    }
+}
+
+impl<C> Raw<C> {
+    pub(crate) fn on(conn: C, label: &'static str) -> Self {
         let unlock = Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         );
-        Self { conn, unlock }
+        Self {
+            conn,
+            unlock,
+            label,
+        }
     }
 }
 
 #[async_trait]
-impl Contender for Raw {
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Contender for Raw<C> {
     fn name(&self) -> String {
-        "raw redis (SET NX PX + EVALSHA)".into()
+        self.label.into()
     }
 
     async fn try_acquire(&self, key: &str) -> Option<Held> {
@@ -82,7 +97,10 @@ impl Contender for Raw {
 }
 
 /// The raw baselines' attempt: `SET key token NX PX ttl` with a fresh token.
-pub(crate) async fn set_nx(conn: &ConnectionManager, key: String) -> Option<Held> {
+pub(crate) async fn set_nx<C: ConnectionLike + Clone + Send>(
+    conn: &C,
+    key: String,
+) -> Option<Held> {
     let token = LeaseToken::random().expect("os random").to_hex();
     let mut conn = conn.clone();
     let set: Option<String> = redis::cmd("SET")

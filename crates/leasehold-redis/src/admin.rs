@@ -48,18 +48,18 @@ impl RedisLock {
     /// The status of each key, in one pipeline.
     async fn pipelined_statuses(&self, chunk: &[LockKey]) -> Result<Vec<LockStatus>, LockError> {
         let mut conn = self.inner.conn.clone();
-        let mut out = Vec::with_capacity(chunk.len());
-        {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                let names = self.names(key);
-                pipe.get(names.fence()).pttl(&names.lock);
-            }
-            let replies: Vec<(Option<u64>, i64)> =
-                bounded(self.inner.call_timeout, pipe.query_async(&mut conn))
-                    .await
-                    .map_err(map)?;
-            out.extend(replies.into_iter().map(|(fence, pttl)| {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            let names = self.names(key);
+            pipe.get(names.fence()).pttl(&names.lock);
+        }
+        let replies: Vec<(Option<u64>, i64)> =
+            bounded(self.inner.call_timeout, pipe.query_async(&mut conn))
+                .await
+                .map_err(map)?;
+        Ok(replies
+            .into_iter()
+            .map(|(fence, pttl)| {
                 // -2: no lock key (free); -1: a lock without a ttl, which only a hand-made
                 // key can be (shown as held for ever).
                 let remaining = match pttl {
@@ -67,9 +67,8 @@ impl RedisLock {
                     ms => u64::try_from(ms).ok().map(Duration::from_millis),
                 };
                 leasehold::backend::status(fence, remaining)
-            }));
-        }
-        Ok(out)
+            })
+            .collect())
     }
 }
 

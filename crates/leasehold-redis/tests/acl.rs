@@ -6,32 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use leasehold::{DistributedLock, FailureKind, LockAdmin, LockError, LockKey};
 use leasehold_redis::{EvictionPolicy, RedisLock};
-use support::PrivateRedis;
-
-/// The ACL line documented in the README, for user `locker` with password `s3cret-pw`.
-const LOCKER_ACL: &[&str] = &[
-    "locker",
-    "on",
-    ">s3cret-pw",
-    "resetkeys",
-    "~{leasehold:*",
-    "resetchannels",
-    "&{leasehold:*",
-    "-@all",
-    "+evalsha",
-    "+time",
-    "+script|load",
-    "+set",
-    "+get",
-    "+del",
-    "+incr",
-    "+pttl",
-    "+pexpire",
-    "+publish",
-    "+subscribe",
-    "+unsubscribe",
-    "+ping",
-];
+use support::{PrivateRedis, LOCKER_ACL};
 
 fn server_with_users() -> PrivateRedis {
     let server = PrivateRedis::start(&[]);
@@ -185,24 +160,9 @@ async fn the_admin_side_works_with_the_documented_acl_plus_scan() {
 
 #[test]
 fn the_readme_documents_the_acl_line_these_tests_use() {
-    let readme = include_str!("../README.md");
-    let line = readme
-        .lines()
-        .find(|l| l.starts_with("ACL SETUSER locker "))
-        .expect("the README's ACL line");
-    let documented: Vec<&str> = line
-        .trim_start_matches("ACL SETUSER ")
-        .split(' ')
-        .map(|word| {
-            if word == ">PASSWORD" {
-                ">s3cret-pw"
-            } else {
-                word
-            }
-        })
-        .collect();
     assert_eq!(
-        documented, LOCKER_ACL,
+        support::documented_acl(false),
+        LOCKER_ACL,
         "README and tests disagree on the ACL"
     );
 }

@@ -112,21 +112,13 @@ async fn a_release_wakes_a_waiter_through_sharded_pub_sub() {
         .await
         .unwrap()
         .unwrap();
-    let waiter = {
-        let (lock, key) = (lock.clone(), key.clone());
-        tokio::spawn(async move {
-            let lease = lock
-                .acquire(&key, Duration::from_secs(30), Duration::from_secs(20))
-                .await
-                .unwrap();
-            (Instant::now(), lease)
-        })
-    };
+    let waiter = support::spawn_waiter(&lock, &key, Duration::from_secs(20));
     // Let the waiter subscribe and settle into its (500 ms) fallback sleep.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let released = Instant::now();
     assert!(lock.release(lease).await.unwrap());
     let (won, lease) = waiter.await.unwrap();
+    let lease = lease.unwrap();
     let gap = won.duration_since(released);
     assert!(
         gap < Duration::from_millis(250),

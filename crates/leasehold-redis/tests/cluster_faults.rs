@@ -6,6 +6,8 @@
 //! Every test checks fences as a fenced resource does: each grant must carry a fence above
 //! every fence granted before it.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use leasehold::{DistributedLock, GuardState, LockError, LockKey, LockOptions, Locker};
@@ -253,15 +255,7 @@ async fn killed_pub_sub_connections_subscribe_again_and_releases_still_wake_wait
         .unwrap()
         .unwrap();
     for round in 0..4 {
-        let waiter = {
-            let (lock, key) = (lock.clone(), key.clone());
-            tokio::spawn(async move {
-                let lease = lock
-                    .acquire(&key, Duration::from_secs(30), Duration::from_secs(20))
-                    .await;
-                (Instant::now(), lease)
-            })
-        };
+        let waiter = support::spawn_waiter(&lock, &key, Duration::from_secs(20));
         sleep(Duration::from_millis(300)).await;
         if round == 0 {
             let killed = cluster.nodes[primary].kill_connections().await.unwrap();
@@ -306,15 +300,7 @@ async fn a_slot_migration_under_a_held_lock_keeps_it_and_waiters_follow() {
         .unwrap();
     resource.write(lease.fence(), "holder before the moves");
     for (round, to) in [away, home, away].into_iter().enumerate() {
-        let waiter = {
-            let (lock, key) = (lock.clone(), key.clone());
-            tokio::spawn(async move {
-                let lease = lock
-                    .acquire(&key, Duration::from_secs(30), Duration::from_secs(20))
-                    .await;
-                (Instant::now(), lease)
-            })
-        };
+        let waiter = support::spawn_waiter(&lock, &key, Duration::from_secs(20));
         sleep(Duration::from_millis(300)).await;
         tokio::task::block_in_place(|| cluster.migrate_slot(&name, to));
         assert_eq!(cluster.primary_of(&name), to);
@@ -392,40 +378,15 @@ async fn waiting_for_replicas_on_a_cluster_asks_the_locks_own_shard() {
     assert!(lock.release(elsewhere.unwrap()).await.unwrap());
 }
 
-/// The least-privilege ACL line for a cluster in the README, for user `locker` with password
-/// `s3cret-pw` (ACL users are per node: set on every node).
-const CLUSTER_LOCKER_ACL: &[&str] = &[
-    "locker",
-    "on",
-    ">s3cret-pw",
-    "resetkeys",
-    "~{leasehold:*",
-    "resetchannels",
-    "&{leasehold:*",
-    "-@all",
-    "+evalsha",
-    "+time",
-    "+script|load",
-    "+set",
-    "+get",
-    "+del",
-    "+incr",
-    "+pttl",
-    "+pexpire",
-    "+spublish",
-    "+ssubscribe",
-    "+sunsubscribe",
-    "+ping",
-    "+cluster|slots",
-];
-
+/// The README's cluster ACL line (`support::cluster_locker_acl`), set on every node: ACL users
+/// are per node.
 #[test]
 fn core_cases_pass_as_the_least_privilege_cluster_user() {
     let cluster = PrivateRedisCluster::start();
     for node in &cluster.nodes {
         let () = redis::cmd("ACL")
             .arg("SETUSER")
-            .arg(CLUSTER_LOCKER_ACL)
+            .arg(support::cluster_locker_acl())
             .query(&mut node.admin())
             .unwrap();
     }
@@ -471,15 +432,7 @@ fn core_cases_pass_as_the_least_privilege_cluster_user() {
             .await
             .unwrap()
             .unwrap();
-        let waiter = {
-            let (lock, key) = (lock.clone(), key.clone());
-            tokio::spawn(async move {
-                let lease = lock
-                    .acquire(&key, Duration::from_secs(30), Duration::from_secs(10))
-                    .await;
-                (Instant::now(), lease)
-            })
-        };
+        let waiter = support::spawn_waiter(&lock, &key, Duration::from_secs(10));
         sleep(Duration::from_millis(700)).await;
         let released = Instant::now();
         assert!(lock.release(lease).await.unwrap());
@@ -491,24 +444,9 @@ fn core_cases_pass_as_the_least_privilege_cluster_user() {
 
 #[test]
 fn the_readme_documents_the_cluster_acl_line_these_tests_use() {
-    let readme = include_str!("../README.md");
-    let line = readme
-        .lines()
-        .find(|l| l.starts_with("ACL SETUSER locker ") && l.contains("+spublish"))
-        .expect("the README's cluster ACL line");
-    let documented: Vec<&str> = line
-        .trim_start_matches("ACL SETUSER ")
-        .split(' ')
-        .map(|word| {
-            if word == ">PASSWORD" {
-                ">s3cret-pw"
-            } else {
-                word
-            }
-        })
-        .collect();
     assert_eq!(
-        documented, CLUSTER_LOCKER_ACL,
+        support::documented_acl(true),
+        support::cluster_locker_acl(),
         "README and tests disagree on the cluster ACL"
     );
 }

@@ -280,7 +280,7 @@ impl PrivateRedis {
     ///
     /// When the server does not answer or the copy fails.
     pub fn try_checkpoint(&self) -> std::io::Result<PathBuf> {
-        let mut conn = self.try_admin()?;
+        let mut conn = self.try_admin_conn()?;
         redis::cmd("SAVE").query::<()>(&mut conn).map_err(failed)?;
         let copy = self.dir.join("checkpoint.rdb");
         std::fs::copy(self.dir.join("dump.rdb"), &copy)?;
@@ -316,7 +316,7 @@ impl PrivateRedis {
         if self.aof {
             redis::cmd("CONFIG")
                 .arg(&["SET", "appendonly", "yes"][..])
-                .query::<()>(&mut self.try_admin()?)
+                .query::<()>(&mut self.try_admin_conn()?)
                 .map_err(failed)?;
         }
         Ok(())
@@ -328,7 +328,7 @@ impl PrivateRedis {
     ///
     /// When the server does not answer.
     pub fn admin(&self) -> redis::Connection {
-        must(self.try_admin())
+        must(self.try_admin_conn())
     }
 
     /// Whether the server process is there (not killed).
@@ -342,10 +342,6 @@ impl PrivateRedis {
     ///
     /// When the server does not answer within 2 s.
     pub fn try_admin_conn(&self) -> std::io::Result<redis::Connection> {
-        self.try_admin()
-    }
-
-    fn try_admin(&self) -> std::io::Result<redis::Connection> {
         redis::Client::open(self.url())
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
             .map_err(failed)

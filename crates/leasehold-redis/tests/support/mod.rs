@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+use std::time::{Duration, Instant};
+
+use leasehold::{DistributedLock, Lease, LockError, LockKey};
 use leasehold_redis::RedisLock;
 pub use leasehold_testkit::redis::PrivateRedis;
 
@@ -35,4 +38,78 @@ pub async fn cluster_lock() -> RedisLock {
     RedisLock::connect(&url)
         .await
         .unwrap_or_else(|e| leasehold_testkit::env::unreachable("Redis Cluster", &url, &e))
+}
+
+/// A task that waits up to `wait` for `key` (ttl 30 s) and ends with the moment it got an
+/// answer and the answer.
+pub fn spawn_waiter(
+    lock: &RedisLock,
+    key: &LockKey,
+    wait: Duration,
+) -> tokio::task::JoinHandle<(Instant, Result<Lease, LockError>)> {
+    let (lock, key) = (lock.clone(), key.clone());
+    tokio::spawn(async move {
+        let lease = lock.acquire(&key, Duration::from_secs(30), wait).await;
+        (Instant::now(), lease)
+    })
+}
+
+/// The ACL line documented in the README, for user `locker` with password `s3cret-pw`.
+pub const LOCKER_ACL: &[&str] = &[
+    "locker",
+    "on",
+    ">s3cret-pw",
+    "resetkeys",
+    "~{leasehold:*",
+    "resetchannels",
+    "&{leasehold:*",
+    "-@all",
+    "+evalsha",
+    "+time",
+    "+script|load",
+    "+set",
+    "+get",
+    "+del",
+    "+incr",
+    "+pttl",
+    "+pexpire",
+    "+publish",
+    "+subscribe",
+    "+unsubscribe",
+    "+ping",
+];
+
+/// The README's cluster ACL line for the same user: sharded pub/sub instead of pub/sub, and the
+/// topology command the cluster client sends.
+pub fn cluster_locker_acl() -> Vec<&'static str> {
+    LOCKER_ACL
+        .iter()
+        .map(|word| match *word {
+            "+publish" => "+spublish",
+            "+subscribe" => "+ssubscribe",
+            "+unsubscribe" => "+sunsubscribe",
+            other => other,
+        })
+        .chain(["+cluster|slots"])
+        .collect()
+}
+
+/// The ACL line the README documents (the cluster one when `cluster`), with `>PASSWORD` as
+/// `>s3cret-pw`.
+pub fn documented_acl(cluster: bool) -> Vec<&'static str> {
+    let readme = include_str!("../../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER locker ") && l.contains("+spublish") == cluster)
+        .expect("the README's ACL line");
+    line.trim_start_matches("ACL SETUSER ")
+        .split(' ')
+        .map(|word| {
+            if word == ">PASSWORD" {
+                ">s3cret-pw"
+            } else {
+                word
+            }
+        })
+        .collect()
 }
