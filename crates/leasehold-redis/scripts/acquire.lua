@@ -3,8 +3,8 @@
 -- ARGV[1] token, ARGV[2] ttl in ms, ARGV[3] how long a waiting caller's mark lasts, in ms (0:
 -- the caller does not wait, or nobody would hear a release), ARGV[4] '1' when the caller is
 -- counted in the mark already, ARGV[5] '1' when it has waited (slept since it was refused).
--- Returns {1, fence} when taken, {0, PTTL in ms} when someone else holds it or it is reserved
--- for the waiters before this caller.
+-- Returns {1, fence} when taken (or held by this token already), {0, PTTL in ms} when someone
+-- else holds it or it is reserved for the waiters before this caller.
 --
 -- fence = max(counter + 1, server clock in microseconds). The counter has no ttl and only ever
 -- grows; the clock floor keeps fences above every fence handed out before when the counter is
@@ -49,13 +49,27 @@ local function won()
   return {1, fence}
 end
 
--- A release that found waiters left the lock reserved for them ('handoff', for a few ms; see
--- release.lua): a caller that has waited takes it, a newcomer does not cut in.
-if ARGV[5] == '1' and redis.call('GET', KEYS[1]) == 'handoff' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return won()
 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local holder = redis.call('GET', KEYS[1])
+-- This token holds the lock already: the script ran before and this is the same attempt sent
+-- again (the cluster client resends after a dropped connection). Its answer again, changing
+-- nothing: the fence counter holds that acquisition's fence, since nobody acquired since.
+if holder == ARGV[1] then
+  local fence = tonumber(redis.call('GET', KEYS[2]))
+  if fence then
+    return {1, fence}
+  end
+  -- The counter is gone (deleted by hand) but the lock is not: a new fence, as for a win
+  -- (the first run took this caller out of the mark already).
+  counted = false
+  return won()
+end
+-- A release that found waiters left the lock reserved for them ('handoff', for a few ms; see
+-- release.lua): a caller that has waited takes it, a newcomer does not cut in.
+if ARGV[5] == '1' and holder == 'handoff' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return won()
 end
 -- Busy: a waiter counts itself in the mark in the same script that found the lock held, so

@@ -165,7 +165,7 @@ impl LockAdmin for RedisLock {
                 })
                 .await?;
             }
-            Conn::Cluster(cluster) => {
+            Conn::Cluster(cluster, _) => {
                 let conn = cluster.connection();
                 // Every primary holds its own slots' keys: SCAN each, merged below.
                 for (host, port) in primaries(&mut conn.clone(), self.inner.call_timeout).await? {
@@ -198,11 +198,17 @@ impl LockAdmin for RedisLock {
     async fn force_release(&self, key: &LockKey) -> Result<bool, LockError> {
         let names = self.names(key);
         let mut conn = self.inner.conn.clone();
-        let mut script = scripts::FORCE_RELEASE.key(&names.lock);
-        script.arg(names.channel()).arg(conn.publish_command());
-        let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
-            .await
-            .map_err(map)?;
+        let mut eval = scripts::evalsha(&scripts::FORCE_RELEASE, &[&names.lock]);
+        eval.arg(names.channel()).arg(conn.publish_command());
+        let released: i64 = scripts::run(
+            &mut conn,
+            &scripts::FORCE_RELEASE,
+            &names.lock,
+            &eval,
+            self.inner.call_timeout,
+        )
+        .await
+        .map_err(map)?;
         Ok(released == 1)
     }
 }

@@ -315,19 +315,28 @@ impl RedisLockBuilder {
                     install_tls_provider(first);
                 }
                 let server = crate::cluster::servers(&infos);
-                let subscriber = subscriber::Source::cluster(self.cluster_builder(&infos)?)
+                // The subscriber's calls are idempotent: its client may time out and resend.
+                let subscriber = self
+                    .cluster_builder(&infos)?
+                    .response_timeout(self.response_timeout)
+                    .overall_response_timeout(Some(self.response_timeout));
+                let subscriber = subscriber::Source::cluster(subscriber)
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
                 let client = self
                     .cluster_builder(&infos)?
                     .build()
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
-                let conn = self.cluster_connection(&client).await?;
+                let conn = self
+                    .cluster_connection(&client, self.response_timeout)
+                    .await?;
                 let pool = self.cluster_pool(&client).await?;
                 let subscriber = Subscriber::new(subscriber, self.connect_timeout);
                 return self.finish(conn, Some(subscriber), server, pool).await;
             }
             Some(Source::ClusterClient(client)) => {
-                let conn = self.cluster_connection(&client).await?;
+                let conn = self
+                    .cluster_connection(&client, self.response_timeout)
+                    .await?;
                 let pool = self.cluster_pool(&client).await?;
                 let server = "existing cluster client".to_owned();
                 return self.finish(conn, None, server, pool).await;
@@ -346,6 +355,11 @@ impl RedisLockBuilder {
                      alone is not enough)",
                 ));
             };
+            // A `WAIT` takes up to its timeout before it answers.
+            let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
+            let config = config
+                .clone()
+                .set_response_timeout(Some(self.response_timeout.saturating_add(wait)));
             for _ in 0..POOL {
                 pool.push(Conn::Single(
                     manage(client, config.clone(), self.connect_timeout).await?,
@@ -359,36 +373,43 @@ impl RedisLockBuilder {
             .await
     }
 
-    async fn cluster_connection(&self, client: &ClusterClient) -> Result<Conn, LockError> {
+    /// A cluster connection whose calls count as slow (see `conn.rs`) after `slow`.
+    async fn cluster_connection(
+        &self,
+        client: &ClusterClient,
+        slow: Duration,
+    ) -> Result<Conn, LockError> {
         let conn = connect_cluster(client, self.connect_timeout).await?;
-        Ok(Conn::Cluster(Cluster::new(
-            client.clone(),
-            conn,
-            self.response_timeout,
-            self.connect_timeout,
-        )))
+        Ok(Conn::Cluster(
+            Cluster::new(client.clone(), conn, slow, self.connect_timeout),
+            None,
+        ))
     }
 
     /// The connections for writes that wait for replicas (none without the option).
     async fn cluster_pool(&self, client: &ClusterClient) -> Result<Vec<Conn>, LockError> {
         let mut pool = Vec::new();
         if self.replicas.is_some() {
+            let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
+            let slow = self.response_timeout.saturating_add(wait);
             for _ in 0..POOL {
-                pool.push(self.cluster_connection(client).await?);
+                pool.push(self.cluster_connection(client, slow).await?);
             }
         }
         Ok(pool)
     }
 
-    /// A cluster client builder for checked seeds, with this builder's timeouts and the same
-    /// TCP settings as a single server's connections.
+    /// A cluster client builder for checked seeds, with this builder's connect timeout and the
+    /// same TCP settings as a single server's connections. No response timeout: the client
+    /// would send a command that timed out again at once (see `conn.rs`); the callers bound
+    /// each call instead.
     fn cluster_builder(
         &self,
         infos: &[redis::ConnectionInfo],
     ) -> Result<ClusterClientBuilder, LockError> {
         let builder = ClusterClientBuilder::new(infos.to_vec())
             .connection_timeout(self.connect_timeout)
-            .response_timeout(self.response_timeout)
+            .overall_response_timeout(None)
             .tcp_settings(tcp_settings(self.response_timeout));
         #[cfg(feature = "tls")]
         let builder = match &self.root_certificate {
@@ -472,11 +493,14 @@ impl RedisLock {
     /// Read-only; safe to drop.
     pub async fn eviction_policy(&self) -> Result<EvictionPolicy, LockError> {
         let mut conn = self.inner.conn.clone();
-        let reply: Result<Vec<String>, redis::RedisError> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut conn)
-            .await;
+        let reply: Result<Vec<String>, redis::RedisError> = crate::error::bounded(
+            self.inner.call_timeout,
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn),
+        )
+        .await;
         match reply {
             Ok(pair) => Ok(match pair.get(1).map(String::as_str) {
                 Some("noeviction") => EvictionPolicy::Safe,

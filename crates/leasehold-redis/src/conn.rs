@@ -6,8 +6,15 @@
 //! closing its connections (paused, frozen, black-holed) only times out, which the `redis`
 //! crate retries on the same node and never takes as a reason to read the topology again, so
 //! after the cluster has failed that node over, its slots would stay unreachable until it woke
-//! up. A command that times out makes a fresh cluster connection (at most one per second),
-//! which finds the new primaries.
+//! up. A command that takes longer than the response timeout makes a fresh cluster connection
+//! (at most one per second), which finds the new primaries.
+//!
+//! The cluster client sends a command again by itself after a redirect and after a dropped
+//! connection (while the caller still waits). It is built without a response timeout of its
+//! own (the callers bound every call), because it would resend a command that timed out at
+//! once: an acquire that ran, sent again, would find the lock held. The acquire script answers
+//! a token that holds the lock already with that lock's fence, so a resend after a dropped
+//! connection is harmless; a resent release finds the lock gone and reports it not held.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -18,6 +25,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
     Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 
@@ -26,7 +34,8 @@ use redis::{
 #[derive(Clone)]
 pub(crate) enum Conn {
     Single(ConnectionManager),
-    Cluster(Arc<Cluster>),
+    /// A cluster, and the connection to use when pinned (see [`Conn::pinned`]).
+    Cluster(Arc<Cluster>, Option<ClusterConnection>),
 }
 
 /// A cluster connection that is replaced when a command times out.
@@ -123,9 +132,10 @@ impl Cluster {
     /// caller bounds the call.
     async fn run<T>(
         self: &Arc<Self>,
+        pinned: Option<&ClusterConnection>,
         call: impl AsyncFnOnce(&mut ClusterConnection) -> RedisResult<T>,
     ) -> RedisResult<T> {
-        let mut conn = self.connection();
+        let mut conn = pinned.cloned().unwrap_or_else(|| self.connection());
         let watch = SlowCall {
             cluster: self,
             started: Instant::now(),
@@ -160,12 +170,42 @@ impl Conn {
     pub(crate) fn publish_command(&self) -> &'static str {
         match self {
             Self::Single(_) => "PUBLISH",
-            Self::Cluster(_) => "SPUBLISH",
+            Self::Cluster(..) => "SPUBLISH",
         }
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_))
+        matches!(self, Self::Cluster(..))
+    }
+
+    /// `cmd`, which names no key, sent where `key` lives: to the server, or to the primary of
+    /// the key's slot on a cluster.
+    pub(crate) async fn query_at(&mut self, cmd: Cmd, key: &str) -> RedisResult<Value> {
+        match self {
+            Self::Single(conn) => cmd.query_async(conn).await,
+            Self::Cluster(cluster, pinned) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                cluster
+                    .run(pinned.as_ref(), async |conn| {
+                        conn.route_command(cmd, route).await
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// This connection, kept on the cluster connection of now even if a timeout replaces
+    /// that: an attempt's cleanup release then goes over the same node connection as the
+    /// script it cleans up after, behind it (a fresh connection could overtake it).
+    pub(crate) fn pinned(&self) -> Self {
+        match self {
+            Self::Single(_) | Self::Cluster(_, Some(_)) => self.clone(),
+            Self::Cluster(cluster, None) => {
+                Self::Cluster(Arc::clone(cluster), Some(cluster.connection()))
+            }
+        }
     }
 }
 
@@ -173,9 +213,11 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(cluster) => Box::pin(async move {
+            Self::Cluster(cluster, pinned) => Box::pin(async move {
                 cluster
-                    .run(async |conn| conn.req_packed_command(cmd).await)
+                    .run(pinned.as_ref(), async |conn| {
+                        conn.req_packed_command(cmd).await
+                    })
                     .await
             }),
         }
@@ -189,9 +231,11 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(cluster) => Box::pin(async move {
+            Self::Cluster(cluster, pinned) => Box::pin(async move {
                 cluster
-                    .run(async |conn| conn.req_packed_commands(pipeline, offset, count).await)
+                    .run(pinned.as_ref(), async |conn| {
+                        conn.req_packed_commands(pipeline, offset, count).await
+                    })
                     .await
             }),
         }

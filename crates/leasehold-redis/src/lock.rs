@@ -1,10 +1,17 @@
 //! [`RedisLock`]: the `DistributedLock` implementation.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use crate::{
     conn::Conn,
-    error::{bounded, is_fence_overflow, map, unexpected_reply},
+    error::{is_fence_overflow, map, unexpected_reply},
     handoffs::HandOffs,
     keys::LockNames,
     replicas::Replicas,
@@ -99,18 +106,23 @@ impl RedisLock {
     }
 
     /// One run of the acquire script, with cleanup if its outcome becomes unknown.
+    ///
+    /// `counted` (a waiter's, see `wait.rs`) is cleared when the script took the caller out of
+    /// the lock's mark, also when the lock is given back for too few replicas.
     async fn attempt(
         &self,
         key: &LockKey,
         names: &LockNames,
         attempt: &Attempt,
         asking: Asking,
+        counted: Option<&AtomicBool>,
     ) -> Result<Reply, LockError> {
         let token = attempt.token();
-        let mut conn = self.write_connection();
+        let mut conn = self.write_connection().pinned();
         // Armed while the script is in flight: if the caller gives up or the outcome is
-        // unknown, the token-checked release, sent on the same connection, runs after the
-        // script, so no ghost lock outlives it.
+        // unknown, the token-checked release, sent on the same connection (pinned: on a
+        // cluster, the same node connection even if a timeout replaces the cluster
+        // connection meanwhile), runs after the script, so no ghost lock outlives it.
         let same_conn = conn.clone();
         let cleanup = InFlight::new(|| {
             let (lock, names, conn) = (self.clone(), names.clone(), same_conn.clone());
@@ -129,11 +141,11 @@ impl RedisLock {
             .arg(u8::from(asking.waited));
         let limit = self.inner.call_timeout;
         let reply: Result<(Vec<i64>, Option<u32>), redis::RedisError> = match &self.inner.replicas {
-            None => scripts::run(&mut conn, &scripts::ACQUIRE, &eval, limit)
+            None => scripts::run(&mut conn, &scripts::ACQUIRE, &names.lock, &eval, limit)
                 .await
                 .map(|reply| (reply, None)),
             Some(replicas) => replicas
-                .write(&mut conn, &scripts::ACQUIRE, eval, limit)
+                .write(&mut conn, &scripts::ACQUIRE, &names.lock, eval, limit)
                 .await
                 .map(|(reply, acked)| (reply, Some(acked))),
         };
@@ -152,6 +164,10 @@ impl RedisLock {
             (&self.inner.replicas, acked, reply.as_slice())
         {
             if acked < replicas.count {
+                // The script took a counted waiter out of the mark when it won.
+                if let Some(counted) = counted {
+                    counted.store(false, Ordering::Relaxed);
+                }
                 // Taken, but too few replicas have it to survive a failover: given back, on
                 // the same connection (the cleanup's, should this future be dropped now).
                 self.release_token_via(conn, names, token).await?;
@@ -185,9 +201,12 @@ impl RedisLock {
         names: &LockNames,
         ttl: Duration,
         asking: Asking,
+        counted: &AtomicBool,
     ) -> Result<Result<Lease, Option<Duration>>, LockError> {
         let attempt = Attempt::start(ttl)?;
-        let reply = self.attempt(key, names, &attempt, asking).await?;
+        let reply = self
+            .attempt(key, names, &attempt, asking, Some(counted))
+            .await?;
         Ok(attempt.outcome(key, reply))
     }
 
@@ -216,16 +235,20 @@ impl RedisLock {
         names: &LockNames,
         token: LeaseToken,
     ) -> Result<bool, LockError> {
-        let mut script = scripts::RELEASE.key(&names.lock);
-        script
-            .key(names.wanted())
-            .arg(token.to_hex())
+        let mut eval = scripts::evalsha(&scripts::RELEASE, &[&names.lock, &names.wanted()]);
+        eval.arg(token.to_hex())
             .arg(names.channel())
             .arg(HANDOFF_MS)
             .arg(conn.publish_command());
-        let released: i64 = bounded(self.inner.call_timeout, script.invoke_async(&mut conn))
-            .await
-            .map_err(map)?;
+        let released: i64 = scripts::run(
+            &mut conn,
+            &scripts::RELEASE,
+            &names.lock,
+            &eval,
+            self.inner.call_timeout,
+        )
+        .await
+        .map_err(map)?;
         if released == 2 {
             self.inner
                 .handoffs
@@ -246,7 +269,9 @@ impl DistributedLock for RedisLock {
     async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let attempt = Attempt::start(ttl)?;
         let names = self.names(key);
-        let reply = self.attempt(key, &names, &attempt, Asking::ONCE).await?;
+        let reply = self
+            .attempt(key, &names, &attempt, Asking::ONCE, None)
+            .await?;
         Ok(attempt.outcome(key, reply).ok())
     }
 
@@ -283,22 +308,26 @@ impl DistributedLock for RedisLock {
         eval.arg(lease.token().to_hex()).arg(ttl::whole_millis(ttl));
         let limit = self.inner.call_timeout;
         let extended: i64 = match &self.inner.replicas {
-            None => scripts::run(&mut conn, &scripts::EXTEND, &eval, limit)
+            None => scripts::run(&mut conn, &scripts::EXTEND, &names.lock, &eval, limit)
                 .await
                 .map_err(map)?,
             Some(replicas) => {
                 let (extended, acked): (i64, u32) = replicas
-                    .write(&mut conn, &scripts::EXTEND, eval, limit)
+                    .write(&mut conn, &scripts::EXTEND, &names.lock, eval, limit)
                     .await
                     .map_err(map)?;
                 if extended == 1 && acked < replicas.count {
-                    // Too few replicas have the new ttl: the lease keeps its old validity.
-                    tracing::warn!(
-                        acked,
-                        wanted = replicas.count,
-                        "redis extend not acknowledged by enough replicas; reported as failed"
-                    );
-                    return Ok(false);
+                    // Too few replicas have the new ttl: the lease keeps its old validity. Not
+                    // `Ok(false)`: the lock is still this lease's on the primary (a guard
+                    // that took it as lost would stop extending and releasing it), only not
+                    // safely longer.
+                    return Err(LockError::transient(
+                        crate::error::BACKEND,
+                        format!(
+                            "the lock was extended but only {acked} of {} replicas acknowledged                              it within {:?}; the lease keeps its earlier validity",
+                            replicas.count, replicas.timeout
+                        ),
+                    ));
                 }
                 extended
             }

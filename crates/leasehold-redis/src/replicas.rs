@@ -15,9 +15,9 @@ use std::{
     time::Duration,
 };
 
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
 
-use crate::{conn::Conn, error::bounded};
+use crate::{conn::Conn, error::bounded, scripts::Lua};
 
 /// Connections per lock for writes that wait for replicas.
 pub(crate) const POOL: usize = 4;
@@ -47,12 +47,13 @@ impl Replicas {
     }
 
     /// `eval` (an `EVALSHA` of `script`), then `WAIT`, pipelined on `conn`: the script's reply
-    /// and how many replicas acknowledged. A `NOSCRIPT` loads the script (on every primary of
-    /// a cluster) and sends both again; nothing ran the first time.
+    /// and how many replicas acknowledged. A `NOSCRIPT` loads the script (where `key`, the
+    /// script's first key, lives) and sends both again; nothing ran the first time.
     pub(crate) async fn write<T: FromRedisValue>(
         &self,
         conn: &mut Conn,
-        script: &Script,
+        script: &Lua,
+        key: &str,
         eval: Cmd,
         limit: Duration,
     ) -> RedisResult<(T, u32)> {
@@ -64,7 +65,7 @@ impl Replicas {
         let limit = limit.saturating_add(self.timeout);
         match bounded(limit, pipe.query_async(conn)).await {
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                bounded(limit, script.load_async(conn)).await?;
+                bounded(limit, script.load(conn, key)).await?;
                 bounded(limit, pipe.query_async(conn)).await
             }
             other => other,

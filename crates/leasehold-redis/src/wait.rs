@@ -13,7 +13,7 @@ use leasehold::{
 };
 
 use crate::{
-    error::{bounded, map},
+    error::map,
     keys::LockNames,
     lock::{Asking, RedisLock, HANDOFF_MS},
     scripts,
@@ -84,7 +84,10 @@ impl Place<'_> {
         if asking.wanted {
             self.counted.store(true, Ordering::Relaxed);
         }
-        let outcome = self.lock.wait_attempt(key, self.names, ttl, asking).await;
+        let outcome = self
+            .lock
+            .wait_attempt(key, self.names, ttl, asking, &self.counted)
+            .await;
         match outcome {
             // Won: the script took it out of the count (or never counted it in), and a
             // reservation is over.
@@ -143,10 +146,15 @@ fn spawn_leave(lock: &RedisLock, names: &LockNames) -> tokio::task::JoinHandle<(
     let (lock, names) = (lock.clone(), names.clone());
     tokio::spawn(async move {
         let mut conn = lock.inner.conn.clone();
-        let mut script = scripts::LEAVE.key(&names.lock);
-        script.key(names.wanted());
-        let left: Result<i64, _> =
-            bounded(lock.inner.call_timeout, script.invoke_async(&mut conn)).await;
+        let eval = scripts::evalsha(&scripts::LEAVE, &[&names.lock, &names.wanted()]);
+        let left: Result<i64, _> = scripts::run(
+            &mut conn,
+            &scripts::LEAVE,
+            &names.lock,
+            &eval,
+            lock.inner.call_timeout,
+        )
+        .await;
         if let Err(error) = left.map_err(map) {
             tracing::debug!(%error, "a waiter could not take itself out of the lock's mark; it lasts until it expires");
         }

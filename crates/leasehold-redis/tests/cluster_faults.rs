@@ -201,9 +201,10 @@ async fn with_the_replication_link_cut_an_acknowledged_lock_is_lost_in_failover_
         .unwrap();
     resource.write(before.fence(), "a replicated holder");
     assert!(lock.release(before).await.unwrap());
-    cluster.wait_ready(Duration::from_secs(10)); // replicated: every link is up
-                                                 // Cut the link: the replica's connection is killed and it may not log in again (our own
-                                                 // connections are logged in already).
+    // Replicated: every link is up.
+    cluster.wait_ready(Duration::from_secs(10));
+    // Cut the link: the replica's connection is killed and it may not log in again (our own
+    // connections are logged in already).
     let mut admin = cluster.nodes[primary].admin();
     let () = redis::cmd("ACL")
         .arg(&["SETUSER", "default", "resetpass", ">cut-off"][..])
@@ -449,4 +450,54 @@ fn the_readme_documents_the_cluster_acl_line_these_tests_use() {
         support::cluster_locker_acl(),
         "README and tests disagree on the cluster ACL"
     );
+}
+
+/// Every node forgot the scripts (as a promoted replica or a restarted node has) and one
+/// primary is stopped: a lock on another primary loads its script there alone and is taken.
+/// The negative control: loading on every primary (the cluster client's `SCRIPT LOAD`)
+/// hangs on the stopped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_is_loaded_on_the_locks_primary_alone() {
+    let cluster = PrivateRedisCluster::start();
+    let lock = connect(&cluster).await;
+    let key = "reload";
+    let primary = cluster.primary_of(&lock_name(key));
+    let stopped = cluster
+        .primaries()
+        .into_iter()
+        .find(|&p| p != primary)
+        .expect("three primaries");
+    for node in &cluster.nodes {
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut node.admin())
+            .unwrap();
+    }
+    let mut everywhere = redis::cluster::ClusterClient::new(cluster.seeds())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    cluster.nodes[stopped].pause();
+    // Well within the node timeout (1 s): the cluster still counts the stopped node in.
+    let key = LockKey::new(key).unwrap();
+    let lease = timeout(
+        Duration::from_millis(400),
+        lock.try_acquire(&key, Duration::from_secs(10)),
+    )
+    .await
+    .expect("loaded and taken in time")
+    .expect("loaded on the lock's primary")
+    .expect("free");
+    let fanned_out = timeout(
+        Duration::from_millis(300),
+        redis::Script::new("return 1").load_async(&mut everywhere),
+    )
+    .await;
+    cluster.nodes[stopped].resume();
+    assert!(
+        !matches!(fanned_out, Ok(Ok(_))),
+        "control: a load on every primary should wait for the stopped one: {fanned_out:?}"
+    );
+    assert!(lock.release(lease).await.unwrap());
 }

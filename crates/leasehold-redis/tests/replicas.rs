@@ -61,13 +61,36 @@ async fn with_the_replica_answering_locks_work_and_without_it_fresh_locks_are_gi
     let valid_until = lease.valid_until();
 
     replica.pause();
-    // An extend the replica does not acknowledge reports failure and keeps the old validity.
-    assert!(!lock
+    // An extend the replica does not acknowledge fails (transient, counts named) and keeps
+    // the old validity; the lock is still the lease's (not reported as lost).
+    let error = lock
         .extend(&mut lease, Duration::from_secs(20))
         .await
-        .unwrap());
+        .expect_err("no replica answers the extend");
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        error.to_string().contains("only 0 of 1 replicas"),
+        "{error}"
+    );
     assert_eq!(lease.valid_until(), valid_until);
     assert!(plain.release(lease).await.unwrap());
+
+    // A WAIT longer than the response timeout is waited out, not cut off as a timeout.
+    let patient = RedisLock::builder()
+        .url(primary.url())
+        .response_timeout(Duration::from_millis(200))
+        .wait_for_replicas(1, Duration::from_millis(700))
+        .build()
+        .await
+        .unwrap();
+    let error = patient
+        .try_acquire(&key, Duration::from_secs(10))
+        .await
+        .expect_err("no replica answers");
+    assert!(
+        error.to_string().contains("only 0 of 1 replicas"),
+        "a WAIT past the response timeout: {error}"
+    );
 
     // A fresh lock the replica does not acknowledge is given back, with the counts named.
     let error = lock
