@@ -6,7 +6,8 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 /// Parses `seeds`, refusing what a cluster connection cannot honour: no seed, a URL that does
 /// not parse or is not `redis://`/`rediss://`, a database other than 0 (a cluster has only
-/// that one), and seeds that differ from the first in user, password or TLS.
+/// that one), and seeds that differ from the first in user, password, protocol, TLS or its
+/// certificate check.
 pub(crate) fn check_seeds(seeds: &[String]) -> Result<Vec<ConnectionInfo>, LockError> {
     let Some(first) = seeds.first() else {
         return Err(LockError::invalid_config(
@@ -68,8 +69,9 @@ pub(crate) fn check_seeds(seeds: &[String]) -> Result<Vec<ConnectionInfo>, LockE
 /// # Errors
 ///
 /// [`LockError::InvalidConfig`] naming the URL (never its password) for another scheme, no
-/// seed, an empty seed, a seed without a port or a path other than `/` (a cluster has only
-/// database 0).
+/// seed, an empty seed, a seed without a port, a path other than `/` (a cluster has only
+/// database 0), or a `/`, `?` or `#` left raw in the user or password (percent-encode them, as
+/// in any URL; a raw `@` or `,` is fine).
 pub fn cluster_seeds(url: &str) -> Result<Vec<String>, LockError> {
     let what = || format!("redis cluster URL {}", leasehold::redact::url(url));
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -82,11 +84,18 @@ pub fn cluster_seeds(url: &str) -> Result<Vec<String>, LockError> {
             "a cluster URL starts with redis+cluster:// or rediss+cluster://",
         ));
     };
-    // The user info ends at the last `@` (a password may hold `@`, `,` or `/`).
+    // The user info ends at the last `@` (a password may hold `@` or `,`). Each seed is then
+    // parsed as a URL, in which a raw `/`, `?` or `#` would end the user info early.
     let (userinfo, after) = match rest.rfind('@') {
         Some(at) => (&rest[..=at], &rest[at + 1..]),
         None => ("", rest),
     };
+    if userinfo.contains(['/', '?', '#']) {
+        return Err(LockError::invalid_config(
+            what(),
+            "its user or password holds '/', '?' or '#': percent-encode them (%2F, %3F, %23)",
+        ));
+    }
     let (hosts, tail) = match after.find(['/', '?']) {
         Some(end) => after.split_at(end),
         None => (after, ""),
@@ -127,6 +136,10 @@ fn difference(base: &ConnectionInfo, other: &ConnectionInfo) -> Option<&'static 
         Some("user")
     } else if a.password() != b.password() {
         Some("password")
+    } else if a.protocol() != b.protocol() {
+        Some("protocol (RESP version)")
+    } else if insecure(base) != insecure(other) {
+        Some("TLS certificate check (#insecure)")
     } else {
         None
     }
@@ -134,6 +147,10 @@ fn difference(base: &ConnectionInfo, other: &ConnectionInfo) -> Option<&'static 
 
 fn is_tls(info: &ConnectionInfo) -> bool {
     matches!(info.addr(), ConnectionAddr::TcpTls { .. })
+}
+
+fn insecure(info: &ConnectionInfo) -> bool {
+    matches!(info.addr(), ConnectionAddr::TcpTls { insecure: true, .. })
 }
 
 /// `host:port,host:port` of the seeds (never credentials), for `Debug`.
@@ -177,14 +194,16 @@ mod tests {
         assert!(message.contains("redis://host:port"), "{message}");
         let message = refusal(&[]);
         assert!(message.contains("at least one"), "{message}");
+        let message = refusal(&["redis://h:1/?protocol=3", "redis://h:2"]);
+        assert!(message.contains("protocol"), "{message}");
     }
 
     #[test]
     fn cluster_urls_give_every_seed_the_same_credentials_and_options() {
-        let seeds = cluster_seeds("rediss+cluster://u:p@ss,w/d@h1:1,h2:2").unwrap();
+        let seeds = cluster_seeds("rediss+cluster://u:p@ss,w%2Fd@h1:1,h2:2").unwrap();
         assert_eq!(
             seeds,
-            ["rediss://u:p@ss,w/d@h1:1", "rediss://u:p@ss,w/d@h2:2"]
+            ["rediss://u:p@ss,w%2Fd@h1:1", "rediss://u:p@ss,w%2Fd@h2:2"]
         );
         assert_eq!(
             cluster_seeds("redis+cluster://h1:1/").unwrap(),
@@ -195,6 +214,7 @@ mod tests {
             ("redis+cluster://u:secret@h1:1,,h2:2", "is not host:port"),
             ("redis+cluster://u:secret@h1", "is not host:port"),
             ("redis+cluster://u:secret@h1:1/2", "only database 0"),
+            ("redis+cluster://u:sec/ret@h1:1", "percent-encode"),
         ] {
             let message = cluster_seeds(bad).expect_err(bad).to_string();
             assert!(message.contains(says), "{bad}: {message}");
@@ -207,5 +227,7 @@ mod tests {
     fn mixed_tls_is_refused() {
         let message = refusal(&["rediss://h:1", "redis://h:2"]);
         assert!(message.contains("TLS"), "{message}");
+        let message = refusal(&["rediss://h:1/#insecure", "rediss://h:2"]);
+        assert!(message.contains("certificate check"), "{message}");
     }
 }

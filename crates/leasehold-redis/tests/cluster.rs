@@ -113,7 +113,11 @@ async fn a_release_wakes_a_waiter_through_sharded_pub_sub() {
         .unwrap()
         .unwrap();
     let waiter = support::spawn_waiter(&lock, &key, Duration::from_secs(20));
-    // Let the waiter subscribe and settle into its (500 ms) fallback sleep.
+    // The waiter's subscription is on the lock's primary (without one it would poll every
+    // 25-50 ms and pass the bound below too); then let it settle into its (500 ms) fallback
+    // sleep.
+    let seeds = leasehold_redis::cluster_seeds(&support::cluster_url()).unwrap();
+    support::until_shard_subscribed(seeds, &key).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let released = Instant::now();
     assert!(lock.release(lease).await.unwrap());

@@ -434,12 +434,51 @@ fn core_cases_pass_as_the_least_privilege_cluster_user() {
             .unwrap()
             .unwrap();
         let waiter = support::spawn_waiter(&lock, &key, Duration::from_secs(10));
+        support::until_shard_subscribed(cluster.seeds(), &key).await;
         sleep(Duration::from_millis(700)).await;
         let released = Instant::now();
         assert!(lock.release(lease).await.unwrap());
         let (won, lease) = waiter.await.unwrap();
         assert!(won.duration_since(released) < Duration::from_millis(250));
         lock.release(lease.unwrap()).await.unwrap();
+
+        // `wait_for_replicas` needs `+wait` on top of the line, as the README says: refused
+        // without it, granted with it.
+        let acking = || async {
+            RedisLock::builder()
+                .url(&url)
+                .wait_for_replicas(1, Duration::from_secs(2))
+                .build()
+                .await
+                .unwrap()
+        };
+        let key = LockKey::new("acl-wait").unwrap();
+        let refused = acking()
+            .await
+            .try_acquire(&key, Duration::from_secs(30))
+            .await
+            .expect_err("WAIT is not in the line");
+        assert!(
+            refused.to_string().to_lowercase().contains("wait"),
+            "{refused}"
+        );
+        for node in &cluster.nodes {
+            let () = redis::cmd("ACL")
+                .arg(&["SETUSER", "locker", "+wait"][..])
+                .query(&mut node.admin())
+                .unwrap();
+        }
+        let lock = acking().await;
+        let mut lease = lock
+            .try_acquire(&key, Duration::from_secs(30))
+            .await
+            .expect("with +wait")
+            .expect("free: the refused attempt's lock was given back");
+        assert!(lock
+            .extend(&mut lease, Duration::from_secs(30))
+            .await
+            .unwrap());
+        assert!(lock.release(lease).await.unwrap());
     });
 }
 

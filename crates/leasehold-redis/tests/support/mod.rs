@@ -54,6 +54,36 @@ pub fn spawn_waiter(
     })
 }
 
+/// Waits until the primary of `key`'s lock (default namespace) counts a subscriber on the
+/// lock's shard channel (5 s at most), through the cluster seeds `seeds` (no credentials): so
+/// that a quick wake-up after it is the release message's, not a poll's.
+pub async fn until_shard_subscribed(seeds: Vec<String>, key: &LockKey) {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    // The keys here have no `%`, `{` or `}`, so the name is the key as it is.
+    let channel = format!("{{leasehold:{}}}:released", key.as_str());
+    let mut conn = redis::cluster::ClusterClient::new(seeds)
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+        &channel,
+        SlotAddr::Master,
+    )));
+    let mut last = redis::Value::Nil;
+    for _ in 0..250 {
+        let mut ask = redis::cmd("PUBSUB");
+        ask.arg("SHARDNUMSUB").arg(&channel);
+        last = conn.route_command(ask, route.clone()).await.unwrap();
+        let counts: Vec<(String, i64)> = redis::from_redis_value(last.clone()).unwrap();
+        if counts.first().is_some_and(|(_, n)| *n >= 1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no subscriber on {channel} after 5 s: {last:?}");
+}
+
 /// The ACL line documented in the README, for user `locker` with password `s3cret-pw`.
 pub const LOCKER_ACL: &[&str] = &[
     "locker",
