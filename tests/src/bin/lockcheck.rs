@@ -21,7 +21,7 @@ use clap::Parser;
 use leasehold::LockKey;
 use leasehold_tests::harness::{
     backend::{connect, Broken},
-    checker::{check, Context},
+    checker::{check, Context, StoreLoss},
     history::{monotonic_ns, Event},
     nemesis::{self, Workers, DROPS_SESSIONS, LOSES_LOCKS},
     proxy::Proxy,
@@ -197,6 +197,7 @@ async fn main() -> ExitCode {
     let mut workers = Workers {
         children: Vec::new(),
         deaths: HashMap::new(),
+        keys: args.keys,
         spawn: Box::new(move |worker, life| {
             Command::new(&this)
                 .arg("worker")
@@ -271,7 +272,10 @@ async fn main() -> ExitCode {
         store_losses: faults
             .iter()
             .filter(|f| LOSES_LOCKS.contains(&f.kind))
-            .map(|f| (f.start_ns, f.end_ns))
+            .map(|f| StoreLoss {
+                keys: f.keys.clone(),
+                ..StoreLoss::all(f.start_ns, f.end_ns)
+            })
             .collect(),
         lost_with_connection: checker_lock.capabilities().lost_with_connection,
         fenced,

@@ -32,8 +32,9 @@ pub struct Context {
     /// connections takes a while), so a lease granted inside it may be lost too.
     pub session_losses: Vec<(u64, u64)>,
     /// When faults that lose the store's locks happened (a restart without persistence, a
-    /// rollback to an older snapshot), as (start, end): any backend's lease may end there.
-    pub store_losses: Vec<(u64, u64)>,
+    /// rollback to an older snapshot, a failover of one cluster shard): any backend's lease on
+    /// the keys it lost may end there.
+    pub store_losses: Vec<StoreLoss>,
     /// The backend's locks live in a session and end with it (`Capabilities::lost_with_connection`).
     pub lost_with_connection: bool,
     /// Whether the counter's read-modify-write was fenced: only then is a lost update a
@@ -42,6 +43,34 @@ pub struct Context {
     /// From when the liveness checks apply, monotonic ns: the faults are over and the clients
     /// had time to reconnect.
     pub quiet_from_ns: u64,
+}
+
+/// A fault that may have lost the store's locks.
+#[derive(Debug, Default, Clone)]
+pub struct StoreLoss {
+    /// When it started, monotonic ns.
+    pub from_ns: u64,
+    /// When it ended.
+    pub to_ns: u64,
+    /// The keys it could lose (those of one cluster shard); `None`: every key.
+    pub keys: Option<Vec<String>>,
+}
+
+impl StoreLoss {
+    /// A loss of every key.
+    pub fn all(from_ns: u64, to_ns: u64) -> Self {
+        Self {
+            from_ns,
+            to_ns,
+            keys: None,
+        }
+    }
+
+    fn covers(&self, key: &str) -> bool {
+        self.keys
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k == key))
+    }
 }
 
 /// A distribution of durations in ms.
@@ -253,12 +282,13 @@ pub fn check(
     // the store that lost them (a reply read just after the fault began may still be the old
     // store's); a lease asked for later is held to the full checks.
     for hold in &mut cut {
-        let lost = context
-            .store_losses
-            .iter()
-            .find(|&&(from, to)| hold.occupied_from_ns < to && from < hold.end_ns);
-        if let Some(&(from, _)) = lost {
-            hold.end_ns = from.max(hold.start_ns);
+        let lost = context.store_losses.iter().find(|loss| {
+            hold.occupied_from_ns < loss.to_ns
+                && loss.from_ns < hold.end_ns
+                && loss.covers(&hold.key)
+        });
+        if let Some(loss) = lost {
+            hold.end_ns = loss.from_ns.max(hold.start_ns);
             findings.leases_lost_with_store += 1;
         }
     }
@@ -518,7 +548,7 @@ mod tests {
             ]
         };
         let wiped = Context {
-            store_losses: vec![(30, 40)],
+            store_losses: vec![StoreLoss::all(30, 40)],
             ..fenced()
         };
         let floored = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &wiped);
@@ -531,6 +561,25 @@ mod tests {
         // Without the wipe on record, the overlap itself is a violation.
         let unexcused = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &fenced());
         assert_eq!(unexcused.validity_overlaps, 1);
+        // A loss of other keys (another cluster shard's failover) excuses nothing here.
+        let elsewhere = Context {
+            store_losses: vec![StoreLoss {
+                keys: Some(vec!["other".into()]),
+                ..StoreLoss::all(30, 40)
+            }],
+            ..fenced()
+        };
+        let found = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &elsewhere);
+        assert_eq!(found.validity_overlaps, 1, "{found:?}");
+        let here = Context {
+            store_losses: vec![StoreLoss {
+                keys: Some(vec!["k".into()]),
+                ..StoreLoss::all(30, 40)
+            }],
+            ..fenced()
+        };
+        let found = check(&overlap(1_796_000_000_000_050), &HashMap::new(), &here);
+        assert_eq!(found.violations(), 0, "{found:?}");
         // A lease asked for after the store came back is not excused.
         let mut later = overlap(1_796_000_000_000_050);
         later.extend([

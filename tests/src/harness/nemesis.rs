@@ -130,6 +130,10 @@ pub struct Fault {
     pub start_ns: u64,
     /// When it ended (the server came back, the worker was continued or restarted).
     pub end_ns: u64,
+    /// The keys whose locks it could lose, when not every key's: a cluster primary's fault
+    /// loses only the keys of its slots (the workers' keys it owned when the fault began).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
 }
 
 /// The worker processes, which the nemesis may pause and kill (and restart).
@@ -140,6 +144,8 @@ pub struct Workers {
     pub spawn: Box<dyn Fn(u32, u32) -> std::io::Result<Child>>,
     /// When each (worker, life) was killed.
     pub deaths: HashMap<(u32, u32), u64>,
+    /// How many keys they lock (`lockcheck/0` up).
+    pub keys: u32,
 }
 
 impl std::fmt::Debug for Workers {
@@ -194,6 +200,7 @@ pub async fn run(
             }
         }
         let start_ns = monotonic_ns();
+        let mut lost_keys = None;
         let target = match kind {
             "pause" | "kill" => {
                 let n = rng.below(workers.children.len() as u64) as usize;
@@ -204,7 +211,8 @@ pub async fn run(
                 let Some(PrivateServer::RedisCluster(cluster)) = server.as_deref_mut() else {
                     continue;
                 };
-                let n = cluster_fault(kind, &mut rng, cluster).await;
+                let (n, owned) = cluster_fault(kind, &mut rng, cluster, workers.keys).await;
+                lost_keys = Some(owned);
                 format!("node {n}")
             }
             _ => {
@@ -217,6 +225,7 @@ pub async fn run(
             target,
             start_ns,
             end_ns: monotonic_ns(),
+            keys: lost_keys,
         });
     }
     faults
@@ -244,19 +253,29 @@ async fn worker_fault(kind: &str, n: usize, ttl: Duration, workers: &mut Workers
     }
 }
 
-/// One fault on a random primary of the cluster; returns the node. A killed primary is started
-/// again (it rejoins as a replica) and a paused one continued, once its replica has taken over;
-/// the fault ends when the cluster is whole again.
+/// One fault on a random primary of the cluster; returns the node and the workers' keys (of
+/// `keys`) it owns. A killed primary is started again (it rejoins as a replica) and a paused
+/// one continued, once its replica has taken over; the fault ends when the cluster is whole
+/// again.
 async fn cluster_fault(
     kind: &str,
     rng: &mut Rng,
     cluster: &mut leasehold_testkit::redis_cluster::PrivateRedisCluster,
-) -> usize {
+    keys: u32,
+) -> (usize, Vec<String>) {
     let primaries = cluster.primaries();
     let Some(&n) = primaries.get(rng.below(primaries.len().max(1) as u64) as usize) else {
         eprintln!("lockcheck: no primary answers; skipping {kind}");
-        return 0;
+        return (0, Vec::new());
     };
+    // The workers' keys (see `worker.rs`) in the default namespace, whose slots this primary
+    // owns now.
+    let owned = tokio::task::block_in_place(|| {
+        (0..keys)
+            .map(|k| format!("lockcheck/{k}"))
+            .filter(|key| cluster.primary_of(&format!("{{leasehold:{key}}}")) == n)
+            .collect()
+    });
     // Past the node timeout (1 s) and the election: the replica takes over.
     let failover = Duration::from_millis(3_000);
     match kind {
@@ -278,7 +297,7 @@ async fn cluster_fault(
                     eprintln!("lockcheck: cluster-conn-kill failed: {error}");
                 }
             }
-            return n;
+            return (n, owned);
         }
     }
     if let Err(error) =
@@ -286,7 +305,7 @@ async fn cluster_fault(
     {
         eprintln!("lockcheck: {error}");
     }
-    n
+    (n, owned)
 }
 
 async fn server_fault(
