@@ -2,7 +2,7 @@
 -- is handed to them instead: reserved as 'handoff' for ARGV[3] ms, which only a caller that
 -- has already waited can take (acquire.lua), and a message wakes them; so a newcomer, or the
 -- releaser asking again at once, does not cut in before the waiters. A release nobody waits
--- for sends no message.
+-- for sends no message, and one that nobody hears reserves nothing.
 -- KEYS[1] lock key, KEYS[2] the lock's "wanted" mark; ARGV[1] token, ARGV[2] the lock's
 -- notification channel, ARGV[3] the hand-off reservation in ms (0 or missing: none), ARGV[4]
 -- the publish command: 'SPUBLISH' on a cluster (the channel shares the lock's slot), else
@@ -14,9 +14,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   -- The mark's value counts the waiters (an earlier version's mark is '1').
   local waiters = redis.call('GET', KEYS[2])
   if waiters then
-    redis.call(ARGV[4] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[2], '')
+    local heard = redis.call(ARGV[4] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[2], '')
     local reserve = tonumber(ARGV[3]) or 0
-    if reserve > 0 and (tonumber(waiters) or 0) > 0 then
+    -- Reserved only if someone heard the message: waiters whose subscriptions are gone (a
+    -- failover moved the lock to a node they are not subscribed on yet) would not come.
+    if reserve > 0 and (tonumber(waiters) or 0) > 0 and heard > 0 then
       redis.call('SET', KEYS[1], 'handoff', 'PX', reserve)
       return 2
     end

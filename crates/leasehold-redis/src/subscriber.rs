@@ -462,6 +462,14 @@ impl Driver {
                 tracing::warn!(%error, "redis SUBSCRIBE failed; waiters fall back to polling");
                 false
             }
+            Err(_) if matches!(self.client, Client::Cluster(_)) => {
+                // One node is slow (paused, failing over); the other nodes' subscriptions are
+                // fine, so the connection stays. A node that drops its connection is reported
+                // by the client (`Disconnected`), one that gives its slots away sends
+                // SUNSUBSCRIBE; its waiters meanwhile poll at the fallback period.
+                tracing::warn!("redis SSUBSCRIBE timed out; its waiters poll meanwhile");
+                false
+            }
             Err(_) => {
                 tracing::warn!("redis SUBSCRIBE timed out; reconnecting, waiters poll meanwhile");
                 self.disconnect();
@@ -494,6 +502,9 @@ impl Driver {
             match tokio::time::timeout(self.connect_timeout, sink.unsubscribe(channel)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::debug!(%error, "redis UNSUBSCRIBE failed"),
+                Err(_) if matches!(self.client, Client::Cluster(_)) => {
+                    tracing::debug!("redis SUNSUBSCRIBE timed out");
+                }
                 Err(_) => {
                     tracing::debug!("redis UNSUBSCRIBE timed out; reconnecting");
                     self.disconnect();

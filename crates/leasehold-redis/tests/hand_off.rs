@@ -401,3 +401,64 @@ async fn a_waiter_dropped_in_flight_is_counted_out() {
         "the lock was reserved for a dropped waiter"
     );
 }
+
+/// Waiters counted in the mark but nobody subscribed to hear the release (their subscriptions
+/// went with a failed-over node): the release reserves nothing, so the lock is not kept from
+/// everyone for nobody. The control: the same release with a subscriber reserves it.
+#[tokio::test]
+async fn a_release_nobody_hears_reserves_nothing() {
+    let mut conn = shared_conn().await;
+    let url = support::shared_url();
+    for subscribed in [false, true] {
+        let name = format!("{{leasehold-unheard:{}:{subscribed}}}", std::process::id());
+        let (mark, channel) = (format!("{name}:wanted"), format!("{name}:released"));
+        let token = leasehold::LeaseToken::random().unwrap().to_hex();
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(&name)
+            .arg(&token)
+            .arg("PX")
+            .arg(10_000)
+            .ignore()
+            .cmd("SET")
+            .arg(&mark)
+            .arg(1)
+            .arg("PX")
+            .arg(10_000)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let listener = if subscribed {
+            let mut pubsub = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_async_pubsub()
+                .await
+                .unwrap();
+            pubsub.subscribe(&channel).await.unwrap();
+            Some(pubsub)
+        } else {
+            None
+        };
+        let released: i64 = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(2)
+            .arg(&name)
+            .arg(&mark)
+            .arg(&token)
+            .arg(&channel)
+            .arg(20)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let expected = if subscribed { 2 } else { 1 };
+        assert_eq!(released, expected, "subscribed: {subscribed}");
+        drop(listener);
+        let _: () = redis::cmd("DEL")
+            .arg(&name)
+            .arg(&mark)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
