@@ -57,7 +57,9 @@ fi
 
 # ---- Redis Cluster: 3 primaries + 3 replicas ---------------------------------------------------
 # On LEASEHOLD_REDIS_CLUSTER_PORT and the five ports after it (default 30001-30006; each node's
-# cluster bus is its port + 10000). A short node timeout, so failover tests are quick.
+# cluster bus is its port + 10000). No test fails this one over (the failover tests start private
+# clusters with a 1 s node timeout), so a node timeout of 5 s: a node starved on a loaded machine
+# is not failed over under the other tests.
 cluster_base="${LEASEHOLD_REDIS_CLUSTER_PORT:-30001}"
 cluster_ports=$(seq "$cluster_base" $((cluster_base + 5)))
 
@@ -90,7 +92,7 @@ if ! cluster_ready; then
   for port in $cluster_ports; do
     mkdir -p "$cdir/$port"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-      --cluster-enabled yes --cluster-node-timeout 1000 --cluster-config-file "$cdir/$port/nodes.conf" \
+      --cluster-enabled yes --cluster-node-timeout 5000 --cluster-config-file "$cdir/$port/nodes.conf" \
       --dir "$cdir/$port" --logfile "$cdir/$port/redis.log" --pidfile "$cdir/$port/redis.pid"
     nodes+=("127.0.0.1:$port")
   done
