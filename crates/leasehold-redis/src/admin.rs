@@ -7,14 +7,13 @@ use std::future::Future;
 
 use leasehold::{async_trait, LockAdmin, LockError, LockKey, LockStatus};
 use redis::{
-    cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-    Cmd, RedisResult, Value,
+    Cmd, RedisResult,
 };
 
 use crate::{
     conn::Conn,
-    error::{bounded, map, unexpected_reply},
+    error::{bounded, map},
     keys::LockNames,
     lock::RedisLock,
     scripts,
@@ -105,39 +104,6 @@ impl RedisLock {
     }
 }
 
-/// `host`, `port` of every primary, from `CLUSTER SLOTS` (each range names its primary
-/// first), each once.
-async fn primaries(
-    conn: &mut ClusterConnection,
-    limit: std::time::Duration,
-) -> Result<Vec<(String, u16)>, LockError> {
-    let reply: Value = bounded(limit, redis::cmd("CLUSTER").arg("SLOTS").query_async(conn))
-        .await
-        .map_err(map)?;
-    let ranges: Vec<Vec<Value>> =
-        redis::from_redis_value(reply).map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
-    let mut out = Vec::new();
-    for range in ranges {
-        let Some(primary) = range.get(2) else {
-            return Err(unexpected_reply("CLUSTER SLOTS", &range));
-        };
-        // host, port, node id and (Redis 7) more: only the first two are needed.
-        let node: Vec<Value> = redis::from_redis_value(primary.clone())
-            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
-        let (Some(host), Some(port)) = (node.first(), node.get(1)) else {
-            return Err(unexpected_reply("CLUSTER SLOTS", &node));
-        };
-        let host: String = redis::from_redis_value(host.clone())
-            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
-        let port: u16 = redis::from_redis_value(port.clone())
-            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
-        if !out.contains(&(host.clone(), port)) {
-            out.push((host, port));
-        }
-    }
-    Ok(out)
-}
-
 /// Needs, beyond the locking ACL of the README, `+scan` (for `list`); `force_release` runs a
 /// script of its own (`EVALSHA`, loaded with `SCRIPT LOAD`).
 #[async_trait]
@@ -168,7 +134,9 @@ impl LockAdmin for RedisLock {
             Conn::Cluster(cluster, _) => {
                 let conn = cluster.connection();
                 // Every primary holds its own slots' keys: SCAN each, merged below.
-                for (host, port) in primaries(&mut conn.clone(), self.inner.call_timeout).await? {
+                let primaries =
+                    crate::cluster::primaries(&mut conn.clone(), self.inner.call_timeout).await?;
+                for (host, port) in primaries {
                     let route =
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
                     self.scan(&pattern, &mut names, |scan| {

@@ -5,11 +5,11 @@ use std::{fmt, sync::Arc, time::Duration};
 use leasehold::LockError;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
-    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster::ClusterClient,
 };
 
 use crate::{
-    cluster::check_seeds,
+    cluster::{check_seeds, ClientSettings},
     conn::{Cluster, Conn},
     error::map,
     handoffs::HandOffs,
@@ -315,29 +315,30 @@ impl RedisLockBuilder {
                     install_tls_provider(first);
                 }
                 let server = crate::cluster::servers(&infos);
+                let settings = self.cluster_settings(&infos)?;
                 // The subscriber's calls are idempotent: its client may time out and resend.
-                let subscriber = self
-                    .cluster_builder(&infos)?
+                let subscriber = settings
+                    .builder(&infos)?
                     .response_timeout(self.response_timeout)
                     .overall_response_timeout(Some(self.response_timeout));
                 let subscriber = subscriber::Source::cluster(subscriber)
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
-                let client = self
-                    .cluster_builder(&infos)?
+                let client = settings
+                    .builder(&infos)?
                     .build()
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
                 let conn = self
-                    .cluster_connection(&client, self.response_timeout)
+                    .cluster_connection(&client, self.response_timeout, Some(&settings))
                     .await?;
-                let pool = self.cluster_pool(&client).await?;
+                let pool = self.cluster_pool(&client, Some(&settings)).await?;
                 let subscriber = Subscriber::new(subscriber, self.connect_timeout);
                 return self.finish(conn, Some(subscriber), server, pool).await;
             }
             Some(Source::ClusterClient(client)) => {
                 let conn = self
-                    .cluster_connection(&client, self.response_timeout)
+                    .cluster_connection(&client, self.response_timeout, None)
                     .await?;
-                let pool = self.cluster_pool(&client).await?;
+                let pool = self.cluster_pool(&client, None).await?;
                 let server = "existing cluster client".to_owned();
                 return self.finish(conn, None, server, pool).await;
             }
@@ -373,59 +374,63 @@ impl RedisLockBuilder {
             .await
     }
 
-    /// A cluster connection whose calls count as slow (see `conn.rs`) after `slow`.
+    /// A cluster connection whose calls count as slow (see `conn.rs`) after `slow`; with the
+    /// client's `settings` (ours, not a user's client), a refresh can start from other nodes
+    /// than the seeds.
     async fn cluster_connection(
         &self,
         client: &ClusterClient,
         slow: Duration,
+        settings: Option<&ClientSettings>,
     ) -> Result<Conn, LockError> {
         let conn = connect_cluster(client, self.connect_timeout).await?;
         Ok(Conn::Cluster(
-            Cluster::new(client.clone(), conn, slow, self.connect_timeout),
+            Cluster::new(
+                client.clone(),
+                settings.cloned(),
+                conn,
+                slow,
+                self.connect_timeout,
+            ),
             None,
         ))
     }
 
     /// The connections for writes that wait for replicas (none without the option).
-    async fn cluster_pool(&self, client: &ClusterClient) -> Result<Vec<Conn>, LockError> {
+    async fn cluster_pool(
+        &self,
+        client: &ClusterClient,
+        settings: Option<&ClientSettings>,
+    ) -> Result<Vec<Conn>, LockError> {
         let mut pool = Vec::new();
         if self.replicas.is_some() {
             let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
             let slow = self.response_timeout.saturating_add(wait);
             for _ in 0..POOL {
-                pool.push(self.cluster_connection(client, slow).await?);
+                pool.push(self.cluster_connection(client, slow, settings).await?);
             }
         }
         Ok(pool)
     }
 
-    /// A cluster client builder for checked seeds, with this builder's connect timeout and the
-    /// same TCP settings as a single server's connections. No response timeout: the client
-    /// would send a command that timed out again at once (see `conn.rs`); the callers bound
-    /// each call instead.
-    fn cluster_builder(
+    /// The settings of cluster clients for checked seeds.
+    fn cluster_settings(
         &self,
         infos: &[redis::ConnectionInfo],
-    ) -> Result<ClusterClientBuilder, LockError> {
-        let builder = ClusterClientBuilder::new(infos.to_vec())
-            .connection_timeout(self.connect_timeout)
-            .overall_response_timeout(None)
-            .tcp_settings(tcp_settings(self.response_timeout));
-        #[cfg(feature = "tls")]
-        let builder = match &self.root_certificate {
-            None => builder,
-            Some(_) if !matches!(infos[0].addr(), redis::ConnectionAddr::TcpTls { .. }) => {
-                return Err(LockError::invalid_config(
-                    "redis root certificate",
-                    "given for seeds without TLS (use rediss://)",
-                ))
-            }
-            Some(pem) => builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            }),
+    ) -> Result<ClientSettings, LockError> {
+        let Some(template) = infos.first() else {
+            return Err(LockError::invalid_config(
+                "redis cluster seeds",
+                "give at least one node URL",
+            ));
         };
-        Ok(builder)
+        Ok(ClientSettings {
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            #[cfg(feature = "tls")]
+            root_certificate: self.root_certificate.clone(),
+            template: template.clone(),
+        })
     }
 
     /// The lock over a made connection; checks the eviction policy if asked.
@@ -531,7 +536,7 @@ fn with_keepalive(
 }
 
 /// TCP keepalive, `TCP_USER_TIMEOUT` and `TCP_NODELAY` (see [`with_keepalive`]).
-fn tcp_settings(response_timeout: Duration) -> redis::io::tcp::TcpSettings {
+pub(crate) fn tcp_settings(response_timeout: Duration) -> redis::io::tcp::TcpSettings {
     let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(5))

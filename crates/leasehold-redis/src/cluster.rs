@@ -1,8 +1,109 @@
 //! Redis Cluster seeds: checked alike, so that the credentials and TLS given once apply to
 //! every node the client finds.
 
+use std::time::Duration;
+
 use leasehold::LockError;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use redis::{
+    cluster::ClusterClientBuilder, cluster_async::ClusterConnection, ConnectionAddr,
+    ConnectionInfo, IntoConnectionInfo, Value,
+};
+
+use crate::error::{bounded, map, unexpected_reply};
+
+/// What a cluster client is built with, kept to build one again from other nodes (see
+/// `conn.rs`).
+#[derive(Clone)]
+pub(crate) struct ClientSettings {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) root_certificate: Option<Vec<u8>>,
+    /// The first seed: the credentials, TLS and protocol every node gets.
+    pub(crate) template: ConnectionInfo,
+}
+
+impl ClientSettings {
+    /// A cluster client builder for `infos` (checked alike), with the connect timeout and the
+    /// same TCP settings as a single server's connections. No response timeout: the client
+    /// would send a command that timed out again at once (see `conn.rs`); the callers bound
+    /// each call instead.
+    pub(crate) fn builder(
+        &self,
+        infos: &[ConnectionInfo],
+    ) -> Result<ClusterClientBuilder, LockError> {
+        let builder = ClusterClientBuilder::new(infos.to_vec())
+            .connection_timeout(self.connect_timeout)
+            .overall_response_timeout(None)
+            .tcp_settings(crate::builder::tcp_settings(self.response_timeout));
+        #[cfg(feature = "tls")]
+        let builder = match &self.root_certificate {
+            None => builder,
+            Some(_) if !is_tls(&self.template) => {
+                return Err(LockError::invalid_config(
+                    "redis root certificate",
+                    "given for seeds without TLS (use rediss://)",
+                ))
+            }
+            Some(pem) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            }),
+        };
+        Ok(builder)
+    }
+
+    /// The seed's settings at another node's address.
+    pub(crate) fn at(&self, host: String, port: u16) -> ConnectionInfo {
+        let addr = match self.template.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        self.template.clone().set_addr(addr)
+    }
+}
+
+/// `host`, `port` of every primary, from `CLUSTER SLOTS` (each range names its primary
+/// first), each once.
+pub(crate) async fn primaries(
+    conn: &mut ClusterConnection,
+    limit: Duration,
+) -> Result<Vec<(String, u16)>, LockError> {
+    let reply: Value = bounded(limit, redis::cmd("CLUSTER").arg("SLOTS").query_async(conn))
+        .await
+        .map_err(map)?;
+    let ranges: Vec<Vec<Value>> =
+        redis::from_redis_value(reply).map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+    let mut out = Vec::new();
+    for range in ranges {
+        let Some(primary) = range.get(2) else {
+            return Err(unexpected_reply("CLUSTER SLOTS", &range));
+        };
+        // host, port, node id and (Redis 7) more: only the first two are needed.
+        let node: Vec<Value> = redis::from_redis_value(primary.clone())
+            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        let (Some(host), Some(port)) = (node.first(), node.get(1)) else {
+            return Err(unexpected_reply("CLUSTER SLOTS", &node));
+        };
+        let host: String = redis::from_redis_value(host.clone())
+            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        let port: u16 = redis::from_redis_value(port.clone())
+            .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        if !out.contains(&(host.clone(), port)) {
+            out.push((host, port));
+        }
+    }
+    Ok(out)
+}
 
 /// Parses `seeds`, refusing what a cluster connection cannot honour: no seed, a URL that does
 /// not parse or is not `redis://`/`rediss://`, a database other than 0 (a cluster has only

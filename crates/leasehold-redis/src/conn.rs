@@ -29,6 +29,8 @@ use redis::{
     Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 
+use crate::cluster::ClientSettings;
+
 /// Where this lock's commands go. Cheap to clone: both kinds multiplex one connection (per
 /// node).
 #[derive(Clone)]
@@ -41,6 +43,9 @@ pub(crate) enum Conn {
 /// A cluster connection that is replaced when a command times out.
 pub(crate) struct Cluster {
     client: ClusterClient,
+    /// How `client` was built, when by this crate: a refresh that cannot reach any seed
+    /// starts from the primaries the current connection knows instead.
+    settings: Option<ClientSettings>,
     current: Mutex<(ClusterConnection, Instant)>,
     refreshing: std::sync::atomic::AtomicBool,
     response_timeout: Duration,
@@ -53,12 +58,14 @@ const REFRESH_EVERY: Duration = Duration::from_secs(1);
 impl Cluster {
     pub(crate) fn new(
         client: ClusterClient,
+        settings: Option<ClientSettings>,
         conn: ClusterConnection,
         response_timeout: Duration,
         connect_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
+            settings,
             current: Mutex::new((conn, Instant::now())),
             refreshing: std::sync::atomic::AtomicBool::new(false),
             response_timeout,
@@ -99,20 +106,27 @@ impl Cluster {
         };
         let cluster = Arc::downgrade(self);
         let (client, limit) = (self.client.clone(), self.connect_timeout * 2);
+        let (settings, old) = (self.settings.clone(), self.connection());
         runtime.spawn(async move {
-            let fresh = tokio::time::timeout(limit, client.get_async_connection()).await;
+            let mut fresh = tokio::time::timeout(limit, client.get_async_connection())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if let (None, Some(settings)) = (&fresh, settings) {
+                fresh = from_known_primaries(old, &settings, limit).await;
+            }
             let Some(cluster) = cluster.upgrade() else {
                 return;
             };
             match fresh {
-                Ok(Ok(conn)) => {
+                Some(conn) => {
                     tracing::debug!("redis cluster command timed out; using a fresh connection");
                     *cluster
                         .current
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = (conn, Instant::now());
                 }
-                _ => {
+                None => {
                     // Try again after the next timeout, a period from now.
                     cluster
                         .current
@@ -147,6 +161,31 @@ impl Cluster {
         }
         result
     }
+}
+
+/// A cluster connection made through the primaries that `old` (the current connection) reads
+/// from `CLUSTER SLOTS`: for when no seed answers (the user gave one seed, and that is the
+/// node that stopped). Up to three tries (each asks a random node, which may be the stopped
+/// one), each bounded by `limit`.
+async fn from_known_primaries(
+    mut old: ClusterConnection,
+    settings: &ClientSettings,
+    limit: Duration,
+) -> Option<ClusterConnection> {
+    for _ in 0..3 {
+        let Ok(primaries) = crate::cluster::primaries(&mut old, limit).await else {
+            continue;
+        };
+        let infos: Vec<_> = primaries
+            .into_iter()
+            .map(|(host, port)| settings.at(host, port))
+            .collect();
+        let client = settings.builder(&infos).ok()?.build().ok()?;
+        if let Ok(Ok(conn)) = tokio::time::timeout(limit, client.get_async_connection()).await {
+            return Some(conn);
+        }
+    }
+    None
 }
 
 /// Armed while a cluster call is in flight: dropped there (the caller's bound ran out) after

@@ -540,3 +540,32 @@ async fn a_script_is_loaded_on_the_locks_primary_alone() {
     );
     assert!(lock.release(lease).await.unwrap());
 }
+
+/// The one seed given is the primary that stops: the refresh after its timeouts cannot connect
+/// through it, and starts from the primaries the old connection knows instead, so the shard's
+/// new primary is found while the seed is still stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_only_seed_does_not_keep_its_slots_away() {
+    let cluster = PrivateRedisCluster::start();
+    let key = "only-seed";
+    let primary = cluster.primary_of(&lock_name(key));
+    let lock = RedisLock::builder()
+        .cluster([cluster.seeds()[primary].clone()])
+        .response_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("connect through one seed");
+    let key = LockKey::new(key).unwrap();
+    let lease = lock
+        .try_acquire(&key, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(lock.release(lease).await.unwrap());
+    cluster.nodes[primary].pause();
+    let (lease, window) = first_success(|| lock.try_acquire(&key, Duration::from_secs(5))).await;
+    eprintln!("a lock on the stopped seed's shard taken {window:?} after the stop");
+    cluster.nodes[primary].resume();
+    assert!(lock.release(lease).await.unwrap());
+}
