@@ -59,6 +59,10 @@ local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then
   local fence = tonumber(redis.call('GET', KEYS[2]))
   if fence then
+    -- Written again (the same value), so that this run is in the replication stream: a WAIT
+    -- after it on the new connection then covers the first run's writes too (the stream is
+    -- in order), as `wait_for_replicas` needs.
+    redis.call('SET', KEYS[2], fence)
     return {1, fence}
   end
   -- The counter is gone (deleted by hand) but the lock is not: a new fence, as for a win

@@ -424,9 +424,15 @@ impl RedisLockBuilder {
                 "give at least one node URL",
             ));
         };
+        // Every caller's bound (a call, plus a `WAIT` with `wait_for_replicas`), and a second.
+        let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
+        let node_timeout = (self.response_timeout + self.connect_timeout)
+            .saturating_add(wait)
+            .saturating_add(Duration::from_secs(1));
         Ok(ClientSettings {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
+            node_timeout,
             #[cfg(feature = "tls")]
             root_certificate: self.root_certificate.clone(),
             template: template.clone(),

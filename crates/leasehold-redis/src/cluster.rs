@@ -17,6 +17,11 @@ use crate::error::{bounded, map, unexpected_reply};
 pub(crate) struct ClientSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
+    /// The client's own limit on one node's reply: past every caller's bound (so it never
+    /// fires, and resends, while a caller waits), there so that the client's own probes
+    /// (`PING`, `CLUSTER SLOTS` while it refreshes its slot map) of a node that stopped
+    /// answering end, instead of holding up every command behind them.
+    pub(crate) node_timeout: Duration,
     #[cfg(feature = "tls")]
     pub(crate) root_certificate: Option<Vec<u8>>,
     /// The first seed: the credentials, TLS and protocol every node gets.
@@ -25,15 +30,16 @@ pub(crate) struct ClientSettings {
 
 impl ClientSettings {
     /// A cluster client builder for `infos` (checked alike), with the connect timeout and the
-    /// same TCP settings as a single server's connections. No response timeout: the client
-    /// would send a command that timed out again at once (see `conn.rs`); the callers bound
-    /// each call instead.
+    /// same TCP settings as a single server's connections. Its response timeout is
+    /// [`node_timeout`](Self::node_timeout), past the callers' bounds: the client would send a
+    /// command that timed out again at once (see `conn.rs`).
     pub(crate) fn builder(
         &self,
         infos: &[ConnectionInfo],
     ) -> Result<ClusterClientBuilder, LockError> {
         let builder = ClusterClientBuilder::new(infos.to_vec())
             .connection_timeout(self.connect_timeout)
+            .response_timeout(self.node_timeout)
             .overall_response_timeout(None)
             .tcp_settings(crate::builder::tcp_settings(self.response_timeout));
         #[cfg(feature = "tls")]
@@ -197,9 +203,14 @@ pub fn cluster_seeds(url: &str) -> Result<Vec<String>, LockError> {
             "its user or password holds '/', '?' or '#': percent-encode them (%2F, %3F, %23)",
         ));
     }
-    let (hosts, tail) = match after.find(['/', '?']) {
+    let (hosts, tail) = match after.find(['/', '?', '#']) {
         Some(end) => after.split_at(end),
         None => (after, ""),
+    };
+    // `#insecure` (TLS without certificate checks) goes last, as in a seed URL.
+    let (tail, fragment) = match tail.split_once('#') {
+        Some((tail, fragment)) => (tail, format!("#{fragment}")),
+        None => (tail, String::new()),
     };
     let options = match tail.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -211,7 +222,11 @@ pub fn cluster_seeds(url: &str) -> Result<Vec<String>, LockError> {
             "a Redis Cluster has only database 0: give no path (or /0)",
         ));
     }
-    let query = options.1.map(|q| format!("/?{q}")).unwrap_or_default();
+    let query = match (options.1, fragment.is_empty()) {
+        (Some(q), _) => format!("/?{q}{fragment}"),
+        (None, true) => String::new(),
+        (None, false) => format!("/{fragment}"),
+    };
     let mut seeds = Vec::new();
     for host in hosts.split(',') {
         let has_port = host
@@ -309,6 +324,14 @@ mod tests {
         assert_eq!(
             cluster_seeds("redis+cluster://h1:1/").unwrap(),
             ["redis://h1:1"]
+        );
+        assert_eq!(
+            cluster_seeds("rediss+cluster://h1:1,h2:2/#insecure").unwrap(),
+            ["rediss://h1:1/#insecure", "rediss://h2:2/#insecure"]
+        );
+        assert_eq!(
+            cluster_seeds("rediss+cluster://h1:1/?protocol=3#insecure").unwrap(),
+            ["rediss://h1:1/?protocol=3#insecure"]
         );
         for (bad, says) in [
             ("redis://h:1", "redis+cluster://"),

@@ -10,11 +10,12 @@
 //! (at most one per second), which finds the new primaries.
 //!
 //! The cluster client sends a command again by itself after a redirect and after a dropped
-//! connection (while the caller still waits). It is built without a response timeout of its
-//! own (the callers bound every call), because it would resend a command that timed out at
-//! once: an acquire that ran, sent again, would find the lock held. The acquire script answers
-//! a token that holds the lock already with that lock's fence, so a resend after a dropped
-//! connection is harmless; a resent release finds the lock gone and reports it not held.
+//! connection (while the caller still waits). Its response timeout is set past every caller's
+//! bound (see `ClientSettings::node_timeout`), because it would resend a command that timed
+//! out at once: an acquire that ran, sent again, would find the lock held. The acquire script
+//! answers a token that holds the lock already with that lock's fence, so a resend after a
+//! dropped connection is harmless; a resent release finds the lock gone and reports it not
+//! held.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -176,10 +177,16 @@ async fn from_known_primaries(
         let Ok(primaries) = crate::cluster::primaries(&mut old, limit).await else {
             continue;
         };
+        // An unknown endpoint (`cluster-preferred-endpoint-type unknown-endpoint`: an empty
+        // host or `?`) names no node to connect to.
         let infos: Vec<_> = primaries
             .into_iter()
+            .filter(|(host, _)| !host.is_empty() && host != "?")
             .map(|(host, port)| settings.at(host, port))
             .collect();
+        if infos.is_empty() {
+            return None;
+        }
         let client = settings.builder(&infos).ok()?.build().ok()?;
         if let Ok(Ok(conn)) = tokio::time::timeout(limit, client.get_async_connection()).await {
             return Some(conn);

@@ -324,7 +324,8 @@ impl DistributedLock for RedisLock {
                     return Err(LockError::transient(
                         crate::error::BACKEND,
                         format!(
-                            "the lock was extended but only {acked} of {} replicas acknowledged                              it within {:?}; the lease keeps its earlier validity",
+                            "the lock was extended but only {acked} of {} replicas acknowledged it \
+                             within {:?}; the lease keeps its earlier validity",
                             replicas.count, replicas.timeout
                         ),
                     ));

@@ -15,9 +15,13 @@ use std::{
     time::Duration,
 };
 
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind};
+use redis::{Cmd, FromRedisValue, RedisResult};
 
-use crate::{conn::Conn, error::bounded, scripts::Lua};
+use crate::{
+    conn::Conn,
+    error::bounded,
+    scripts::{send, Lua, Sent},
+};
 
 /// Connections per lock for writes that wait for replicas.
 pub(crate) const POOL: usize = 4;
@@ -63,12 +67,6 @@ impl Replicas {
             .arg(self.count)
             .arg(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
         let limit = limit.saturating_add(self.timeout);
-        match bounded(limit, pipe.query_async(conn)).await {
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                bounded(limit, script.load(conn, key)).await?;
-                bounded(limit, pipe.query_async(conn)).await
-            }
-            other => other,
-        }
+        bounded(limit, send(conn, script, key, limit, Sent::Pipeline(&pipe))).await
     }
 }

@@ -5,7 +5,7 @@
 
 use std::{ops::Deref, sync::LazyLock, time::Duration};
 
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, Script, ServerErrorKind};
 
 use crate::{conn::Conn, error::bounded};
 
@@ -48,9 +48,9 @@ pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
     cmd
 }
 
-/// Runs `eval` (an [`evalsha`] of `script` whose first key is `key`) on `conn`; a `NOSCRIPT`
-/// loads the script (where `key` lives) and sends it again (nothing ran the first time).
-/// Each step is bounded by `limit`.
+/// Runs `eval` (an [`evalsha`] of `script` whose first key is `key`) on `conn`, all of it
+/// bounded by `limit` once; a `NOSCRIPT` loads the script where `key` lives and sends it again
+/// (nothing ran the first time). See [`send`].
 pub(crate) async fn run<T: FromRedisValue>(
     conn: &mut Conn,
     script: &Lua,
@@ -58,13 +58,56 @@ pub(crate) async fn run<T: FromRedisValue>(
     eval: &Cmd,
     limit: Duration,
 ) -> RedisResult<T> {
-    match bounded(limit, eval.query_async(conn)).await {
-        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            bounded(limit, script.load(conn, key)).await?;
-            bounded(limit, eval.query_async(conn)).await
+    bounded(limit, send(conn, script, key, limit, Sent::Cmd(eval))).await
+}
+
+/// What carries a script: one command, or a pipeline (the script and a `WAIT`).
+#[derive(Clone, Copy)]
+pub(crate) enum Sent<'a> {
+    Cmd(&'a Cmd),
+    Pipeline(&'a Pipeline),
+}
+
+impl Sent<'_> {
+    async fn query<T: FromRedisValue>(self, conn: &mut Conn) -> RedisResult<T> {
+        match self {
+            Self::Cmd(cmd) => cmd.query_async(conn).await,
+            Self::Pipeline(pipe) => pipe.query_async(conn).await,
         }
-        other => other,
     }
+}
+
+fn is_no_script<T>(reply: &RedisResult<T>) -> bool {
+    reply
+        .as_ref()
+        .is_err_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+}
+
+/// `sent` (which carries `script`, whose first key is `key`), and on `NOSCRIPT` again after
+/// loading it on the primary of `key`'s slot. A second `NOSCRIPT` means the script went
+/// elsewhere (an `ASK` to the node a migrating slot is moving to, which the slot map does not
+/// name yet): the script is then loaded on every primary the client knows (bounded by `limit`,
+/// failures ignored: one that is down must not stop the others) and `sent` a third time. A
+/// node the client does not know yet (a new, empty primary) answers `NOSCRIPT` until its first
+/// slot has moved: a transient error.
+pub(crate) async fn send<T: FromRedisValue>(
+    conn: &mut Conn,
+    script: &Lua,
+    key: &str,
+    limit: Duration,
+    sent: Sent<'_>,
+) -> RedisResult<T> {
+    let first = sent.query(conn).await;
+    if !is_no_script(&first) {
+        return first;
+    }
+    script.load(conn, key).await?;
+    let second = sent.query(conn).await;
+    if !is_no_script(&second) || !conn.is_cluster() {
+        return second;
+    }
+    let _ = bounded(limit, script.script.load_async(conn)).await;
+    sent.query(conn).await
 }
 
 /// `TIME`, `SET NX PX`, the fence (`max(INCR, TIME in µs)`), or the holder's `PTTL`: see

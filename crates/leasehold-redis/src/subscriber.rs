@@ -498,7 +498,11 @@ impl Driver {
                 _ => return,
             }
         };
-        if let (true, Some(sink)) = (was_subscribed, self.sink.as_mut()) {
+        // On a cluster also when never confirmed: an SSUBSCRIBE that timed out may have landed
+        // later (and the client subscribes again what it saw confirmed), and a subscription
+        // left behind would make releases believe someone hears them.
+        let cluster = matches!(self.client, Client::Cluster(_));
+        if let (true, Some(sink)) = (was_subscribed || cluster, self.sink.as_mut()) {
             match tokio::time::timeout(self.connect_timeout, sink.unsubscribe(channel)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::debug!(%error, "redis UNSUBSCRIBE failed"),

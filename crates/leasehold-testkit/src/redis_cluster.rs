@@ -170,6 +170,13 @@ impl PrivateRedisCluster {
     ///
     /// When no running node claims it.
     pub fn primary_of(&self, name: &str) -> usize {
+        self.try_primary_of(name)
+            .unwrap_or_else(|| panic!("no running primary owns the slot of {name}"))
+    }
+
+    /// [`primary_of`](Self::primary_of), or `None` when no running node claims it (during a
+    /// failover).
+    pub fn try_primary_of(&self, name: &str) -> Option<usize> {
         let slot = slot_of(name);
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.is_running() {
@@ -186,10 +193,10 @@ impl PrivateRedisCluster {
                 continue;
             }
             if claims(&mut conn, slot) {
-                return i;
+                return Some(i);
             }
         }
-        panic!("no running primary owns the slot of {name}")
+        None
     }
 }
 

@@ -367,7 +367,7 @@ async fn own_server(
 async fn stuck_keys(lock: &dyn leasehold::DistributedLock, keys: u32, ttl: Duration) -> u64 {
     let mut stuck = 0;
     for n in 0..keys {
-        let Ok(key) = LockKey::new(format!("lockcheck/{n}")) else {
+        let Ok(key) = LockKey::new(worker::key_name(u64::from(n))) else {
             continue;
         };
         match lock.acquire(&key, ttl, ttl + Duration::from_secs(2)).await {

@@ -212,7 +212,9 @@ pub async fn run(
                     continue;
                 };
                 let (n, owned) = cluster_fault(kind, &mut rng, cluster, workers.keys).await;
-                lost_keys = Some(owned);
+                if LOSES_LOCKS.contains(&kind) {
+                    lost_keys = Some(owned);
+                }
                 format!("node {n}")
             }
             _ => {
@@ -268,12 +270,17 @@ async fn cluster_fault(
         eprintln!("lockcheck: no primary answers; skipping {kind}");
         return (0, Vec::new());
     };
-    // The workers' keys (see `worker.rs`) in the default namespace, whose slots this primary
-    // owns now.
+    // The workers' keys in the default namespace (their Redis names: no `%`, `{` or `}` to
+    // escape) whose slots this primary owns now; a key no running primary claims (the cluster
+    // not whole again after the last fault) may be lost too.
     let owned = tokio::task::block_in_place(|| {
-        (0..keys)
-            .map(|k| format!("lockcheck/{k}"))
-            .filter(|key| cluster.primary_of(&format!("{{leasehold:{key}}}")) == n)
+        (0..u64::from(keys))
+            .map(super::worker::key_name)
+            .filter(|key| {
+                cluster
+                    .try_primary_of(&format!("{{leasehold:{key}}}"))
+                    .is_none_or(|owner| owner == n)
+            })
             .collect()
     });
     // Past the node timeout (1 s) and the election: the replica takes over.

@@ -170,8 +170,7 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
     // The advisory strategy sends one request per wait, which then waits in the server's queue.
     let queues_in_server = args.url.starts_with("postgres+advisory://");
     while monotonic_ns() < args.until_ns {
-        let key =
-            LockKey::new(format!("lockcheck/{}", rng.below(u64::from(args.keys)))).expect("key");
+        let key = LockKey::new(key_name(rng.below(u64::from(args.keys)))).expect("key");
         let start = monotonic_ns();
         let mut lease = match lock.acquire(&key, ttl, ttl * 2).await {
             Ok(lease) => lease,
@@ -248,4 +247,9 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// The name of the workers' key number `n` (`lockcheck/0` up).
+pub fn key_name(n: u64) -> String {
+    format!("lockcheck/{n}")
 }
