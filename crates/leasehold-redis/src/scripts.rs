@@ -41,12 +41,23 @@ impl Deref for Lua {
     }
 }
 
-/// `EVALSHA` of `script` with `keys`; the caller adds the arguments.
+/// `EVALSHA` of `script` with `keys`; the caller adds the arguments (at most [`ARGS`] of them,
+/// [`ARGS_BYTES`] in all, fit without growing the command: it is built on every call).
 pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    let bytes = "EVALSHA".len() + script.get_hash().len() + 4 + ARGS_BYTES;
+    let bytes = keys.iter().fold(bytes, |sum, key| sum + key.len());
+    let mut cmd = Cmd::with_capacity(3 + keys.len() + ARGS, bytes);
+    cmd.arg("EVALSHA")
+        .arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys);
     cmd
 }
+
+/// The most arguments a script here takes, and room for their bytes (a token is 32, a
+/// channel name a key's length plus 9).
+const ARGS: usize = 5;
+const ARGS_BYTES: usize = 192;
 
 /// Runs `eval` (an [`evalsha`] of `script` whose first key is `key`) on `conn`, all of it
 /// bounded by `limit` once; a `NOSCRIPT` loads the script where `key` lives and sends it again
