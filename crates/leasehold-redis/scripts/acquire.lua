@@ -54,15 +54,20 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 local holder = redis.call('GET', KEYS[1])
 -- This token holds the lock already: the script ran before and this is the same attempt sent
--- again (the cluster client resends after a dropped connection). Its answer again, changing
--- nothing: the fence counter holds that acquisition's fence, since nobody acquired since.
+-- again (the cluster client resends after a dropped connection). Its answer again: the fence
+-- counter holds that acquisition's fence, since nobody acquired since.
 if holder == ARGV[1] then
-  local fence = tonumber(redis.call('GET', KEYS[2]))
+  local raw = redis.call('GET', KEYS[2])
+  local fence = tonumber(raw)
   if fence then
-    -- Written again (the same value), so that this run is in the replication stream: a WAIT
-    -- after it on the new connection then covers the first run's writes too (the stream is
-    -- in order), as `wait_for_replicas` needs.
-    redis.call('SET', KEYS[2], fence)
+    if fence >= 9007199254740992 then
+      return redis.error_reply('ERR leasehold fence counter past 2^53: increment or decrement would overflow')
+    end
+    -- Written again, unchanged, so that this run is in the replication stream: a WAIT after
+    -- it on the new connection then covers the first run's writes too (the stream is in
+    -- order), as `wait_for_replicas` needs. (Redis 7.0.15 made a fresh connection that wrote
+    -- nothing wait for the current offset anyway, measured; this does not rely on that.)
+    redis.call('SET', KEYS[2], raw)
     return {1, fence}
   end
   -- The counter is gone (deleted by hand) but the lock is not: a new fence, as for a win

@@ -137,6 +137,15 @@ impl LockAdmin for RedisLock {
                 let primaries =
                     crate::cluster::primaries(&mut conn.clone(), self.inner.call_timeout).await?;
                 for (host, port) in primaries {
+                    if host.is_empty() {
+                        return Err(LockError::transient(
+                            crate::error::BACKEND,
+                            format!(
+                                "CLUSTER SLOTS names no endpoint for the primary on port \
+                                 {port}, so list cannot reach its keys"
+                            ),
+                        ));
+                    }
                     let route =
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
                     self.scan(&pattern, &mut names, |scan| {

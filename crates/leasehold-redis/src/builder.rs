@@ -15,7 +15,7 @@ use crate::{
     handoffs::HandOffs,
     keys::{check_namespace, DEFAULT_NAMESPACE},
     lock::{Inner, RedisLock},
-    replicas::{Replicas, POOL},
+    replicas::{Replicas, POOL, WAITS},
     subscriber::{self, Subscriber},
 };
 
@@ -315,7 +315,7 @@ impl RedisLockBuilder {
                     install_tls_provider(first);
                 }
                 let server = crate::cluster::servers(&infos);
-                let settings = self.cluster_settings(&infos)?;
+                let settings = self.cluster_settings(&infos, Duration::ZERO)?;
                 // The subscriber's calls are idempotent: its client may time out and resend.
                 let subscriber = settings
                     .builder(&infos)?
@@ -330,7 +330,17 @@ impl RedisLockBuilder {
                 let conn = self
                     .cluster_connection(&client, self.response_timeout, Some(&settings))
                     .await?;
-                let pool = self.cluster_pool(&client, Some(&settings)).await?;
+                // Its own client: its calls wait out `WAIT`s, so its probes may too.
+                let pool = match self.replicas {
+                    None => Vec::new(),
+                    Some((_, wait)) => {
+                        let settings = self.cluster_settings(&infos, wait.saturating_mul(WAITS))?;
+                        let client = settings.builder(&infos)?.build().map_err(|e| {
+                            LockError::invalid_config("redis cluster seeds", e.to_string())
+                        })?;
+                        self.cluster_pool(&client, Some(&settings)).await?
+                    }
+                };
                 let subscriber = Subscriber::new(subscriber, self.connect_timeout);
                 return self.finish(conn, Some(subscriber), server, pool).await;
             }
@@ -356,8 +366,9 @@ impl RedisLockBuilder {
                      alone is not enough)",
                 ));
             };
-            // A `WAIT` takes up to its timeout before it answers.
+            // A `WAIT` takes up to its timeout before it answers (each time it is sent).
             let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
+            let wait = wait.saturating_mul(WAITS);
             let config = config
                 .clone()
                 .set_response_timeout(Some(self.response_timeout.saturating_add(wait)));
@@ -405,7 +416,9 @@ impl RedisLockBuilder {
         let mut pool = Vec::new();
         if self.replicas.is_some() {
             let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
-            let slow = self.response_timeout.saturating_add(wait);
+            let slow = self
+                .response_timeout
+                .saturating_add(wait.saturating_mul(WAITS));
             for _ in 0..POOL {
                 pool.push(self.cluster_connection(client, slow, settings).await?);
             }
@@ -413,10 +426,12 @@ impl RedisLockBuilder {
         Ok(pool)
     }
 
-    /// The settings of cluster clients for checked seeds.
+    /// The settings of cluster clients for checked seeds, whose calls may wait `extra` beyond
+    /// a call's bound (the `WAIT`s of `wait_for_replicas`).
     fn cluster_settings(
         &self,
         infos: &[redis::ConnectionInfo],
+        extra: Duration,
     ) -> Result<ClientSettings, LockError> {
         let Some(template) = infos.first() else {
             return Err(LockError::invalid_config(
@@ -424,10 +439,9 @@ impl RedisLockBuilder {
                 "give at least one node URL",
             ));
         };
-        // Every caller's bound (a call, plus a `WAIT` with `wait_for_replicas`), and a second.
-        let wait = self.replicas.map_or(Duration::ZERO, |(_, timeout)| timeout);
+        // Every caller's bound, and a second.
         let node_timeout = (self.response_timeout + self.connect_timeout)
-            .saturating_add(wait)
+            .saturating_add(extra)
             .saturating_add(Duration::from_secs(1));
         Ok(ClientSettings {
             connect_timeout: self.connect_timeout,

@@ -79,7 +79,7 @@ impl ClientSettings {
 }
 
 /// `host`, `port` of every primary, from `CLUSTER SLOTS` (each range names its primary
-/// first), each once.
+/// first), each once; the host is empty where the cluster names no endpoint.
 pub(crate) async fn primaries(
     conn: &mut ClusterConnection,
     limit: Duration,
@@ -100,8 +100,11 @@ pub(crate) async fn primaries(
         let (Some(host), Some(port)) = (node.first(), node.get(1)) else {
             return Err(unexpected_reply("CLUSTER SLOTS", &node));
         };
-        let host: String = redis::from_redis_value(host.clone())
+        // NULL with `cluster-preferred-endpoint-type unknown-endpoint`; "" from a node that does
+        // not know its address, "?" for an unset hostname: kept as "", named by no one.
+        let host: Option<String> = redis::from_redis_value(host.clone())
             .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
+        let host = host.filter(|h| h != "?").unwrap_or_default();
         let port: u16 = redis::from_redis_value(port.clone())
             .map_err(|e| unexpected_reply("CLUSTER SLOTS", e))?;
         if !out.contains(&(host.clone(), port)) {

@@ -1,6 +1,7 @@
 //! The command connection: one server through a `ConnectionManager`, or a Redis Cluster through
-//! the `redis` crate's cluster connection, which routes each script by its keys' slot, loads
-//! scripts on every primary after a `NOSCRIPT` and follows `MOVED`/`ASK` and topology changes.
+//! the `redis` crate's cluster connection, which routes each script by its keys' slot and
+//! follows `MOVED`/`ASK` and topology changes (scripts are loaded where the lock lives after a
+//! `NOSCRIPT`: see `scripts.rs`).
 //!
 //! One gap of the cluster connection is closed here: a node that stops answering without
 //! closing its connections (paused, frozen, black-holed) only times out, which the `redis`
@@ -177,11 +178,10 @@ async fn from_known_primaries(
         let Ok(primaries) = crate::cluster::primaries(&mut old, limit).await else {
             continue;
         };
-        // An unknown endpoint (`cluster-preferred-endpoint-type unknown-endpoint`: an empty
-        // host or `?`) names no node to connect to.
+        // A primary without an endpoint (see `primaries`) names no node to connect to.
         let infos: Vec<_> = primaries
             .into_iter()
-            .filter(|(host, _)| !host.is_empty() && host != "?")
+            .filter(|(host, _)| !host.is_empty())
             .map(|(host, port)| settings.at(host, port))
             .collect();
         if infos.is_empty() {

@@ -20,9 +20,6 @@ pub(crate) fn is_transient(error: &RedisError) -> bool {
                 ServerErrorKind::BusyLoading
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::ClusterDown
-                    // Only after loading it where the lock lives: a slot migrating to a node
-                    // the client does not know yet (see `scripts::send`).
-                    | ServerErrorKind::NoScript
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ReadOnly
                     | ServerErrorKind::Moved

@@ -26,6 +26,10 @@ use crate::{
 /// Connections per lock for writes that wait for replicas.
 pub(crate) const POOL: usize = 4;
 
+/// How many times one such write may send its `WAIT`: a `NOSCRIPT` sends the pipeline again,
+/// up to twice (see `scripts::send`), and each `WAIT` in it runs. The bounds allow for each.
+pub(crate) const WAITS: u32 = 3;
+
 /// How many replicas must have a write, how long to wait for them, and the connections.
 pub(crate) struct Replicas {
     pub(crate) count: u32,
@@ -66,7 +70,7 @@ impl Replicas {
             .cmd("WAIT")
             .arg(self.count)
             .arg(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
-        let limit = limit.saturating_add(self.timeout);
+        let limit = limit.saturating_add(self.timeout.saturating_mul(WAITS));
         bounded(limit, send(conn, script, key, limit, Sent::Pipeline(&pipe))).await
     }
 }

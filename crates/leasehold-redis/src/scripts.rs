@@ -5,7 +5,9 @@
 
 use std::{ops::Deref, sync::LazyLock, time::Duration};
 
-use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisResult, Script, ServerErrorKind};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisResult, Script, ServerErrorKind,
+};
 
 use crate::{conn::Conn, error::bounded};
 
@@ -31,6 +33,32 @@ impl Lua {
         load.arg("LOAD").arg(self.code);
         conn.query_at(load, key).await.map(drop)
     }
+
+    /// `SCRIPT LOAD` on every primary of a cluster that `CLUSTER SLOTS` names, at once, each
+    /// bounded by `limit`; failures ignored (a primary that is down must not hold up the
+    /// others). Nothing on one server.
+    async fn load_on_every_primary(&self, conn: &mut Conn, limit: Duration) {
+        let Conn::Cluster(cluster, pinned) = conn else {
+            return;
+        };
+        let mut any = pinned.clone().unwrap_or_else(|| cluster.connection());
+        let Ok(primaries) = crate::cluster::primaries(&mut any, limit).await else {
+            return;
+        };
+        let named = primaries.into_iter().filter(|(host, _)| !host.is_empty());
+        let loads = named.map(|(host, port)| {
+            let mut conn = any.clone();
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(self.code);
+            let route = redis::cluster_routing::RoutingInfo::SingleNode(
+                redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host, port },
+            );
+            async move {
+                let _ = bounded(limit, conn.route_command(load, route)).await;
+            }
+        });
+        futures_util::future::join_all(loads).await;
+    }
 }
 
 impl Deref for Lua {
@@ -44,8 +72,10 @@ impl Deref for Lua {
 /// `EVALSHA` of `script` with `keys`; the caller adds the arguments (at most [`ARGS`] of them,
 /// [`ARGS_BYTES`] in all, fit without growing the command: it is built on every call).
 pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    // The keys, and a channel among the arguments: the first key's name and a suffix.
     let bytes = "EVALSHA".len() + script.get_hash().len() + 4 + ARGS_BYTES;
     let bytes = keys.iter().fold(bytes, |sum, key| sum + key.len());
+    let bytes = bytes + keys.first().map_or(0, |key| key.len() + 16);
     let mut cmd = Cmd::with_capacity(3 + keys.len() + ARGS, bytes);
     cmd.arg("EVALSHA")
         .arg(script.get_hash())
@@ -54,8 +84,8 @@ pub(crate) fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
     cmd
 }
 
-/// The most arguments a script here takes, and room for their bytes (a token is 32, a
-/// channel name a key's length plus 9).
+/// The most arguments a script here takes, and room for their bytes besides a channel name (a
+/// token is 32).
 const ARGS: usize = 5;
 const ARGS_BYTES: usize = 192;
 
@@ -95,12 +125,12 @@ fn is_no_script<T>(reply: &RedisResult<T>) -> bool {
 }
 
 /// `sent` (which carries `script`, whose first key is `key`), and on `NOSCRIPT` again after
-/// loading it on the primary of `key`'s slot. A second `NOSCRIPT` means the script went
-/// elsewhere (an `ASK` to the node a migrating slot is moving to, which the slot map does not
-/// name yet): the script is then loaded on every primary the client knows (bounded by `limit`,
-/// failures ignored: one that is down must not stop the others) and `sent` a third time. A
-/// node the client does not know yet (a new, empty primary) answers `NOSCRIPT` until its first
-/// slot has moved: a transient error.
+/// loading it on the primary of `key`'s slot. On a cluster a second `NOSCRIPT` means the
+/// script went elsewhere (an `ASK` to the node a migrating slot is moving to, which the slot
+/// map does not name yet): the script is then loaded on every primary `CLUSTER SLOTS` names
+/// (at once, each bounded by a quarter of `limit`, failures ignored: one that is down must not
+/// stop the others) and `sent` a third time. A node not named yet (a new, empty primary)
+/// answers `NOSCRIPT` until its first slot has moved: then a transient error.
 pub(crate) async fn send<T: FromRedisValue>(
     conn: &mut Conn,
     script: &Lua,
@@ -115,10 +145,20 @@ pub(crate) async fn send<T: FromRedisValue>(
     script.load(conn, key).await?;
     let second = sent.query(conn).await;
     if !is_no_script(&second) || !conn.is_cluster() {
+        // On one server a second `NOSCRIPT` right after the load is permanent (a proxy that
+        // spreads commands over several servers).
         return second;
     }
-    let _ = bounded(limit, script.script.load_async(conn)).await;
-    sent.query(conn).await
+    script.load_on_every_primary(conn, limit / 4).await;
+    let third = sent.query(conn).await;
+    if is_no_script(&third) {
+        // Transient: the node the slot is moving to is not known to the client yet.
+        return Err(RedisError::from(std::io::Error::other(
+            "NOSCRIPT on the node the lock's slot is moving to, after loading the script on \
+             every known primary",
+        )));
+    }
+    third
 }
 
 /// `TIME`, `SET NX PX`, the fence (`max(INCR, TIME in µs)`), or the holder's `PTTL`: see

@@ -117,6 +117,8 @@ struct Shared {
 struct Channel {
     watchers: usize,
     subscribed: bool,
+    /// A subscribe was sent but not confirmed (it timed out or failed): it may still land.
+    maybe: bool,
     /// Counts confirmed subscriptions, so a holder can tell a new one (messages before it may
     /// be lost) from the one it already watched.
     generation: u64,
@@ -450,14 +452,18 @@ impl Driver {
         };
         // Bounded: on a half-open connection the confirmation never comes, and this driver
         // serves every subscription, so a hang here would stop them all.
-        match tokio::time::timeout(self.connect_timeout, sink.subscribe(channel)).await {
-            Ok(Ok(())) => {
-                if let Some(entry) = self.shared.channels().get_mut(channel) {
+        let confirmed = tokio::time::timeout(self.connect_timeout, sink.subscribe(channel)).await;
+        if let Some(entry) = self.shared.channels().get_mut(channel) {
+            match confirmed {
+                Ok(Ok(())) => {
                     entry.subscribed = true;
                     entry.generation += 1;
                 }
-                true
+                _ => entry.maybe = true,
             }
+        }
+        match confirmed {
+            Ok(Ok(())) => true,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "redis SUBSCRIBE failed; waiters fall back to polling");
                 false
@@ -489,20 +495,21 @@ impl Driver {
     }
 
     async fn unsubscribe(&mut self, channel: &str) {
+        let cluster = matches!(self.client, Client::Cluster(_));
         let was_subscribed = {
             let mut channels = self.shared.channels();
             match channels.get(channel) {
+                // On a cluster also when sent but never confirmed: an SSUBSCRIBE that timed out
+                // may have landed later (and the client subscribes again what it saw
+                // confirmed), and a subscription left behind would make releases believe
+                // someone hears them.
                 Some(entry) if entry.watchers == 0 => channels
                     .remove(channel)
-                    .is_some_and(|entry| entry.subscribed),
+                    .is_some_and(|entry| entry.subscribed || (cluster && entry.maybe)),
                 _ => return,
             }
         };
-        // On a cluster also when never confirmed: an SSUBSCRIBE that timed out may have landed
-        // later (and the client subscribes again what it saw confirmed), and a subscription
-        // left behind would make releases believe someone hears them.
-        let cluster = matches!(self.client, Client::Cluster(_));
-        if let (true, Some(sink)) = (was_subscribed || cluster, self.sink.as_mut()) {
+        if let (true, Some(sink)) = (was_subscribed, self.sink.as_mut()) {
             match tokio::time::timeout(self.connect_timeout, sink.unsubscribe(channel)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::debug!(%error, "redis UNSUBSCRIBE failed"),

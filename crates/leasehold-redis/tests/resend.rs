@@ -1,7 +1,8 @@
 //! An acquire sent twice: the cluster client sends a command again by itself after a dropped
 //! connection, so an acquire that ran may run a second time with the same token. The second
-//! run answers the first one's fence and changes nothing (no ghost lock the caller does not
-//! know it holds, no waiter taken out of the mark twice).
+//! run answers the first one's fence and changes nothing (it writes the fence counter again,
+//! unchanged): no ghost lock the caller does not know it holds, no waiter taken out of the mark
+//! twice.
 
 mod support;
 
