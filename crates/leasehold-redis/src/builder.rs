@@ -323,10 +323,7 @@ impl RedisLockBuilder {
                     .overall_response_timeout(Some(self.response_timeout));
                 let subscriber = subscriber::Source::cluster(subscriber)
                     .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
-                let client = settings
-                    .builder(&infos)?
-                    .build()
-                    .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))?;
+                let client = settings.client(&infos)?;
                 let conn = self
                     .cluster_connection(&client, self.response_timeout, Some(&settings))
                     .await?;
@@ -335,9 +332,7 @@ impl RedisLockBuilder {
                     None => Vec::new(),
                     Some((_, wait)) => {
                         let settings = self.cluster_settings(&infos, wait.saturating_mul(WAITS))?;
-                        let client = settings.builder(&infos)?.build().map_err(|e| {
-                            LockError::invalid_config("redis cluster seeds", e.to_string())
-                        })?;
+                        let client = settings.client(&infos)?;
                         self.cluster_pool(&client, Some(&settings)).await?
                     }
                 };

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use leasehold::LockError;
 use redis::{
-    cluster::ClusterClientBuilder, cluster_async::ClusterConnection, ConnectionAddr,
-    ConnectionInfo, IntoConnectionInfo, Value,
+    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster_async::ClusterConnection,
+    ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value,
 };
 
 use crate::error::{bounded, map, unexpected_reply};
@@ -57,6 +58,13 @@ impl ClientSettings {
             }),
         };
         Ok(builder)
+    }
+
+    /// A cluster client for `infos`, built with [`builder`](Self::builder).
+    pub(crate) fn client(&self, infos: &[ConnectionInfo]) -> Result<ClusterClient, LockError> {
+        self.builder(infos)?
+            .build()
+            .map_err(|e| LockError::invalid_config("redis cluster seeds", e.to_string()))
     }
 
     /// The seed's settings at another node's address.

@@ -187,7 +187,7 @@ async fn from_known_primaries(
         if infos.is_empty() {
             return None;
         }
-        let client = settings.builder(&infos).ok()?.build().ok()?;
+        let client = settings.client(&infos).ok()?;
         if let Ok(Ok(conn)) = tokio::time::timeout(limit, client.get_async_connection()).await {
             return Some(conn);
         }

@@ -29,9 +29,14 @@ impl Lua {
     /// key's slot on a cluster (not every primary: one that is down must not fail the
     /// others' locks).
     pub(crate) async fn load(&self, conn: &mut Conn, key: &str) -> RedisResult<()> {
+        conn.query_at(self.load_cmd(), key).await.map(drop)
+    }
+
+    /// `SCRIPT LOAD` of this script's text.
+    fn load_cmd(&self) -> Cmd {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(self.code);
-        conn.query_at(load, key).await.map(drop)
+        load
     }
 
     /// `SCRIPT LOAD` on every primary of a cluster that `CLUSTER SLOTS` names, at once, each
@@ -47,9 +52,7 @@ impl Lua {
         };
         let named = primaries.into_iter().filter(|(host, _)| !host.is_empty());
         let loads = named.map(|(host, port)| {
-            let mut conn = any.clone();
-            let mut load = redis::cmd("SCRIPT");
-            load.arg("LOAD").arg(self.code);
+            let (mut conn, load) = (any.clone(), self.load_cmd());
             let route = redis::cluster_routing::RoutingInfo::SingleNode(
                 redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host, port },
             );
