@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+pub mod adapters;
 pub mod admin;
 pub mod cases;
 pub mod restart;
+pub mod rw;
+pub mod semaphore;
 mod support;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -123,13 +126,17 @@ where
     C: FnOnce(Arc<dyn DistributedLock>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("building a tokio runtime for a conformance case");
-    runtime.block_on(async {
+    runtime().block_on(async {
         let lock: Arc<dyn DistributedLock> = Arc::new(factory.await);
         case(lock).await;
     });
+}
+
+/// A fresh 2-thread tokio runtime for one case.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime for a conformance case")
 }

@@ -192,6 +192,7 @@ impl DistributedLock for PostgresAdvisoryLock {
 
     /// One statement on the holder's connection, which restarts the server's idle countdown.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(lease, &[leasehold::LeaseKind::Exclusive])?;
         let ttl = ttl::check(ttl)?;
         self.advisory()
             .extend(&self.inner.statements, lease, ttl)
@@ -200,6 +201,7 @@ impl DistributedLock for PostgresAdvisoryLock {
 
     /// Ends the holder's transaction, which frees the lock and hands it to the first waiter.
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(&lease, &[leasehold::LeaseKind::Exclusive])?;
         self.advisory().release(&lease).await
     }
 

@@ -272,6 +272,7 @@ impl DistributedLock for PostgresLock {
 
     /// One `UPDATE`, only while the token holds an unexpired lease.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(lease, &[leasehold::LeaseKind::Exclusive])?;
         if let Some(advisory) = &self.advisory {
             return advisory.extend(lease, ttl).await;
         }
@@ -298,6 +299,7 @@ impl DistributedLock for PostgresLock {
 
     /// One statement: clears the holder (the row and its fence stay) and notifies waiters.
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(&lease, &[leasehold::LeaseKind::Exclusive])?;
         if let Some(advisory) = &self.advisory {
             return advisory.release(lease).await;
         }

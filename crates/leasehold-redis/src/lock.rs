@@ -300,6 +300,7 @@ impl DistributedLock for RedisLock {
 
     /// One `EVALSHA` round trip: compare token, then `PEXPIRE`.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(lease, &[leasehold::LeaseKind::Exclusive])?;
         let ttl = ttl::check(ttl)?;
         let names = self.names(lease.key());
         let sent_at = SentAt::now();
@@ -341,6 +342,7 @@ impl DistributedLock for RedisLock {
 
     /// One `EVALSHA` round trip: compare token, then `DEL` and `PUBLISH` to wake waiters.
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(&lease, &[leasehold::LeaseKind::Exclusive])?;
         self.release_token(&self.names(lease.key()), lease.token())
             .await
     }

@@ -225,6 +225,7 @@ impl DistributedLock for SqliteLock {
     /// validity counts from before the wait, so the holder never believes in more time than
     /// the file gives it.
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(lease, &[leasehold::LeaseKind::Exclusive])?;
         let ttl = ttl::check(ttl)?;
         let sent_at = SentAt::now();
         let changed = self
@@ -242,6 +243,7 @@ impl DistributedLock for SqliteLock {
     }
 
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        leasehold::backend::check_kind(&lease, &[leasehold::LeaseKind::Exclusive])?;
         let changed = self
             .update(
                 &self.inner.statements.release,

@@ -68,6 +68,51 @@ impl fmt::Debug for LeaseToken {
     }
 }
 
+/// Which primitive a [`Lease`] holds, and how.
+///
+/// Each primitive's `extend` and `release` take only its own kinds: a lease handed to another
+/// primitive is refused with [`LockError::InvalidConfig`] naming both kinds, before any
+/// request is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaseKind {
+    /// A mutex, from [`DistributedLock`](crate::DistributedLock).
+    Exclusive,
+    /// The shared side of a [`DistributedRwLock`](crate::DistributedRwLock).
+    Read,
+    /// The exclusive side of a [`DistributedRwLock`](crate::DistributedRwLock).
+    Write,
+    /// One permit of a [`DistributedSemaphore`](crate::DistributedSemaphore).
+    Permit,
+}
+
+impl LeaseKind {
+    /// The kind's name, as errors show it: `"exclusive"`, `"read"`, `"write"`, `"permit"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exclusive => "exclusive",
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Permit => "permit",
+        }
+    }
+
+    /// The primitive whose `extend` and `release` take this kind.
+    fn primitive(self) -> &'static str {
+        match self {
+            Self::Exclusive => "a mutex (DistributedLock)",
+            Self::Read | Self::Write => "a read/write lock (DistributedRwLock)",
+            Self::Permit => "a semaphore (DistributedSemaphore)",
+        }
+    }
+}
+
+impl fmt::Display for LeaseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One acquisition of a lock: who holds it (the token), its fence, and until when the holder may
 /// rely on it.
 ///
@@ -84,6 +129,7 @@ pub struct Lease {
     fence: u64,
     ttl: Duration,
     validity: Validity,
+    kind: LeaseKind,
 }
 
 impl Lease {
@@ -101,7 +147,39 @@ impl Lease {
             fence,
             ttl,
             validity: Validity::new(sent_at, ttl),
+            kind: LeaseKind::Exclusive,
         }
+    }
+
+    /// The same lease, of `kind`.
+    pub(crate) fn of_kind(mut self, kind: LeaseKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// `Ok` if this lease is of one of `accepted` (the kinds of the primitive it was handed
+    /// to); otherwise the [`LockError::InvalidConfig`] that names both kinds.
+    pub(crate) fn check_kind(&self, accepted: &[LeaseKind]) -> Result<(), LockError> {
+        if accepted.contains(&self.kind) {
+            return Ok(());
+        }
+        let wanted = accepted
+            .first()
+            .map_or("another primitive", |k| k.primitive());
+        Err(LockError::invalid_config(
+            format!("lease of {} (kind {})", self.key, self.kind),
+            format!(
+                "this {} lease belongs to {}; it was handed to {}, which takes only {} leases",
+                self.kind,
+                self.kind.primitive(),
+                wanted,
+                accepted
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            ),
+        ))
     }
 
     /// See [`backend::renew`](crate::backend::renew).
@@ -148,6 +226,11 @@ impl Lease {
     /// The locked key.
     pub fn key(&self) -> &LockKey {
         &self.key
+    }
+
+    /// Which primitive this lease holds, and how.
+    pub fn kind(&self) -> LeaseKind {
+        self.kind
     }
 
     /// This acquisition's token.

@@ -13,6 +13,8 @@ mod lease;
 pub mod memory;
 pub mod redact;
 mod release_watch;
+mod rwlock;
+mod semaphore;
 
 mod deprecated;
 pub use deprecated::{ttl, wait};
@@ -37,10 +39,12 @@ pub use crate::{
     capabilities::Capabilities,
     contract::DistributedLock,
     error::{BoxError, FailureKind, InvalidKeyReason, InvalidTtlReason, LockError},
-    guard::{GuardState, LeaseView, LockGuard, LockOptions, Locker},
+    guard::{GuardState, LeaseView, LockGuard, LockOptions, Locker, RwLocker, SemaphoreLocker},
     key::{IntoLockKey, LockKey, MAX_KEY_LEN},
-    lease::{Lease, LeaseToken},
+    lease::{Lease, LeaseKind, LeaseToken},
     release_watch::ReleaseWatch,
+    rwlock::DistributedRwLock,
+    semaphore::DistributedSemaphore,
 };
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::{ttl, SentAt};
 use crate::{
     error::LockError,
     key::LockKey,
-    lease::{Lease, LeaseToken},
+    lease::{Lease, LeaseKind, LeaseToken},
 };
 
 /// One acquisition attempt, made just before its request is sent: the checked ttl, a fresh
@@ -77,6 +77,12 @@ impl Attempt {
     /// The lease this attempt won, with the fence the store handed out.
     pub fn won(self, key: &LockKey, fence: u64) -> Lease {
         Lease::from_parts(key.clone(), self.token, fence, self.ttl, self.sent_at)
+    }
+
+    /// The lease of `kind` this attempt won (a read, a write, a permit), with the fence the
+    /// store handed out.
+    pub fn won_as(self, kind: LeaseKind, key: &LockKey, fence: u64) -> Lease {
+        self.won(key, fence).of_kind(kind)
     }
 
     /// What the store's `reply` means for a waiting acquire: the lease won, or the holder's

@@ -25,12 +25,24 @@ pub use self::{
     attempt::{Attempt, Reply},
     wakers::{WakeHandle, Wakers},
 };
-pub use crate::clock::SentAt;
 use crate::{
     admin::LockStatus,
     key::LockKey,
-    lease::{Lease, LeaseToken},
+    lease::{Lease, LeaseKind, LeaseToken},
 };
+pub use crate::{
+    clock::SentAt,
+    semaphore::{check_max_holders, limit_mismatch},
+};
+
+/// How long a waiting writer's mark holds new readers back once its writer stops refreshing
+/// it (a writer that crashed while waiting): the backends' default. A waiting writer refreshes
+/// its mark at least every [`WRITER_MARK_REFRESH`].
+pub const WRITER_MARK_TTL: Duration = Duration::from_secs(2);
+
+/// The longest a waiting writer goes without refreshing its mark: a third of
+/// [`WRITER_MARK_TTL`], so two refreshes can be late before the mark lapses.
+pub const WRITER_MARK_REFRESH: Duration = Duration::from_millis(660);
 
 /// Builds the lease an acquisition won.
 ///
@@ -46,6 +58,18 @@ pub fn lease(
     sent_at: impl Into<SentAt>,
 ) -> Lease {
     Lease::from_parts(key, token, fence, ttl, sent_at.into())
+}
+
+/// `Ok` if `lease` is of one of the kinds `accepted` by the primitive it was handed to; the
+/// [`LockError::InvalidConfig`](crate::LockError::InvalidConfig) naming both kinds otherwise.
+/// Every backend's `extend` and `release` call it first, so a read lease handed to a mutex (or a
+/// permit to a read/write lock) is refused before any request is sent.
+///
+/// # Errors
+///
+/// As said.
+pub fn check_kind(lease: &Lease, accepted: &[LeaseKind]) -> Result<(), crate::LockError> {
+    lease.check_kind(accepted)
 }
 
 /// Records a successful extend of `lease` to `ttl` by a request sent at `sent_at` (taken

@@ -109,11 +109,33 @@ pub async fn poll_acquire<L: DistributedLock + ?Sized>(
     ttl: Duration,
     wait: Duration,
 ) -> Result<Lease, LockError> {
+    poll(key, wait, || lock.try_acquire(key, ttl)).await
+}
+
+/// The loop of [`poll_acquire`] around any single try (a read, a write, a permit): tries at
+/// once, then after jittered, doubling pauses, and once more at the deadline.
+///
+/// # Errors
+///
+/// As [`poll_acquire`].
+///
+/// # Cancel safety
+///
+/// As `try_once`: nothing is left behind while sleeping.
+pub async fn poll<T, TFut>(
+    key: &LockKey,
+    wait: Duration,
+    mut try_once: T,
+) -> Result<Lease, LockError>
+where
+    T: FnMut() -> TFut,
+    TFut: Future<Output = Result<Option<Lease>, LockError>>,
+{
     let deadline = Deadline::after(wait);
     let mut pause = POLL_FIRST;
     let mut failure = None;
     loop {
-        match lock.try_acquire(key, ttl).await {
+        match try_once().await {
             Ok(Some(lease)) => return Ok(lease),
             Ok(None) => failure = None,
             Err(error) => keep_waiting(error, &mut failure)?,

@@ -13,11 +13,14 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     options::LockOptions,
-    renewal::Renewal,
+    renewal::{Primitive, Renewal},
     view::{GuardState, LeaseView, Status},
     LockGuard,
 };
-use crate::{contract::DistributedLock, error::LockError, key::IntoLockKey, lease::Lease};
+use crate::{
+    contract::DistributedLock, error::LockError, key::IntoLockKey, lease::Lease,
+    release_watch::ReleaseWatch,
+};
 
 /// Auto-renewing locks on top of any backend.
 ///
@@ -222,39 +225,57 @@ impl Locker {
         }
     }
 
-    fn guard(&self, lease: Lease, ttl: std::time::Duration, options: &LockOptions) -> LockGuard {
-        let status = Arc::new(watch::Sender::new(Status {
-            state: GuardState::Held,
-            validity: lease.validity(),
-        }));
-        let view = LeaseView::new(lease.key().clone(), lease.fence(), status);
-        let (stop, stopped) = oneshot::channel();
-        let renewal = Renewal {
-            backend: Arc::clone(&self.backend),
-            // A cap too large to represent is no cap.
-            renew_until: options
-                .max_hold()
-                .and_then(|cap| Instant::now().checked_add(cap)),
-            renew_every: options.renew_every(),
-            watch: options
-                .release_watch()
-                .then(|| self.backend.watch_releases(lease.key()))
-                .flatten(),
+    fn guard(&self, lease: Lease, ttl: Duration, options: &LockOptions) -> LockGuard {
+        let watch = options
+            .release_watch()
+            .then(|| self.backend.watch_releases(lease.key()))
+            .flatten();
+        start_guard(
+            Primitive::Lock(Arc::clone(&self.backend)),
             lease,
-            view: view.clone(),
             ttl,
-        };
-        tokio::spawn(renewal.run(stopped));
-        LockGuard {
-            view,
-            stop: Some(stop),
-        }
+            options,
+            watch,
+        )
+    }
+}
+
+/// Starts the renewal of `lease` (checked `ttl`) through `backend` and hands out its guard.
+pub(crate) fn start_guard(
+    backend: Primitive,
+    lease: Lease,
+    ttl: Duration,
+    options: &LockOptions,
+    watch: Option<Box<dyn ReleaseWatch>>,
+) -> LockGuard {
+    let status = Arc::new(watch::Sender::new(Status {
+        state: GuardState::Held,
+        validity: lease.validity(),
+    }));
+    let view = LeaseView::new(lease.key().clone(), lease.fence(), status);
+    let (stop, stopped) = oneshot::channel();
+    let renewal = Renewal {
+        backend,
+        // A cap too large to represent is no cap.
+        renew_until: options
+            .max_hold()
+            .and_then(|cap| Instant::now().checked_add(cap)),
+        renew_every: options.renew_every(),
+        watch,
+        lease,
+        view: view.clone(),
+        ttl,
+    };
+    tokio::spawn(renewal.run(stopped));
+    LockGuard {
+        view,
+        stop: Some(stop),
     }
 }
 
 /// Runs `body` under `guard` and releases it; `Ok` only if the lease was held when the body
 /// finished (see [`Locker::with_lock`]).
-async fn run_body<F, Fut, T>(guard: LockGuard, body: F) -> Result<T, LockError>
+pub(crate) async fn run_body<F, Fut, T>(guard: LockGuard, body: F) -> Result<T, LockError>
 where
     F: FnOnce(LeaseView) -> Fut,
     Fut: Future<Output = T>,

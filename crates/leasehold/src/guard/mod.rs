@@ -3,6 +3,8 @@
 mod locker;
 mod options;
 mod renewal;
+mod rw_locker;
+mod semaphore_locker;
 mod view;
 
 use std::{
@@ -15,6 +17,8 @@ use tokio::sync::oneshot;
 pub use self::{
     locker::Locker,
     options::LockOptions,
+    rw_locker::RwLocker,
+    semaphore_locker::SemaphoreLocker,
     view::{GuardState, LeaseView},
 };
 use crate::{error::LockError, key::LockKey};

@@ -13,15 +13,42 @@ use tokio::{
 use super::view::{GuardState, LeaseView};
 use crate::{
     backend::wait::jitter, clock::Validity, contract::DistributedLock, error::LockError,
-    lease::Lease, release_watch::ReleaseWatch,
+    lease::Lease, release_watch::ReleaseWatch, rwlock::DistributedRwLock,
+    semaphore::DistributedSemaphore,
 };
+
+/// The primitive a guard's lease belongs to: what its renewal extends and releases through.
+#[derive(Debug, Clone)]
+pub(crate) enum Primitive {
+    Lock(Arc<dyn DistributedLock>),
+    Rw(Arc<dyn DistributedRwLock>),
+    Semaphore(Arc<dyn DistributedSemaphore>),
+}
+
+impl Primitive {
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        match self {
+            Self::Lock(lock) => lock.extend(lease, ttl).await,
+            Self::Rw(lock) => lock.extend(lease, ttl).await,
+            Self::Semaphore(semaphore) => semaphore.extend(lease, ttl).await,
+        }
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        match self {
+            Self::Lock(lock) => lock.release(lease).await,
+            Self::Rw(lock) => lock.release(lease).await,
+            Self::Semaphore(semaphore) => semaphore.release(lease).await,
+        }
+    }
+}
 
 /// A request from [`LockGuard::release`](super::LockGuard::release), answered with the
 /// backend's verdict.
 pub(crate) type ReleaseReply = oneshot::Sender<Result<bool, LockError>>;
 
 pub(crate) struct Renewal {
-    pub(crate) backend: Arc<dyn DistributedLock>,
+    pub(crate) backend: Primitive,
     pub(crate) lease: Lease,
     pub(crate) view: LeaseView,
     pub(crate) ttl: Duration,

@@ -1,6 +1,8 @@
 //! [`MemoryLock`]: the in-process backend for tests and single-process programs.
 
 mod admin;
+mod rw;
+mod semaphore;
 
 use std::{
     collections::HashMap,
@@ -20,7 +22,7 @@ use crate::{
     contract::DistributedLock,
     error::LockError,
     key::LockKey,
-    lease::{Lease, LeaseToken},
+    lease::{Lease, LeaseKind, LeaseToken},
     release_watch::ReleaseWatch,
 };
 
@@ -55,11 +57,17 @@ use crate::{
 #[derive(Debug, Clone, Default)]
 pub struct MemoryLock {
     shared: Arc<Shared>,
+    /// See [`with_writer_mark_ttl`](Self::with_writer_mark_ttl); `None` for the default.
+    writer_mark_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     slots: Mutex<HashMap<LockKey, Slot>>,
+    /// Read/write locks: their own key space.
+    rw: Mutex<HashMap<LockKey, rw::Slot>>,
+    /// Semaphores: their own key space.
+    semaphores: Mutex<HashMap<LockKey, semaphore::Slot>>,
     last_fence: AtomicU64,
 }
 
@@ -106,6 +114,32 @@ impl MemoryLock {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How long the mark of a writer waiting in
+    /// [`acquire_write`](crate::DistributedRwLock::acquire_write) holds new readers back after
+    /// the writer stops refreshing it (it refreshes it several times per mark ttl while it
+    /// waits, and removes it when it stops waiting). Default 2 s, as on the server backends;
+    /// only a writer whose future is leaked (never polled, never dropped) leaves its mark to
+    /// this ttl.
+    #[must_use]
+    pub fn with_writer_mark_ttl(mut self, ttl: Duration) -> Self {
+        self.writer_mark_ttl = Some(ttl);
+        self
+    }
+
+    fn writer_mark_ttl(&self) -> Duration {
+        self.writer_mark_ttl.unwrap_or(backend::WRITER_MARK_TTL)
+    }
+
+    /// The next fence: one counter for every key and primitive, so fences strictly increase
+    /// per key.
+    fn next_fence(&self, key: &LockKey) -> Result<u64, LockError> {
+        self.shared
+            .last_fence
+            .fetch_add(1, Ordering::SeqCst)
+            .checked_add(1)
+            .ok_or_else(|| LockError::FenceOverflow { key: key.clone() })
+    }
+
     fn attempt(&self, key: &LockKey, ttl: Duration) -> Result<Attempt, LockError> {
         let stamp = SentAt::now();
         let sent_at = stamp.instant();
@@ -119,12 +153,7 @@ impl MemoryLock {
                 expires_at: holder.expires_at,
             });
         }
-        let fence = self
-            .shared
-            .last_fence
-            .fetch_add(1, Ordering::SeqCst)
-            .checked_add(1)
-            .ok_or_else(|| LockError::FenceOverflow { key: key.clone() })?;
+        let fence = self.next_fence(key)?;
         let token = LeaseToken::random()?;
         slot.fence = fence;
         slot.holder = Some(Holder {
@@ -179,6 +208,7 @@ impl DistributedLock for MemoryLock {
     }
 
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        backend::check_kind(lease, &[LeaseKind::Exclusive])?;
         let ttl = ttl::check(ttl)?;
         let stamp = SentAt::now();
         let sent_at = stamp.instant();
@@ -205,6 +235,7 @@ impl DistributedLock for MemoryLock {
     }
 
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        backend::check_kind(&lease, &[LeaseKind::Exclusive])?;
         let now = Instant::now();
         let mut slots = self.slots();
         let Some(slot) = slots.get_mut(lease.key()) else {
@@ -229,5 +260,50 @@ impl DistributedLock for MemoryLock {
     fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn ReleaseWatch>> {
         let released = Arc::clone(&self.slots().entry(key.clone()).or_default().released);
         Some(Box::new(admin::Watch::new(released)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DistributedRwLock, DistributedSemaphore};
+
+    #[tokio::test]
+    async fn each_primitive_refuses_the_others_leases_and_keys_are_apart() {
+        let locks = MemoryLock::new();
+        let key = LockKey::new("k").unwrap();
+        let ttl = Duration::from_secs(10);
+        let mutex = DistributedLock::try_acquire(&locks, &key, ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        // The same key as a read/write lock and as a semaphore is free: three resources.
+        let mut read = locks.try_acquire_read(&key, ttl).await.unwrap().unwrap();
+        let permit = DistributedSemaphore::try_acquire(&locks, &key, 1, ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.kind(), LeaseKind::Read);
+        assert_eq!(permit.kind(), LeaseKind::Permit);
+        assert!(mutex.fence() < read.fence() && read.fence() < permit.fence());
+        let refused = DistributedLock::extend(&locks, &mut read, ttl)
+            .await
+            .unwrap_err();
+        let text = refused.to_string();
+        assert!(text.contains("read") && text.contains("mutex"), "{text}");
+        let refused = DistributedLock::release(&locks, permit.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, LockError::InvalidConfig { .. }),
+            "{refused}"
+        );
+        let refused = DistributedSemaphore::release(&locks, mutex.clone())
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("exclusive"), "{refused}");
+        assert!(DistributedLock::release(&locks, mutex).await.unwrap());
+        assert!(DistributedRwLock::release(&locks, read).await.unwrap());
+        assert!(DistributedSemaphore::release(&locks, permit).await.unwrap());
     }
 }
