@@ -1,7 +1,7 @@
 //! Other primitives used as mutexes, so the exclusive suite can run against them: the write
 //! side of a read/write lock, and the last free permit of a semaphore.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use leasehold::{
     async_trait, Capabilities, DistributedLock, DistributedRwLock, DistributedSemaphore, Lease,
@@ -64,7 +64,7 @@ const HELD_BACK_TTL: Duration = Duration::from_secs(600);
 pub struct LastPermit<S> {
     inner: S,
     n: u32,
-    filled: tokio::sync::Mutex<HashSet<LockKey>>,
+    filled: tokio::sync::Mutex<HashMap<LockKey, u32>>,
 }
 
 impl<S: DistributedSemaphore> LastPermit<S> {
@@ -73,17 +73,17 @@ impl<S: DistributedSemaphore> LastPermit<S> {
         Self {
             inner,
             n,
-            filled: tokio::sync::Mutex::new(HashSet::new()),
+            filled: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes `n - 1` permits of `key` the first time it is seen.
+    /// Takes `n - 1` permits of `key` the first time it is seen. Cancel safe: each permit is
+    /// counted as soon as it is taken (one whose attempt is cut off is cleaned up by the
+    /// backend), so a fill dropped halfway goes on where it stopped.
     async fn fill(&self, key: &LockKey) -> Result<(), LockError> {
         let mut filled = self.filled.lock().await;
-        if filled.contains(key) {
-            return Ok(());
-        }
-        for taken in 0..self.n - 1 {
+        let taken = filled.entry(key.clone()).or_insert(0);
+        while *taken < self.n - 1 {
             if self
                 .inner
                 .try_acquire(key, self.n, HELD_BACK_TTL)
@@ -92,12 +92,12 @@ impl<S: DistributedSemaphore> LastPermit<S> {
             {
                 panic!(
                     "[last_permit] permit {} of {} of the fresh key {key} was refused",
-                    taken + 1,
+                    *taken + 1,
                     self.n
                 );
             }
+            *taken += 1;
         }
-        filled.insert(key.clone());
         Ok(())
     }
 }

@@ -7,6 +7,8 @@
 //! | lock (value: token, with PX ttl) | `{ns:E(k)}` |
 //! | fence counter (no ttl) | `{ns:E(k)}:fence` |
 //! | release notifications (pub/sub channel) | `{ns:E(k)}:released` |
+//! | read/write lock: readers, writer, waiting writers, fence, channel | `{ns:E(k)}:rw:readers`, `:rw:writer`, `:rw:writers-waiting`, `:rw:fence`, `:rw:released` |
+//! | semaphore: holders, limit, fence, channel | `{ns:E(k)}:sem:holders`, `:sem:limit`, `:sem:fence`, `:sem:released` |
 //!
 //! `E` percent-encodes `%`, `{` and `}` (as `%25`, `%7B`, `%7D`) and leaves everything else.
 //! So the braces of the name are always the library's: the whole `ns:E(k)` is the Redis Cluster
@@ -96,6 +98,27 @@ impl LockNames {
     /// The release channel's name.
     pub(crate) fn channel(&self) -> String {
         format!("{}:released", self.lock)
+    }
+
+    /// A read/write lock's names: readers, writer, waiting writers' marks, fence counter.
+    pub(crate) fn rw(&self) -> [String; 4] {
+        ["readers", "writer", "writers-waiting", "fence"]
+            .map(|part| format!("{}:rw:{part}", self.lock))
+    }
+
+    /// A read/write lock's release channel.
+    pub(crate) fn rw_channel(&self) -> String {
+        format!("{}:rw:released", self.lock)
+    }
+
+    /// A semaphore's names: holders, limit, fence counter.
+    pub(crate) fn semaphore(&self) -> [String; 3] {
+        ["holders", "limit", "fence"].map(|part| format!("{}:sem:{part}", self.lock))
+    }
+
+    /// A semaphore's release channel.
+    pub(crate) fn semaphore_channel(&self) -> String {
+        format!("{}:sem:released", self.lock)
     }
 
     /// The "wanted" mark's name: set by waiters, so that a release publishes only when someone

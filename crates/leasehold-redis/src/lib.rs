@@ -9,8 +9,11 @@ mod error;
 mod handoffs;
 mod keys;
 mod lock;
+mod primitive;
 mod replicas;
+mod rw;
 mod scripts;
+mod semaphore;
 mod subscriber;
 mod wait;
 

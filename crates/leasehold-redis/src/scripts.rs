@@ -186,3 +186,10 @@ pub(crate) static FORCE_RELEASE: LazyLock<Lua> =
 /// given up: see `scripts/leave.lua`.
 pub(crate) static LEAVE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("../scripts/leave.lua")));
+
+/// Every operation of a read/write lock: see `scripts/rw.lua`.
+pub(crate) static RW: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../scripts/rw.lua")));
+
+/// Every operation of a semaphore: see `scripts/semaphore.lua`.
+pub(crate) static SEMAPHORE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("../scripts/semaphore.lua")));

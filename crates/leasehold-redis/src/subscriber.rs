@@ -242,6 +242,12 @@ impl Subscriber {
         self.watch_as(channel, false)
     }
 
+    /// A waiter's interest in `channel` that every message wakes, not one waiter per message:
+    /// for read/write locks, where one release may let many readers in.
+    pub(crate) fn watch_every(&self, channel: &str) -> Watch {
+        self.watch_as(channel, true)
+    }
+
     /// The same for a holder, whose wake-ups never take a waiter's (see
     /// [`Wakers::register_holder`]).
     pub(crate) fn watch_holder(&self, channel: &str) -> HolderWatch {

@@ -56,6 +56,26 @@ fn core_cases_pass_as_the_least_privilege_user() {
     }
 }
 
+#[test]
+fn read_write_locks_and_semaphores_work_as_the_least_privilege_user() {
+    let server = server_with_users();
+    let url = locker_url(&server);
+    for case in leasehold_conformance::rw::all_cases() {
+        let url = url.clone();
+        leasehold_conformance::rw::run(
+            async move { RedisLock::connect(&url).await.expect("connect as locker") },
+            case.run,
+        );
+    }
+    for case in leasehold_conformance::semaphore::all_cases() {
+        let url = url.clone();
+        leasehold_conformance::semaphore::run(
+            async move { RedisLock::connect(&url).await.expect("connect as locker") },
+            case.run,
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_least_privilege_user_cannot_touch_other_keys_and_skips_the_eviction_check() {
     let server = server_with_users();

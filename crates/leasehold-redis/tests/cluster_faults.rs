@@ -422,6 +422,21 @@ fn core_cases_pass_as_the_least_privilege_cluster_user() {
             case.run,
         );
     }
+    // Read/write locks and semaphores under the same line.
+    for case in leasehold_conformance::rw::all_cases() {
+        let url = url.clone();
+        leasehold_conformance::rw::run(
+            async move { RedisLock::connect(&url).await.expect("connect as locker") },
+            case.run,
+        );
+    }
+    for case in leasehold_conformance::semaphore::all_cases() {
+        let url = url.clone();
+        leasehold_conformance::semaphore::run(
+            async move { RedisLock::connect(&url).await.expect("connect as locker") },
+            case.run,
+        );
+    }
     // Sharded pub/sub under this user: a release wakes a waiter at once (the cases above pass
     // by polling too).
     let runtime = tokio::runtime::Runtime::new().unwrap();
