@@ -169,6 +169,11 @@ impl SqliteLockBuilder {
                 query.execute(&mut *conn).await?;
             }
         }
+        // Read/write locks and semaphores: tables of their own, created by the first binary
+        // that knows them (older ones never read them).
+        for create in &statements.holders.create {
+            sqlx::query(create).execute(&mut *conn).await?;
+        }
         if version < FORMAT {
             sqlx::query(&format!("PRAGMA user_version = {FORMAT}"))
                 .execute(&mut *conn)

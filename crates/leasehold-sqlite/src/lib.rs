@@ -4,7 +4,9 @@ mod admin;
 mod builder;
 mod clock;
 mod error;
+mod holders;
 mod lock;
+mod primitives;
 mod sql;
 
 pub use leasehold;

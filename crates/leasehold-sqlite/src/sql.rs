@@ -45,6 +45,8 @@ pub(crate) struct Statements {
     pub(crate) status: String,
     pub(crate) list: String,
     pub(crate) force_release: String,
+    /// Read/write locks and semaphores.
+    pub(crate) holders: crate::holders::HolderStatements,
 }
 
 /// The columns of a format-2 table. `expires_at` (the old format's wall-clock expiry) stays,
@@ -68,6 +70,7 @@ impl Statements {
         // Live: held by a token, in this boot, not yet expired.
         let live = "token IS NOT NULL AND boot = ?3 AND expires_ms > ?2";
         Self {
+            holders: crate::holders::HolderStatements::new(table),
             // One row per key ever locked; a release keeps the row so its fence never goes back.
             create_table: format!("CREATE TABLE IF NOT EXISTS {t} ({})", columns()),
             // ?1 table name: its columns (none if it does not exist).

@@ -83,7 +83,7 @@ pub async fn semaphore_stress_peak_is_exactly_n(lock: Arc<dyn DistributedSemapho
         let (lock, key) = (Arc::clone(&lock), key.clone());
         let (inside, peak, fences) = (inside.clone(), peak.clone(), fences.clone());
         tasks.push(tokio::spawn(async move {
-            for _ in 0..10 {
+            for _ in 0..8 {
                 let lease = ok(
                     case,
                     "acquire",
@@ -95,7 +95,7 @@ pub async fn semaphore_stress_peak_is_exactly_n(lock: Arc<dyn DistributedSemapho
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(lease.fence());
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
                 inside.fetch_sub(1, Ordering::SeqCst);
                 ok(case, "release", lock.release(lease).await);
             }
