@@ -58,6 +58,9 @@ impl<L: DistributedRwLock> DistributedLock for WriteSide<L> {
 /// How long the permits that [`LastPermit`] holds back are held: longer than any case.
 const HELD_BACK_TTL: Duration = Duration::from_secs(600);
 
+/// How long [`LastPermit`] waits for each permit it holds back.
+const FILL_WAIT: Duration = Duration::from_secs(10);
+
 /// A semaphore of `n` as a mutex: before a key is first used, `n - 1` of its permits are taken
 /// (for 10 minutes) and kept, so only the last one is contested.
 #[derive(Debug)]
@@ -84,18 +87,21 @@ impl<S: DistributedSemaphore> LastPermit<S> {
         let mut filled = self.filled.lock().await;
         let taken = filled.entry(key.clone()).or_insert(0);
         while *taken < self.n - 1 {
-            if self
+            // Waiting, not a single try: a permit whose attempt was cut off just before may
+            // still be held for a moment, until the backend's cleanup gives it back.
+            let filled = self
                 .inner
-                .try_acquire(key, self.n, HELD_BACK_TTL)
-                .await?
-                .is_none()
-            {
+                .acquire(key, self.n, HELD_BACK_TTL, FILL_WAIT)
+                .await;
+            if let Err(LockError::Timeout { .. }) = filled {
                 panic!(
-                    "[last_permit] permit {} of {} of the fresh key {key} was refused",
+                    "[last_permit] permit {} of {} of the fresh key {key} was not granted within \
+                     {FILL_WAIT:?}",
                     *taken + 1,
                     self.n
                 );
             }
+            filled?;
             *taken += 1;
         }
         Ok(())

@@ -368,6 +368,7 @@ impl PostgresLockBuilder {
         let table = Ident::new("table", &self.table)?;
         let channel = Ident::new("channel", &self.channel)?;
         let sequence = Ident::new("fence sequence", &format!("{}_fence", self.table))?;
+        let held = Ident::new("holder table", &format!("{}_held", self.table))?;
         let pool = match self.source {
             None => {
                 return Err(LockError::invalid_config(
@@ -400,6 +401,7 @@ impl PostgresLockBuilder {
         );
         Ok(Inner {
             statements: Statements::new(&schema, &table, &sequence, self.prepared_statements),
+            held: crate::held::HeldStatements::new(&schema, &held),
             table: format!("{}.{}", schema.as_str(), table.as_str()),
             listener: listener(&pool, channel.as_str()),
             pool,
@@ -414,7 +416,7 @@ impl PostgresLockBuilder {
 /// The statements of [`migrate`], one per line.
 pub(crate) fn migration_sql(inner: &Inner) -> String {
     let mut sql = String::new();
-    for statement in inner.statements.migration() {
+    for statement in inner.statements.migration().chain([&inner.held.create]) {
         sql.push_str(statement);
         sql.push_str(";\n");
     }
@@ -430,7 +432,7 @@ pub(crate) async fn migrate(inner: &Inner) -> Result<(), LockError> {
             .bind(MIGRATION_LOCK)
             .execute(&mut *tx)
             .await?;
-        for sql in inner.statements.migration() {
+        for sql in inner.statements.migration().chain([&inner.held.create]) {
             sqlx::query(sql).persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await

@@ -45,6 +45,8 @@ pub struct PostgresLock {
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) statements: Statements,
+    /// Read/write locks and semaphores (`held.rs`).
+    pub(crate) held: crate::held::HeldStatements,
     pub(crate) channel: Ident,
     pub(crate) table: String,
     pub(crate) listener: Option<Listener>,
@@ -66,30 +68,6 @@ impl fmt::Debug for PostgresLock {
             .field("notified_wait", &self.inner.listener.is_some())
             .finish()
     }
-}
-
-/// Runs `$body` (which uses `$exec` as its executor) on the pool, or, behind a transaction
-/// pooler, inside an explicit transaction: sqlx describes an unnamed statement and binds it in
-/// separate round trips, and only a transaction keeps both on one server connection.
-macro_rules! on_pool {
-    ($lock:expr, $exec:ident => $body:expr) => {{
-        let inner = &$lock.inner;
-        if inner.statements.persistent {
-            let $exec = &inner.pool;
-            $body
-        } else {
-            match inner.pool.begin().await {
-                Err(error) => Err(error),
-                Ok(mut tx) => {
-                    let $exec = &mut *tx;
-                    match $body {
-                        Ok(out) => tx.commit().await.map(|()| out),
-                        Err(error) => Err(error),
-                    }
-                }
-            }
-        }
-    }};
 }
 
 impl PostgresLock {

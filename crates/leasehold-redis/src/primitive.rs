@@ -69,7 +69,7 @@ impl RedisLock {
         scripts::run(conn, script, first, eval, self.inner.call_timeout).await
     }
 
-    /// The notified wait of a read/write lock or semaphore on `channel`, after a first
+    /// The notified wait of a read/write lock or semaphore on `channel` (readers: `every`), after a first
     /// `attempt` was refused; every message wakes every waiter when `every` is set, one waiter
     /// otherwise.
     pub(crate) async fn wait_on<A, AFut>(

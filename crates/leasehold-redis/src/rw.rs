@@ -138,9 +138,13 @@ impl RedisLock {
             })
         });
         let outcome = self
-            .wait_on(key, &names.rw_channel(), true, &deadline, || {
-                self.rw_attempt(key, &names, &conn, kind, ttl, mark.as_deref())
-            })
+            .wait_on(
+                key,
+                &names.rw_channel(),
+                kind == LeaseKind::Read,
+                &deadline,
+                || self.rw_attempt(key, &names, &conn, kind, ttl, mark.as_deref()),
+            )
             .await;
         if let (Some(leave), Ok(_)) = (leave, &outcome) {
             // The winning script removed the mark.
