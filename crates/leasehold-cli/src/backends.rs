@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use leasehold::{memory::MemoryLock, DistributedLock, LockAdmin, LockError};
+use leasehold::{
+    memory::MemoryLock, DistributedLock, DistributedRwLock, DistributedSemaphore, LockAdmin,
+    LockError,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +64,9 @@ pub(crate) fn default_url() -> Result<String, LockError> {
 pub(crate) struct Backend {
     pub(crate) lock: Arc<dyn DistributedLock>,
     pub(crate) admin: Option<Arc<dyn LockAdmin>>,
+    /// The same store as a read/write lock and as a semaphore, where the backend has them.
+    pub(crate) rw: Option<Arc<dyn DistributedRwLock>>,
+    pub(crate) semaphore: Option<Arc<dyn DistributedSemaphore>>,
     pub(crate) name: &'static str,
 }
 
@@ -79,6 +85,8 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
             let lock = Arc::new(leasehold_sqlite::SqliteLock::open(path).await?);
             Ok(Backend {
                 admin: Some(lock.clone()),
+                rw: Some(lock.clone()),
+                semaphore: Some(lock.clone()),
                 lock,
                 name: "sqlite",
             })
@@ -87,6 +95,8 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
             let lock = Arc::new(leasehold_redis::RedisLock::connect(url).await?);
             Ok(Backend {
                 admin: Some(lock.clone()),
+                rw: Some(lock.clone()),
+                semaphore: Some(lock.clone()),
                 lock,
                 name: "redis",
             })
@@ -99,12 +109,16 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
                 return Ok(Backend {
                     lock: Arc::new(lock),
                     admin: None,
+                    rw: None,
+                    semaphore: None,
                     name: "postgres (advisory)",
                 });
             }
             let lock = Arc::new(leasehold_postgres::PostgresLock::connect(&url).await?);
             Ok(Backend {
                 admin: Some(lock.clone()),
+                rw: Some(lock.clone()),
+                semaphore: Some(lock.clone()),
                 lock,
                 name: "postgres",
             })
@@ -112,6 +126,8 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
         Some("memory") => Ok(Backend {
             lock: Arc::new(MemoryLock::new()),
             admin: None,
+            rw: Some(Arc::new(MemoryLock::new())),
+            semaphore: Some(Arc::new(MemoryLock::new())),
             name: "memory",
         }),
         _ => Err(LockError::invalid_config(

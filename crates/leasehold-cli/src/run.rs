@@ -2,11 +2,12 @@
 
 use std::{
     process::{ExitCode, ExitStatus, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use clap::Args;
-use leasehold::{LockError, LockOptions, Locker};
+use leasehold::{LockError, LockGuard, LockOptions, Locker, RwLocker, SemaphoreLocker};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
     process::Command,
@@ -31,6 +32,19 @@ pub(crate) struct RunArgs {
     /// 10s, or a third of the ttl if that is less. At most half the ttl.
     #[arg(long, value_parser = parse_duration)]
     grace: Option<Duration>,
+    /// Hold KEY as one of any number of readers of its read/write lock: excludes `--write`
+    /// runs (and waits while one waits), not other readers.
+    #[arg(long, conflicts_with_all = ["write", "max_holders"])]
+    read: bool,
+    /// Hold KEY as the writer of its read/write lock: excludes `--read` and `--write` runs;
+    /// new readers wait while it waits. Without `--read`, `--write` or `--max-holders`, KEY is
+    /// a plain mutex, as before: a separate resource from KEY's read/write lock.
+    #[arg(long, conflicts_with = "max_holders")]
+    write: bool,
+    /// Hold one of N permits of the semaphore KEY: at most N runs at once (every run of KEY
+    /// must give the same N while permits are held).
+    #[arg(long, value_name = "N")]
+    max_holders: Option<u32>,
     /// The lock's key.
     key: String,
     /// The command and its arguments, after `--`.
@@ -64,39 +78,35 @@ pub(crate) async fn run(
         );
         return Ok(ExitCode::from(exit::BAD_INPUT));
     }
-    let locker = Locker::from_arc(backend.lock);
+    let mode = Mode::of(&args);
     let options = LockOptions::default()
         .with_ttl(args.ttl)
         .with_renew_every(renew_every)
         .with_wait(args.wait)
         // A forced release stops the command at once where the backend announces it.
         .with_release_watch(true);
-    let guard = if args.no_wait {
-        match locker.try_lock(args.key.as_str(), options).await? {
-            Some(guard) => guard,
-            None => {
-                note!("leasehold: \"{}\" is held by someone else", args.key);
-                return Ok(ExitCode::from(exit::BUSY));
-            }
-        }
-    } else {
+    if !args.no_wait {
         say(format!(
             "waiting up to {} for \"{}\"",
             humantime::format_duration(args.wait),
             args.key
         ));
-        match locker.lock(args.key.as_str(), options).await {
-            Ok(guard) => guard,
-            Err(LockError::Timeout { waited, .. }) => {
-                note!(
-                    "leasehold: \"{}\" is still held after waiting {:.1}s",
-                    args.key,
-                    waited.as_secs_f64()
-                );
-                return Ok(ExitCode::from(exit::BUSY));
-            }
-            Err(error) => return Err(error),
+    }
+    let guard = match mode.take(&backend, &args.key, options, args.no_wait).await {
+        Ok(Some(guard)) => guard,
+        Ok(None) => {
+            note!("leasehold: \"{}\" is held by someone else", args.key);
+            return Ok(ExitCode::from(exit::BUSY));
         }
+        Err(LockError::Timeout { waited, .. }) => {
+            note!(
+                "leasehold: \"{}\" is still held after waiting {:.1}s",
+                args.key,
+                waited.as_secs_f64()
+            );
+            return Ok(ExitCode::from(exit::BUSY));
+        }
+        Err(error) => return Err(error),
     };
     say(format!(
         "acquired \"{}\" with fence {}",
@@ -448,5 +458,76 @@ fn exit_code_of(status: ExitStatus) -> u8 {
         (Some(code), _) => u8::try_from(code).unwrap_or(1),
         (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
         (None, None) => 1,
+    }
+}
+
+/// What `run` holds KEY as.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Mutex,
+    Read,
+    Write,
+    Permit(u32),
+}
+
+impl Mode {
+    fn of(args: &RunArgs) -> Self {
+        match (args.read, args.write, args.max_holders) {
+            (true, _, _) => Self::Read,
+            (_, true, _) => Self::Write,
+            (_, _, Some(n)) => Self::Permit(n),
+            _ => Self::Mutex,
+        }
+    }
+
+    /// Takes KEY: `Ok(None)` when `no_wait` and it is held.
+    async fn take(
+        self,
+        backend: &Backend,
+        key: &str,
+        options: LockOptions,
+        no_wait: bool,
+    ) -> Result<Option<LockGuard>, LockError> {
+        let unsupported = |what: &'static str| LockError::Unsupported {
+            operation: what,
+            backend: backend.name,
+            reason: "this backend has no read/write locks or semaphores; use the lease-table \
+                     strategy or another backend",
+        };
+        match self {
+            Self::Mutex => {
+                let locker = Locker::from_arc(Arc::clone(&backend.lock));
+                if no_wait {
+                    locker.try_lock(key, options).await
+                } else {
+                    locker.lock(key, options).await.map(Some)
+                }
+            }
+            Self::Read | Self::Write => {
+                let rw = backend
+                    .rw
+                    .clone()
+                    .ok_or_else(|| unsupported("--read and --write"))?;
+                let locker = RwLocker::from(rw);
+                match (self, no_wait) {
+                    (Self::Read, true) => locker.try_read(key, options).await,
+                    (Self::Read, false) => locker.read(key, options).await.map(Some),
+                    (_, true) => locker.try_write(key, options).await,
+                    (_, false) => locker.write(key, options).await.map(Some),
+                }
+            }
+            Self::Permit(n) => {
+                let semaphore = backend
+                    .semaphore
+                    .clone()
+                    .ok_or_else(|| unsupported("--max-holders"))?;
+                let locker = SemaphoreLocker::from(semaphore);
+                if no_wait {
+                    locker.try_permit(key, n, options).await
+                } else {
+                    locker.permit(key, n, options).await.map(Some)
+                }
+            }
+        }
     }
 }

@@ -498,6 +498,150 @@ fn admin_commands_work_on_postgres() {
     });
 }
 
+/// Waits until the command of a spawned run has created `file` (it holds its lock).
+fn wait_for_file(file: &std::path::Path, holder: &mut Child) {
+    let started = Instant::now();
+    while !file.exists() {
+        if let Ok(Some(status)) = holder.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = holder.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            panic!(
+                "the run exited ({status}) before creating {}: {stderr}",
+                file.display()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} was never created",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn read_write_and_semaphore_runs_share_and_exclude_as_asked() {
+    let env = Env::new("primitives");
+    let mut reader = env.spawn(&[
+        "run",
+        "--read",
+        "cache",
+        "--",
+        "sh",
+        "-c",
+        "touch r1; sleep 3",
+    ]);
+    wait_for_file(&env.dir.join("r1"), &mut reader);
+    let second = env.run(&[
+        "run",
+        "--read",
+        "--no-wait",
+        "cache",
+        "--",
+        "echo",
+        "reader 2",
+    ]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert_eq!(text(&second.stdout).trim(), "reader 2");
+    let writer = env.run(&[
+        "run",
+        "--write",
+        "--no-wait",
+        "cache",
+        "--",
+        "echo",
+        "never",
+    ]);
+    assert_eq!(writer.status.code(), Some(75), "{}", text(&writer.stderr));
+    assert!(
+        text(&writer.stdout).is_empty(),
+        "a writer ran beside a reader"
+    );
+    // Without a flag the key is the mutex, as before: another resource.
+    let mutex = env.run(&["run", "--no-wait", "cache", "--", "echo", "mutex"]);
+    assert_eq!(mutex.status.code(), Some(0), "{}", text(&mutex.stderr));
+    let writer = env.run(&[
+        "run", "--write", "--wait", "20s", "cache", "--", "echo", "writer",
+    ]);
+    assert_eq!(writer.status.code(), Some(0), "{}", text(&writer.stderr));
+    assert_eq!(text(&writer.stdout).trim(), "writer");
+    assert!(reader.wait().unwrap().success());
+
+    let script = |file: &str| format!("touch {file}; sleep 3");
+    let (one, two) = (script("p1"), script("p2"));
+    let mut first = env.spawn(&[
+        "run",
+        "--max-holders",
+        "2",
+        "licence",
+        "--",
+        "sh",
+        "-c",
+        &one,
+    ]);
+    let mut second = env.spawn(&[
+        "run",
+        "--max-holders",
+        "2",
+        "licence",
+        "--",
+        "sh",
+        "-c",
+        &two,
+    ]);
+    wait_for_file(&env.dir.join("p1"), &mut first);
+    wait_for_file(&env.dir.join("p2"), &mut second);
+    let third = env.run(&[
+        "run",
+        "--max-holders",
+        "2",
+        "--no-wait",
+        "licence",
+        "--",
+        "echo",
+        "never",
+    ]);
+    assert_eq!(third.status.code(), Some(75), "{}", text(&third.stderr));
+    let other_limit = env.run(&[
+        "run",
+        "--max-holders",
+        "3",
+        "--no-wait",
+        "licence",
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        other_limit.status.code(),
+        Some(64),
+        "{}",
+        text(&other_limit.stderr)
+    );
+    let message = text(&other_limit.stderr);
+    assert!(
+        message.contains("max_holders (3)") && message.contains("limit of 2"),
+        "{message}"
+    );
+    assert!(first.wait().unwrap().success());
+    assert!(second.wait().unwrap().success());
+
+    let zero = env.run(&["run", "--max-holders", "0", "licence", "--", "true"]);
+    assert_eq!(zero.status.code(), Some(64), "{}", text(&zero.stderr));
+    assert!(
+        text(&zero.stderr).contains("max_holders (0)"),
+        "{}",
+        text(&zero.stderr)
+    );
+    let both = env.run(&["run", "--read", "--write", "cache", "--", "true"]);
+    assert_ne!(
+        both.status.code(),
+        Some(0),
+        "--read with --write was accepted"
+    );
+}
+
 #[test]
 fn postgres_strategy_advisory_runs_without_admin_and_unknown_parameters_are_refused() {
     let url = leasehold_testkit::env::postgres_url();
@@ -527,6 +671,13 @@ fn postgres_strategy_advisory_runs_without_admin_and_unknown_parameters_are_refu
         text(&status.stderr).contains("status is not supported by postgres (advisory)"),
         "{}",
         text(&status.stderr)
+    );
+    let read = env.run(&["run", "--read", "cli-advisory/job", "--", "true"]);
+    assert_eq!(read.status.code(), Some(64), "{}", text(&read.stderr));
+    assert!(
+        text(&read.stderr).contains("--read and --write is not supported by postgres (advisory)"),
+        "{}",
+        text(&read.stderr)
     );
     let env = Env::with_url("advisory-bad", format!("{url}{join}sslmod=require"));
     let bad = env.run(&["run", "k", "--", "true"]);
