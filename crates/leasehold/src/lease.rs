@@ -238,7 +238,9 @@ impl Lease {
         self.token
     }
 
-    /// The fencing token: strictly greater than the fence of every earlier holder of this key.
+    /// The fencing token: strictly greater than the fence of every earlier grant of this key
+    /// by the same primitive (for read/write locks and semaphores, every earlier read, write or
+    /// permit).
     ///
     /// Pass it to the resource you protect and have it reject writes carrying a smaller fence
     /// than one it has seen; that is what keeps a paused, stale holder from doing harm.

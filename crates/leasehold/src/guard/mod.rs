@@ -25,8 +25,9 @@ use crate::{error::LockError, key::LockKey};
 
 /// A held lock that renews itself in the background until it is released or dropped.
 ///
-/// Owned and `'static`: move it into tasks freely. Made by [`Locker::lock`] and
-/// [`Locker::try_lock`].
+/// Owned and `'static`: move it into tasks freely. Made by [`Locker`] (a mutex),
+/// [`RwLocker`] (a read or write lease) and [`SemaphoreLocker`] (a permit), which all renew,
+/// report and release it the same way.
 ///
 /// # Release
 ///
