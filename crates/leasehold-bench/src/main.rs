@@ -9,6 +9,7 @@ mod cluster;
 mod contenders;
 mod fenced;
 mod pairs;
+mod primitives;
 mod processes;
 mod pubsub;
 mod report;
@@ -133,7 +134,15 @@ async fn redis_contenders(
         Arc::new(Raw::new(conn.clone())),
         Arc::new(FencedRaw::new(conn.clone())),
         Arc::new(pubsub::RawPubSub::new(url, conn).await?),
-        Arc::new(Leasehold::new(leasehold, "leasehold-redis")),
+        Arc::new(Leasehold::new(leasehold.clone(), "leasehold-redis")),
+        Arc::new(primitives::ReadSide {
+            lock: Arc::new(leasehold.clone()),
+            label: "leasehold-redis read lock",
+        }),
+        Arc::new(primitives::Permit {
+            semaphore: Arc::new(leasehold),
+            label: "leasehold-redis semaphore of 4",
+        }),
         Arc::new(Rslock {
             manager: rslock::LockManager::new(vec![url.to_owned()]),
             label: "default retry: 3 x 200 ms",
@@ -178,7 +187,18 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let contenders: Vec<Arc<dyn Contender>> = vec![
             Arc::new(RawSqlx::same_as(&lease, pool().await?)),
-            Arc::new(Leasehold::new(lease, "leasehold-postgres (lease table)")),
+            Arc::new(Leasehold::new(
+                lease.clone(),
+                "leasehold-postgres (lease table)",
+            )),
+            Arc::new(primitives::ReadSide {
+                lock: Arc::new(lease.clone()),
+                label: "leasehold-postgres read lock",
+            }),
+            Arc::new(primitives::Permit {
+                semaphore: Arc::new(lease),
+                label: "leasehold-postgres semaphore of 4",
+            }),
             Arc::new(Leasehold::new(advisory, "leasehold-postgres (advisory)")),
             Arc::new(RawSqlx::minimal(pool().await?).await),
         ];
