@@ -17,7 +17,7 @@ use leasehold::{
     async_trait,
     backend::{
         self, ttl,
-        wait::{keep_waiting, Deadline, NotifiedWait},
+        wait::{keep_waiting, Deadline, NotifiedWait, TaskReply},
         Attempt, SentAt, WRITER_MARK_TTL,
     },
     Capabilities, DistributedLock, DistributedRwLock, DistributedSemaphore, Lease, LeaseKind,
@@ -342,7 +342,9 @@ impl PostgresLock {
         let (lock, owned) = (self.clone(), key.clone());
         tokio::spawn(async move {
             let bytes = token.to_bytes();
-            let decided = within(lock.inner.request_timeout, async {
+            // Bounded generously: the caller gives up after one request timeout, and the
+            // cleanup below must come after the commit, not race it.
+            let decided = within(lock.inner.request_timeout * 4, async {
                 let mut tx = lock.inner.pool.begin().await?;
                 let answer = lock
                     .decide(&mut tx, space, &owned, ask, &bytes, ttl_ms)
@@ -362,9 +364,32 @@ impl PostgresLock {
                 }
             }
         });
-        let decided = answered.await.map_err(|_| {
-            LockError::transient(crate::error::BACKEND, "the attempt's task ended early")
-        })?;
+        let (lock, owned) = (self.clone(), key.clone());
+        let answered = TaskReply::new(answered, move |decided: Result<Answer, sqlx::Error>| {
+            // Answered, but the caller was gone before it read the answer.
+            let open = matches!(decided, Ok(Answer::Won(_)) | Err(_));
+            if let (true, Ok(runtime)) = (open, tokio::runtime::Handle::try_current()) {
+                drop(runtime.spawn(async move {
+                    let _ = lock.release_row(space, &owned, kind, token).await;
+                }));
+            }
+        });
+        // The caller waits one request timeout; the task finishes its transaction anyway and
+        // cleans up after it if nobody is left to read its answer.
+        let decided = tokio::time::timeout(self.inner.request_timeout, answered.get())
+            .await
+            .map_err(|_| {
+                LockError::transient(
+                    crate::error::BACKEND,
+                    format!(
+                        "no answer from PostgreSQL within the request timeout of {:?}",
+                        self.inner.request_timeout
+                    ),
+                )
+            })?
+            .ok_or_else(|| {
+                LockError::transient(crate::error::BACKEND, "the attempt's task ended early")
+            })?;
         let decided = match decided {
             Err(error) if is_contention(&error) => return Ok(Err(None)),
             Err(error) => {
@@ -618,7 +643,7 @@ impl DistributedSemaphore for PostgresLock {
         max_holders: u32,
         ttl: Duration,
     ) -> Result<Option<Lease>, LockError> {
-        let max_holders = backend::check_max_holders(max_holders)?;
+        let max_holders = check_limit(max_holders)?;
         Ok(self
             .held_attempt(Space::Semaphore, key, Ask::Permit(max_holders), ttl)
             .await?
@@ -632,7 +657,7 @@ impl DistributedSemaphore for PostgresLock {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        let max_holders = backend::check_max_holders(max_holders)?;
+        let max_holders = check_limit(max_holders)?;
         let ttl = ttl::check(ttl)?;
         self.held_wait(Space::Semaphore, key, Ask::Permit(max_holders), ttl, wait)
             .await
@@ -652,4 +677,16 @@ impl DistributedSemaphore for PostgresLock {
     fn capabilities(&self) -> Capabilities {
         DistributedLock::capabilities(self)
     }
+}
+
+/// `max_holders` as the column stores it: 1 to `i32::MAX`.
+fn check_limit(max_holders: u32) -> Result<u32, LockError> {
+    let max_holders = backend::check_max_holders(max_holders)?;
+    if i32::try_from(max_holders).is_err() {
+        return Err(LockError::invalid_config(
+            format!("max_holders ({max_holders})"),
+            format!("PostgreSQL semaphores admit at most {} holders", i32::MAX),
+        ));
+    }
+    Ok(max_holders)
 }

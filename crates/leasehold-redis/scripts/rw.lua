@@ -109,6 +109,9 @@ elseif op == 'extend' then
   end
   return 0
 elseif op == 'release' then
+  -- Pruned first: readers that expired unnoticed must not keep the set from looking empty
+  -- (the waiting writer would miss the last release's message).
+  prune()
   if ARGV[2] == 'read' then
     local ends = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[3]))
     if not ends then

@@ -48,10 +48,10 @@ pub(crate) fn reply(what: &str, reply: &[i64]) -> Result<Reply, LockError> {
             .map(Reply::Won)
             .map_err(|_| unexpected_reply(what, reply)),
         [0, ms] => Ok(Reply::Busy(
+            // 0 ms: it ends now; retry at once rather than after a fallback period.
             u64::try_from(*ms)
                 .ok()
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis),
+                .map(|ms| Duration::from_millis(ms.max(1))),
         )),
         _ => Err(unexpected_reply(what, reply)),
     }

@@ -7,7 +7,7 @@ use leasehold::{
     async_trait,
     backend::{
         self, ttl,
-        wait::{jitter, keep_waiting, Deadline},
+        wait::{jitter, keep_waiting, Deadline, TaskReply},
         Attempt, SentAt, WRITER_MARK_TTL,
     },
     Capabilities, DistributedLock, DistributedRwLock, DistributedSemaphore, Lease, LeaseKind,
@@ -227,7 +227,6 @@ impl SqliteLock {
             Ask::Permit(_) => LeaseKind::Permit,
         };
         let token = attempt.token();
-        let now = self.inner.clock.now_ms()?;
         let ttl_ms = i64::try_from(attempt.ttl_millis()).unwrap_or(i64::MAX);
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (lock, owned) = (self.clone(), key.clone());
@@ -235,6 +234,14 @@ impl SqliteLock {
             let bytes = token.to_bytes();
             let decided = async {
                 let mut tx = lock.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
+                // Read once the write lock is ours: a long busy wait must not leave the rows
+                // (a mark above all) written already expired. The lease's validity counts from
+                // the attempt's stamp, earlier still.
+                let now = lock
+                    .inner
+                    .clock
+                    .now_ms()
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
                 let answer = lock
                     .decide(&mut tx, space, &owned, ask, &bytes, ttl_ms, now)
                     .await?;
@@ -253,7 +260,17 @@ impl SqliteLock {
                 }
             }
         });
-        let decided = answered.await.map_err(|_| {
+        let (lock, owned) = (self.clone(), key.clone());
+        let answered = TaskReply::new(answered, move |decided: Result<Answer, sqlx::Error>| {
+            // Answered, but the caller was gone before it read the answer.
+            let won = matches!(decided, Ok(Answer::Won(_)));
+            if let (true, Ok(runtime)) = (won, tokio::runtime::Handle::try_current()) {
+                drop(runtime.spawn(async move {
+                    let _ = lock.release_row(space, &owned, kind, token).await;
+                }));
+            }
+        });
+        let decided = answered.get().await.ok_or_else(|| {
             LockError::transient(crate::error::BACKEND, "the attempt's task ended early")
         })?;
         match decided.map_err(|error| map(error, Some(key)))? {

@@ -245,6 +245,66 @@ where
     }
 }
 
+/// The answer of an attempt that runs to its end on a task of its own (a transaction that must
+/// not be cut off halfway), for the caller to wait on.
+///
+/// The task sends its outcome on a oneshot channel; if the caller is gone by then, the send
+/// fails and the task cleans up itself. That leaves one gap, which this closes: the send
+/// succeeded but the caller's future was dropped before it read the value (a timeout that
+/// fired in the same instant). Dropped unread, a `TaskReply` closes the channel and hands a
+/// value that did arrive to `lost` (which releases what it won), so exactly one of the two
+/// sides cleans up.
+pub struct TaskReply<T: Send + 'static> {
+    reply: Option<tokio::sync::oneshot::Receiver<T>>,
+    lost: Option<Box<dyn FnOnce(T) + Send>>,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for TaskReply<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskReply")
+            .field("waiting", &self.reply.is_some())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> TaskReply<T> {
+    /// Waits on `reply`; a value left unread goes to `lost`.
+    pub fn new(
+        reply: tokio::sync::oneshot::Receiver<T>,
+        lost: impl FnOnce(T) + Send + 'static,
+    ) -> Self {
+        Self {
+            reply: Some(reply),
+            lost: Some(Box::new(lost)),
+        }
+    }
+
+    /// The task's answer; `None` if the task ended without one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped while waiting, the answer (if the task sends it) is cleaned up: by `lost`, or by
+    /// the task when its send fails.
+    pub async fn get(mut self) -> Option<T> {
+        let reply = self.reply.as_mut()?;
+        let answer = reply.await.ok();
+        self.reply = None;
+        answer
+    }
+}
+
+impl<T: Send + 'static> Drop for TaskReply<T> {
+    fn drop(&mut self) {
+        let Some(mut reply) = self.reply.take() else {
+            return;
+        };
+        reply.close();
+        if let (Ok(answer), Some(lost)) = (reply.try_recv(), self.lost.take()) {
+            lost(answer);
+        }
+    }
+}
+
 /// One attempt of a waiting acquire: the lease, or the holder's remaining time when known.
 pub type Outcome = Result<Lease, Option<Duration>>;
 
