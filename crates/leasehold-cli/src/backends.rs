@@ -104,12 +104,13 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
         Some("postgres" | "postgresql") => {
             let (url, advisory) = postgres_url(url)?;
             if advisory {
-                // No admin side: the advisory strategy keeps no per-key state.
-                let lock = leasehold_postgres::PostgresAdvisoryLock::connect(&url).await?;
+                // No admin side: the advisory strategy keeps no per-key state; no semaphore:
+                // PostgreSQL has no counted advisory lock.
+                let lock = Arc::new(leasehold_postgres::PostgresAdvisoryLock::connect(&url).await?);
                 return Ok(Backend {
-                    lock: Arc::new(lock),
+                    lock: lock.clone(),
                     admin: None,
-                    rw: None,
+                    rw: Some(lock),
                     semaphore: None,
                     name: "postgres (advisory)",
                 });

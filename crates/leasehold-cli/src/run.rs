@@ -491,8 +491,8 @@ impl Mode {
         let unsupported = |what: &'static str| LockError::Unsupported {
             operation: what,
             backend: backend.name,
-            reason: "this backend has no read/write locks or semaphores; use the lease-table \
-                     strategy or another backend",
+            reason: "this backend does not have that primitive (the advisory strategy has no \
+                     semaphores); use the lease-table strategy or another backend",
         };
         match self {
             Self::Mutex => {

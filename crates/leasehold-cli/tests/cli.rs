@@ -673,11 +673,20 @@ fn postgres_strategy_advisory_runs_without_admin_and_unknown_parameters_are_refu
         text(&status.stderr)
     );
     let read = env.run(&["run", "--read", "cli-advisory/job", "--", "true"]);
-    assert_eq!(read.status.code(), Some(64), "{}", text(&read.stderr));
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let permit = env.run(&[
+        "run",
+        "--max-holders",
+        "2",
+        "cli-advisory/job",
+        "--",
+        "true",
+    ]);
+    assert_eq!(permit.status.code(), Some(64), "{}", text(&permit.stderr));
     assert!(
-        text(&read.stderr).contains("--read and --write is not supported by postgres (advisory)"),
+        text(&permit.stderr).contains("--max-holders is not supported by postgres (advisory)"),
         "{}",
-        text(&read.stderr)
+        text(&permit.stderr)
     );
     let env = Env::with_url("advisory-bad", format!("{url}{join}sslmod=require"));
     let bad = env.run(&["run", "k", "--", "true"]);

@@ -33,9 +33,9 @@ use crate::{
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(5);
 /// The longest one statement waits in the server's lock queue; longer waits take several, so a
 /// server that stopped answering is noticed within this plus the request timeout.
-const SERVER_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SERVER_WAIT: Duration = Duration::from_secs(10);
 /// The pause before retrying after a transient failure (jittered down to half).
-const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
 /// The 64-bit advisory key of `key`: the first 8 bytes (big-endian) of
 /// SHA-256("leasehold" NUL namespace NUL key). Two keys that collide only contend with each
@@ -73,10 +73,10 @@ pub(crate) struct Advisory {
     /// Mixed into the default key hash: the lease table's qualified name.
     namespace: String,
     custom: Option<KeyFn>,
-    request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Where fences are drawn: a pool of its own (half the lock pool's size, at least two), so that drawing a
     /// fence never waits for the connections that holders keep.
-    fences: PgPool,
+    pub(crate) fences: PgPool,
 }
 
 impl std::fmt::Debug for Advisory {
@@ -87,12 +87,12 @@ impl std::fmt::Debug for Advisory {
     }
 }
 
-fn millis(duration: Duration) -> String {
+pub(crate) fn millis(duration: Duration) -> String {
     format!("{}ms", ttl::whole_millis(duration).max(1))
 }
 
 /// A server-side timeout that ends no earlier than `duration` from now (rounded up).
-fn millis_at_least(duration: Duration) -> String {
+pub(crate) fn millis_at_least(duration: Duration) -> String {
     format!("{}ms", ttl::whole_millis(duration) + 1)
 }
 
@@ -135,7 +135,22 @@ impl Advisory {
         ttl: Duration,
         tx: &mut Transaction<'static, Postgres>,
     ) -> Result<(u64, SentAt), LockError> {
-        let fence = self.draw_fence(statements, key).await?;
+        let fence = self
+            .draw_fence(statements, &statements.advisory_fence, key)
+            .await?;
+        let touched_at = self.prove(statements, ttl, tx).await?;
+        Ok((fence, touched_at))
+    }
+
+    /// The statement on `tx`, once its fence is drawn, that proves its session (and so its
+    /// lock) outlived the draw and restarts the server's idle countdown: the stamp, taken
+    /// before it, validity counts from.
+    pub(crate) async fn prove(
+        &self,
+        statements: &Statements,
+        ttl: Duration,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<SentAt, LockError> {
         let touched_at = SentAt::now();
         within(
             self.request_timeout,
@@ -153,13 +168,19 @@ impl Advisory {
                 format!("the lock's session ended before its fence was handed out: {e}"),
             )
         })?;
-        Ok((fence, touched_at))
+        Ok(touched_at)
     }
 
-    /// The next fence, by a committed and flushed statement on the fence pool.
-    async fn draw_fence(&self, statements: &Statements, key: &LockKey) -> Result<u64, LockError> {
+    /// The next fence, by `draw` (a committed and flushed statement, `$1` the key) on the fence
+    /// pool.
+    pub(crate) async fn draw_fence(
+        &self,
+        statements: &Statements,
+        draw: &str,
+        key: &LockKey,
+    ) -> Result<u64, LockError> {
         let query = || {
-            sqlx::query_as::<_, (i64, String)>(&statements.advisory_fence)
+            sqlx::query_as::<_, (i64, String)>(draw)
                 .persistent(statements.persistent)
                 .bind(key.as_str())
         };
@@ -184,7 +205,7 @@ impl Advisory {
         fence_of(fence)
     }
 
-    fn key_of(&self, key: &LockKey) -> i64 {
+    pub(crate) fn key_of(&self, key: &LockKey) -> i64 {
         match &self.custom {
             Some(custom) => custom(key),
             None => advisory_key(&self.namespace, key),
@@ -197,7 +218,7 @@ impl Advisory {
 
     /// Drops the transactions of leases that were never released and whose session the server
     /// has ended by now.
-    fn forget_abandoned(&self) {
+    pub(crate) fn forget_abandoned(&self) {
         let now = Instant::now();
         // A slot in use (locked) is not abandoned.
         self.held().retain(|_, slot| {
@@ -206,7 +227,12 @@ impl Advisory {
         });
     }
 
-    fn keep(&self, token: LeaseToken, tx: Transaction<'static, Postgres>, ends: Instant) {
+    pub(crate) fn keep(
+        &self,
+        token: LeaseToken,
+        tx: Transaction<'static, Postgres>,
+        ends: Instant,
+    ) {
         let slot = Arc::new(tokio::sync::Mutex::new(Held { tx, ends }));
         self.held().insert(token, slot);
     }

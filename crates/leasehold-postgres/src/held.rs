@@ -51,6 +51,9 @@ pub(crate) struct HeldStatements {
     fence: String,
     extend: String,
     release: String,
+    /// `PostgresAdvisoryLock`'s read/write fence: the same counter row as the lease table's
+    /// (space `rw`), counted up in a transaction of its own, committed and flushed. $1 key.
+    pub(crate) advisory_rw_fence: String,
 }
 
 impl HeldStatements {
@@ -130,6 +133,12 @@ impl HeldStatements {
                     RETURNING expires_at > clock_timestamp() AS live
                  )
                  SELECT live, pg_notify($5, $6) FROM released"
+            ),
+            advisory_rw_fence: format!(
+                "INSERT INTO {h} AS h (space, key, token, role, expires_at, fence)
+                 VALUES ('rw', $1, '\\x', 'fence', 'infinity', 1)
+                 ON CONFLICT (space, key, token) DO UPDATE SET fence = h.fence + 1
+                 RETURNING fence, set_config('synchronous_commit', 'on', true)"
             ),
         }
     }

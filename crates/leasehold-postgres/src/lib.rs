@@ -28,6 +28,7 @@ macro_rules! on_pool {
 mod admin;
 mod advisory;
 mod advisory_lock;
+mod advisory_rw;
 mod builder;
 mod error;
 mod held;

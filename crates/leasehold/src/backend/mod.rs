@@ -60,6 +60,18 @@ pub fn lease(
     Lease::from_parts(key, token, fence, ttl, sent_at.into())
 }
 
+/// As [`lease`], for a hold of `kind` (a read, a write, a permit).
+pub fn lease_as(
+    kind: LeaseKind,
+    key: LockKey,
+    token: LeaseToken,
+    fence: u64,
+    ttl: Duration,
+    sent_at: impl Into<SentAt>,
+) -> Lease {
+    lease(key, token, fence, ttl, sent_at).of_kind(kind)
+}
+
 /// `Ok` if `lease` is of one of the kinds `accepted` by the primitive it was handed to; the
 /// [`LockError::InvalidConfig`](crate::LockError::InvalidConfig) naming both kinds otherwise.
 /// Every backend's `extend` and `release` call it first, so a read lease handed to a mutex (or a
