@@ -25,7 +25,7 @@ mod watchdog;
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use leasehold::{LockError, LockKey, LockStatus};
+use leasehold::{LeaseKind, LockError, LockKey, LockStatus, Primitive};
 
 use crate::backends::{connect, default_url};
 
@@ -70,7 +70,9 @@ Examples:
   leasehold run --no-wait --ttl 1m backup -- pg_dump -f backup.sql app
   leasehold --url redis://127.0.0.1 run --wait 5m migrate -- ./migrate.sh
   leasehold status nightly-report --json
+  leasehold status --rw cache-rebuild
   leasehold list jobs/
+  leasehold list --semaphore api-
   leasehold release --force nightly-report";
 
 /// Hold a distributed lock while a command runs, on any leasehold backend.
@@ -91,10 +93,12 @@ struct Cli {
 enum Command {
     /// Run COMMAND while holding KEY; exits with the command's exit code.
     Run(run::RunArgs),
-    /// Show whether KEY is held, its fence and the time left.
+    /// Show whether KEY is held, by how many, its fence and the time left.
     Status {
         /// The lock's key.
         key: String,
+        #[command(flatten)]
+        of: Of,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -103,6 +107,8 @@ enum Command {
     List {
         /// Only keys starting with this.
         prefix: Option<String>,
+        #[command(flatten)]
+        of: Of,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -115,6 +121,29 @@ enum Command {
         /// The lock's key.
         key: String,
     },
+}
+
+/// Which of a key's primitives `status` and `list` show (the mutex without a flag).
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Of {
+    /// Show the read/write lock KEY (what `run --read`/`--write` take).
+    #[arg(long, conflicts_with = "semaphore")]
+    rw: bool,
+    /// Show the semaphore KEY (what `run --max-holders N` takes).
+    #[arg(long)]
+    semaphore: bool,
+}
+
+impl Of {
+    fn primitive(self) -> Primitive {
+        if self.rw {
+            Primitive::RwLock
+        } else if self.semaphore {
+            Primitive::Semaphore
+        } else {
+            Primitive::Mutex
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -182,10 +211,10 @@ async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
     let backend = connect(&url).await?;
     match cli.command {
         Command::Run(args) => run::run(backend, args, cli.verbose).await,
-        Command::Status { key, json } => {
+        Command::Status { key, of, json } => {
             let key = LockKey::new(key)?;
             let admin = admin_of(&backend, "status")?;
-            let status = admin.status(&key).await?;
+            let status = admin.status_of(of.primitive(), &key).await?;
             out!(
                 "{}",
                 if json {
@@ -196,9 +225,10 @@ async fn execute(cli: Cli) -> Result<ExitCode, LockError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { prefix, json } => {
+        Command::List { prefix, of, json } => {
             let admin = admin_of(&backend, "list")?;
-            let listed = admin.list(prefix.as_deref().unwrap_or("")).await?;
+            let prefix = prefix.as_deref().unwrap_or("");
+            let listed = admin.list_of(of.primitive(), prefix).await?;
             if json {
                 let all: Vec<_> = listed
                     .iter()
@@ -242,15 +272,25 @@ fn admin_of<'b>(
 }
 
 fn status_line(key: &LockKey, status: &LockStatus) -> String {
-    match (status.remaining, status.last_fence) {
-        (Some(left), fence) => format!(
-            "{key}: held, fence {}, {:.1}s left",
-            fence.unwrap_or(0),
-            left.as_secs_f64()
-        ),
-        (None, Some(fence)) => format!("{key}: free (last fence {fence})"),
-        (None, None) => format!("{key}: free (never locked)"),
-    }
+    let Some(left) = status.remaining else {
+        return match status.last_fence {
+            Some(fence) => format!("{key}: free (last fence {fence})"),
+            None => format!("{key}: free (never locked)"),
+        };
+    };
+    let n = status.holders;
+    let held = match (status.held_as, status.max_holders) {
+        (Some(LeaseKind::Read), _) if n == 1 => "held by 1 reader".to_owned(),
+        (Some(LeaseKind::Read), _) => format!("held by {n} readers"),
+        (Some(LeaseKind::Write), _) => "held by a writer".to_owned(),
+        (Some(LeaseKind::Permit), Some(max)) => format!("{n} of {max} permits held"),
+        _ => "held".to_owned(),
+    };
+    format!(
+        "{key}: {held}, fence {}, {:.1}s left",
+        status.last_fence.unwrap_or(0),
+        left.as_secs_f64()
+    )
 }
 
 fn status_json(key: &LockKey, status: &LockStatus) -> serde_json::Value {
@@ -259,6 +299,9 @@ fn status_json(key: &LockKey, status: &LockStatus) -> serde_json::Value {
         "held": status.is_held(),
         "fence": status.last_fence,
         "remaining_ms": status.remaining.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "holders": status.holders,
+        "held_as": status.held_as.map(LeaseKind::as_str),
+        "max_holders": status.max_holders,
     })
 }
 

@@ -534,6 +534,31 @@ fn read_write_and_semaphore_runs_share_and_exclude_as_asked() {
         "touch r1; sleep 3",
     ]);
     wait_for_file(&env.dir.join("r1"), &mut reader);
+    let read = env.run(&["status", "--rw", "cache"]);
+    assert!(
+        text(&read.stdout).starts_with("cache: held by 1 reader, fence "),
+        "{}{}",
+        text(&read.stdout),
+        text(&read.stderr)
+    );
+    // The key's mutex and semaphore are other resources, never locked.
+    for other in [
+        &["status", "cache"][..],
+        &["status", "--semaphore", "cache"],
+    ] {
+        let out = env.run(other);
+        assert!(
+            text(&out.stdout).contains("never locked"),
+            "{other:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    let both = env.run(&["status", "--rw", "--semaphore", "cache"]);
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "--rw with --semaphore was accepted"
+    );
     let second = env.run(&[
         "run",
         "--read",
@@ -593,6 +618,23 @@ fn read_write_and_semaphore_runs_share_and_exclude_as_asked() {
     ]);
     wait_for_file(&env.dir.join("p1"), &mut first);
     wait_for_file(&env.dir.join("p2"), &mut second);
+    let permits = env.run(&["status", "--semaphore", "--json", "licence"]);
+    let permits: serde_json::Value = serde_json::from_slice(&permits.stdout).unwrap();
+    assert_eq!(
+        (
+            &permits["holders"],
+            &permits["max_holders"],
+            &permits["held_as"]
+        ),
+        (&2.into(), &2.into(), &"permit".into()),
+        "{permits}"
+    );
+    let listed = env.run(&["list", "--semaphore", "lic"]);
+    assert!(
+        text(&listed.stdout).starts_with("licence: 2 of 2 permits held, fence "),
+        "{}",
+        text(&listed.stdout)
+    );
     let third = env.run(&[
         "run",
         "--max-holders",

@@ -25,6 +25,8 @@ enum Flaw {
     ForcedReleaseLeavesHolder,
     /// The status of a released key forgets its fence.
     ReleasedKeysLoseTheirFence,
+    /// The status of a held key counts no holder.
+    HoldersNotCounted,
 }
 
 /// `MemoryLock` with waiters of its own, woken by releases (and, without the flaw, by forced
@@ -117,6 +119,11 @@ impl LockAdmin for Flawed {
         if self.flaw == Flaw::ReleasedKeysLoseTheirFence && !status.is_held() {
             return Ok(leasehold::backend::status(None, None));
         }
+        if self.flaw == Flaw::HoldersNotCounted {
+            let mut uncounted = status;
+            uncounted.holders = 0;
+            return Ok(uncounted);
+        }
         Ok(status)
     }
 
@@ -202,5 +209,13 @@ fn released_keys_that_lose_their_fence_are_caught() {
     assert_caught(
         Flaw::ReleasedKeysLoseTheirFence,
         &["status_of_a_released_key_keeps_its_fence"],
+    );
+}
+
+#[test]
+fn a_status_that_counts_no_holder_is_caught() {
+    assert_caught(
+        Flaw::HoldersNotCounted,
+        &["status_of_a_held_key_shows_its_fence_and_time_left"],
     );
 }

@@ -1,4 +1,4 @@
-//! The read/write and semaphore suites against the in-memory backend.
+//! The read/write, semaphore and their admin suites against the in-memory backend.
 
 mod rw {
     leasehold_conformance::rw_suite!(async { leasehold::memory::MemoryLock::new() });
@@ -6,4 +6,8 @@ mod rw {
 
 mod semaphore {
     leasehold_conformance::semaphore_suite!(async { leasehold::memory::MemoryLock::new() });
+}
+
+mod admin {
+    leasehold_conformance::primitive_admin_suite!(async { leasehold::memory::MemoryLock::new() });
 }

@@ -54,6 +54,12 @@ pub(crate) struct HeldStatements {
     /// `PostgresAdvisoryLock`'s read/write fence: the same counter row as the lease table's
     /// (space `rw`), counted up in a transaction of its own, committed and flushed. $1 key.
     pub(crate) advisory_rw_fence: String,
+    /// Admin, one key: last fence (NULL before the first grant), live holders, whether one
+    /// writes, ms left on the last to end, the stored limit. $1 key, $2 space.
+    pub(crate) status: String,
+    /// Admin: the same, with the key first, for every key starting with $1 ever granted in
+    /// space $2, in byte order.
+    pub(crate) list: String,
 }
 
 impl HeldStatements {
@@ -134,6 +140,13 @@ impl HeldStatements {
                  )
                  SELECT live, pg_notify($5, $6) FROM released"
             ),
+            status: admin_query(&h, "key = $1", ""),
+            list: admin_query(
+                &h,
+                "starts_with(key, $1)",
+                "GROUP BY key HAVING max(fence) FILTER (WHERE role = 'fence') > 0
+                 ORDER BY key COLLATE \"C\"",
+            ),
             advisory_rw_fence: format!(
                 "INSERT INTO {h} AS h (space, key, token, role, expires_at, fence)
                  VALUES ('rw', $1, '\\x', 'fence', 'infinity', 1)
@@ -144,15 +157,32 @@ impl HeldStatements {
     }
 }
 
+/// See [`HeldStatements::status`]: the clock is read once, so every row is judged at the same
+/// instant.
+fn admin_query(h: &str, which: &str, tail: &str) -> String {
+    let live = "role IN ('read', 'write', 'permit') AND expires_at > c.now";
+    let key = if tail.is_empty() { "" } else { "key, " };
+    format!(
+        "WITH c AS (SELECT clock_timestamp() AS now)
+         SELECT {key}nullif(max(fence) FILTER (WHERE role = 'fence'), 0),
+                count(*) FILTER (WHERE {live}),
+                coalesce(bool_or(role = 'write' AND {live}), false),
+                (extract(epoch FROM max(expires_at) FILTER (WHERE {live}) - max(c.now))
+                    * 1000)::bigint,
+                max(max_holders) FILTER (WHERE role = 'permit' AND {live})
+         FROM {h}, c WHERE space = $2 AND {which} {tail}"
+    )
+}
+
 /// The primitive a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Space {
+pub(crate) enum Space {
     Rw,
     Semaphore,
 }
 
 impl Space {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Rw => "rw",
             Self::Semaphore => "sem",

@@ -29,6 +29,14 @@ mod semaphore {
     leasehold_conformance::semaphore_suite!(crate::support::shared_lock());
 }
 
+mod admin {
+    leasehold_conformance::primitive_admin_suite!(crate::support::shared_lock());
+}
+
+mod admin_through_pgbouncer {
+    leasehold_conformance::primitive_admin_suite!(crate::pgbouncer_lock());
+}
+
 mod rw_through_pgbouncer {
     leasehold_conformance::rw_suite!(crate::pgbouncer_lock());
 }

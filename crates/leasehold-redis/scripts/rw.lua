@@ -10,6 +10,8 @@
 -- extend  ARGV kind ('read'|'write'), token, ttl  -> 1 | 0
 -- release ARGV kind, token, channel, publish      -> 1 | 0
 -- leave   ARGV mark, channel, publish             -> 1 | 0
+-- status  (read-only)                             -> {fence | -1, holders, 1 if a writer,
+--                                                     ms left on the last to end | -2}
 --
 -- An acquire whose token holds already was sent twice (a client resend): an error, so the
 -- caller's cleanup releases that token and nothing lingers.
@@ -135,5 +137,17 @@ elseif op == 'leave' then
     return 1
   end
   return 0
+elseif op == 'status' then
+  local fence = tonumber(redis.call('GET', KEYS[4]) or '-1')
+  local writer = redis.call('PTTL', KEYS[2])
+  if writer ~= -2 then
+    return {fence, 1, 1, writer}
+  end
+  local readers = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+  if readers == 0 then
+    return {fence, 0, 0, -2}
+  end
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  return {fence, readers, 0, math.floor(tonumber(last[2])) - now}
 end
 return redis.error_reply('ERR leasehold rw.lua: unknown operation')

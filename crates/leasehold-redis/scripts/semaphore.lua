@@ -6,6 +6,8 @@
 --                                              ends} | {2, stored limit} (another limit)
 -- extend  ARGV token, ttl ms                -> 1 | 0
 -- release ARGV token, channel, publish      -> 1 | 0
+-- status  (read-only)                       -> {fence | -1, holders, ms left on the last to
+--                                              end | -2, stored limit | -1}
 --
 -- The cost grows with the holders (a sorted set), not with the limit. An acquire whose token
 -- holds already was sent twice (a client resend): an error, so the caller's cleanup releases
@@ -74,5 +76,14 @@ elseif op == 'release' then
   redis.call('ZREM', KEYS[1], ARGV[2])
   redis.call(ARGV[4] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[3], '')
   return ends > now and 1 or 0
+elseif op == 'status' then
+  local fence = tonumber(redis.call('GET', KEYS[3]) or '-1')
+  local held = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+  if held == 0 then
+    return {fence, 0, -2, -1}
+  end
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  local limit = tonumber(redis.call('GET', KEYS[2]) or '-1')
+  return {fence, held, math.floor(tonumber(last[2])) - now, limit}
 end
 return redis.error_reply('ERR leasehold semaphore.lua: unknown operation')

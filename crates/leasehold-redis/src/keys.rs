@@ -42,6 +42,13 @@ pub(crate) fn check_namespace(namespace: &str) -> Result<(), LockError> {
     Ok(())
 }
 
+/// The end of a mutex's fence counter's name.
+pub(crate) const FENCE: &str = "}:fence";
+/// The end of a read/write lock's fence counter's name.
+pub(crate) const RW_FENCE: &str = "}:rw:fence";
+/// The end of a semaphore's fence counter's name.
+pub(crate) const SEMAPHORE_FENCE: &str = "}:sem:fence";
+
 /// The Redis names of one lock. Only the lock's name is built up front; the others are
 /// derived when a call needs them (each script needs two of the three).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +64,14 @@ impl LockNames {
     }
 
     /// The `SCAN MATCH` pattern of the fence counters of every key starting with `prefix`.
+    #[cfg(test)]
     pub(crate) fn fence_pattern(namespace: &str, prefix: &str) -> String {
+        Self::counter_pattern(namespace, prefix, FENCE)
+    }
+
+    /// The `SCAN MATCH` pattern of the counters named `...}<suffix>` ([`FENCE`], [`RW_FENCE`],
+    /// [`SEMAPHORE_FENCE`]) of every key starting with `prefix`.
+    pub(crate) fn counter_pattern(namespace: &str, prefix: &str, suffix: &str) -> String {
         let mut pattern = String::new();
         for c in Self::prefix_text(namespace, prefix).chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -65,7 +79,8 @@ impl LockNames {
             }
             pattern.push(c);
         }
-        pattern.push_str("*}:fence");
+        pattern.push('*');
+        pattern.push_str(suffix);
         pattern
     }
 
@@ -81,12 +96,18 @@ impl LockNames {
     }
 
     /// The user key of a fence counter's name, if it is one of this namespace's.
+    #[cfg(test)]
     pub(crate) fn key_of_fence(namespace: &str, name: &str) -> Option<String> {
+        Self::key_of_counter(namespace, name, FENCE)
+    }
+
+    /// The user key of a counter named `...}<suffix>`, if it is one of this namespace's.
+    pub(crate) fn key_of_counter(namespace: &str, name: &str, suffix: &str) -> Option<String> {
         let encoded = name
             .strip_prefix('{')?
             .strip_prefix(namespace)?
             .strip_prefix(':')?
-            .strip_suffix("}:fence")?;
+            .strip_suffix(suffix)?;
         decode(encoded)
     }
 
@@ -259,6 +280,29 @@ mod tests {
             "{ns:a\\*b\\?\\[c\\]\\\\%7B*}:fence"
         );
         assert_eq!(LockNames::fence_pattern("ns", ""), "{ns:*}:fence");
+    }
+
+    #[test]
+    fn each_primitive_lists_by_its_own_counter() {
+        let n = names("a}:fence");
+        let [.., rw_fence] = n.rw();
+        let [.., semaphore_fence] = n.semaphore();
+        for (name, suffix) in [(&rw_fence, RW_FENCE), (&semaphore_fence, SEMAPHORE_FENCE)] {
+            assert_eq!(
+                LockNames::key_of_counter(DEFAULT_NAMESPACE, name, suffix).as_deref(),
+                Some("a}:fence")
+            );
+            // A mutex's listing never finds another primitive's counter, nor the other way.
+            assert_eq!(LockNames::key_of_fence(DEFAULT_NAMESPACE, name), None);
+            assert_eq!(
+                LockNames::key_of_counter(DEFAULT_NAMESPACE, &n.fence(), suffix),
+                None
+            );
+        }
+        assert_eq!(
+            LockNames::counter_pattern("ns", "a", SEMAPHORE_FENCE),
+            "{ns:a*}:sem:fence"
+        );
     }
 
     #[test]

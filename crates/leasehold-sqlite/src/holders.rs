@@ -25,6 +25,12 @@ pub(crate) struct HolderStatements {
     pub(crate) extend: String,
     /// `?5` role, `?6` token: deletes the row; returns whether it was live.
     pub(crate) release: String,
+    /// Admin, one key: its last fence, live holders, whether one writes, ms left on the last
+    /// to end, the stored limit; no row if it was never granted.
+    pub(crate) status: String,
+    /// Admin: the same with the key first, for every key starting with `?2` granted in space
+    /// `?1`, in byte order.
+    pub(crate) list: String,
 }
 
 impl HolderStatements {
@@ -84,6 +90,30 @@ impl HolderStatements {
                  WHERE space = ?1 AND key = ?2 AND role = ?5 AND token = ?6
                  RETURNING {live}"
             ),
+            status: admin_query(&holders, &fences, "f.key = ?2"),
+            list: admin_query(
+                &holders,
+                &fences,
+                "substr(f.key, 1, length(?2)) = ?2 ORDER BY f.key",
+            ),
         }
     }
+}
+
+/// See [`HolderStatements::status`]: one row per fence counter, its holders counted at `?3`.
+fn admin_query(holders: &str, fences: &str, which: &str) -> String {
+    let of = |what: &str, roles: &str| {
+        format!(
+            "(SELECT {what} FROM {holders} h WHERE h.space = f.space AND h.key = f.key
+               AND h.role IN ({roles}) AND h.boot = ?4 AND h.expires_ms > ?3)"
+        )
+    };
+    let held = "'read', 'write', 'permit'";
+    format!(
+        "SELECT f.key, f.fence, {}, {} > 0, {}, {} FROM {fences} f WHERE f.space = ?1 AND {which}",
+        of("count(*)", held),
+        of("count(*)", "'write'"),
+        of("max(h.expires_ms) - ?3", held),
+        of("max(h.max_holders)", "'permit'"),
+    )
 }

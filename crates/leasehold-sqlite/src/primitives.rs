@@ -26,13 +26,13 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// The primitive a holder row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Space {
+pub(crate) enum Space {
     Rw,
     Semaphore,
 }
 
 impl Space {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Rw => "rw",
             Self::Semaphore => "sem",

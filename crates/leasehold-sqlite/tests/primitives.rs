@@ -26,3 +26,7 @@ mod rw {
 mod semaphore {
     leasehold_conformance::semaphore_suite!(crate::fresh());
 }
+
+mod admin {
+    leasehold_conformance::primitive_admin_suite!(crate::fresh());
+}

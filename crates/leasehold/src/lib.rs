@@ -35,7 +35,7 @@ pub use async_trait::async_trait;
 pub struct WorkspaceReadme;
 
 pub use crate::{
-    admin::{LockAdmin, LockStatus},
+    admin::{LockAdmin, LockStatus, Primitive},
     capabilities::Capabilities,
     contract::DistributedLock,
     error::{BoxError, FailureKind, InvalidKeyReason, InvalidTtlReason, LockError},

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leasehold::{Lease, LockKey};
+use leasehold::{Lease, LeaseKind, LockKey};
 
 use super::AdminLock;
 use crate::support::{ok, unique_key};
@@ -50,6 +50,11 @@ pub async fn status_of_a_held_key_shows_its_fence_and_time_left(lock: Arc<dyn Ad
         Some(lease.fence()),
         "[{CASE}] wrong fence for a held key"
     );
+    assert_eq!(
+        (status.holders, status.held_as),
+        (1, Some(LeaseKind::Exclusive)),
+        "[{CASE}] a held mutex shows the wrong holders ({status:?})"
+    );
     let left = status.remaining.unwrap_or_default();
     assert!(
         left > TTL - Duration::from_secs(5) && left <= TTL,
@@ -66,7 +71,10 @@ pub async fn status_of_a_released_key_keeps_its_fence(lock: Arc<dyn AdminLock>) 
     let fence = lease.fence();
     ok(CASE, "release", lock.release(lease).await);
     let status = ok(CASE, "status", lock.status(&key).await);
-    assert!(!status.is_held(), "[{CASE}] a released key shows as held");
+    assert!(
+        !status.is_held() && status.holders == 0 && status.held_as.is_none(),
+        "[{CASE}] a released key shows as held ({status:?})"
+    );
     assert_eq!(
         status.last_fence,
         Some(fence),

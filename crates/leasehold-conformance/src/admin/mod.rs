@@ -10,6 +10,7 @@
 //! claims.
 
 pub mod cases;
+pub mod primitives;
 
 use std::{future::Future, sync::Arc};
 

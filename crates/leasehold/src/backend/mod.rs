@@ -95,3 +95,17 @@ pub fn renew(lease: &mut Lease, ttl: Duration, sent_at: impl Into<SentAt>) {
 pub fn status(last_fence: Option<u64>, remaining: Option<Duration>) -> LockStatus {
     LockStatus::from_parts(last_fence, remaining)
 }
+
+/// The status of a key with several holders (a read/write lock, a semaphore): the last fence,
+/// the number of valid leases, their kind, the time left on the one that ends last and a
+/// semaphore's stored limit. With no holder (or no time left) the key reads as free: holders
+/// 0, no kind, no time left, no limit.
+pub fn holders_status(
+    last_fence: Option<u64>,
+    holders: u32,
+    held_as: LeaseKind,
+    remaining: Option<Duration>,
+    max_holders: Option<u32>,
+) -> LockStatus {
+    LockStatus::of_holders(last_fence, holders, held_as, remaining, max_holders)
+}

@@ -7,7 +7,7 @@ use tokio::sync::{futures::OwnedNotified, Notify};
 
 use super::{MemoryLock, Slot};
 use crate::{
-    admin::{LockAdmin, LockStatus},
+    admin::{LockAdmin, LockStatus, Primitive},
     backend,
     error::LockError,
     key::LockKey,
@@ -51,6 +51,46 @@ impl LockAdmin for MemoryLock {
             slot.released.notify_waiters();
         }
         Ok(held)
+    }
+
+    async fn status_of(
+        &self,
+        primitive: Primitive,
+        key: &LockKey,
+    ) -> Result<LockStatus, LockError> {
+        let now = Instant::now();
+        let status = match primitive {
+            Primitive::RwLock => self.rw_slots().get(key).and_then(|s| s.status(now)),
+            Primitive::Semaphore => self.semaphore_slots().get(key).and_then(|s| s.status(now)),
+            _ => return self.status(key).await,
+        };
+        Ok(status.unwrap_or_else(|| backend::status(None, None)))
+    }
+
+    async fn list_of(
+        &self,
+        primitive: Primitive,
+        prefix: &str,
+    ) -> Result<Vec<(LockKey, LockStatus)>, LockError> {
+        let now = Instant::now();
+        let matching = |key: &LockKey| key.as_str().starts_with(prefix);
+        let mut listed: Vec<_> = match primitive {
+            Primitive::RwLock => self
+                .rw_slots()
+                .iter()
+                .filter(|(key, _)| matching(key))
+                .filter_map(|(key, slot)| Some((key.clone(), slot.status(now)?)))
+                .collect(),
+            Primitive::Semaphore => self
+                .semaphore_slots()
+                .iter()
+                .filter(|(key, _)| matching(key))
+                .filter_map(|(key, slot)| Some((key.clone(), slot.status(now)?)))
+                .collect(),
+            _ => return self.list(prefix).await,
+        };
+        listed.sort_unstable_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
+        Ok(listed)
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::{futures::OwnedNotified, Notify};
 
 use super::MemoryLock;
 use crate::{
+    admin::LockStatus,
     backend::{self, ttl, wait::Deadline, SentAt, WRITER_MARK_REFRESH},
     capabilities::Capabilities,
     contract::DistributedLock,
@@ -27,11 +28,33 @@ pub(super) struct Slot {
     readers: HashMap<LeaseToken, Instant>,
     writer: Option<(LeaseToken, Instant)>,
     marks: HashMap<LeaseToken, Instant>,
+    /// The fence of the last grant, 0 before the first.
+    last_fence: u64,
     /// Woken by every release, every mark that goes and every extend that shortens a lease.
     changed: Arc<Notify>,
 }
 
 impl Slot {
+    /// What [`LockAdmin`](crate::LockAdmin) reports; `None` if never granted.
+    pub(super) fn status(&self, now: Instant) -> Option<LockStatus> {
+        let (held_as, ends): (_, Vec<Instant>) = match self.writer.filter(|(_, e)| now < *e) {
+            Some((_, ends)) => (LeaseKind::Write, vec![ends]),
+            None => (
+                LeaseKind::Read,
+                self.readers
+                    .values()
+                    .copied()
+                    .filter(|e| now < *e)
+                    .collect(),
+            ),
+        };
+        let remaining = ends.iter().max().map(|ends| *ends - now);
+        let holders = u32::try_from(ends.len()).unwrap_or(u32::MAX);
+        (self.last_fence > 0).then(|| {
+            backend::holders_status(Some(self.last_fence), holders, held_as, remaining, None)
+        })
+    }
+
     fn prune(&mut self, now: Instant) {
         self.readers.retain(|_, ends| now < *ends);
         self.marks.retain(|_, ends| now < *ends);
@@ -80,7 +103,7 @@ impl Drop for Mark<'_> {
 }
 
 impl MemoryLock {
-    fn rw_slots(&self) -> MutexGuard<'_, HashMap<LockKey, Slot>> {
+    pub(super) fn rw_slots(&self) -> MutexGuard<'_, HashMap<LockKey, Slot>> {
         // As `slots`: every update is consistent at every point a panic could happen.
         self.shared
             .rw
@@ -108,6 +131,7 @@ impl MemoryLock {
         }
         let fence = self.next_fence(key)?;
         let token = LeaseToken::random()?;
+        slot.last_fence = fence;
         slot.readers.insert(token, now + ttl);
         Ok(Attempt::Won(
             backend::lease(key.clone(), token, fence, ttl, stamp).of_kind(LeaseKind::Read),
@@ -145,6 +169,7 @@ impl MemoryLock {
         if let Some(mark) = mark {
             slot.marks.remove(&mark);
         }
+        slot.last_fence = fence;
         slot.writer = Some((token, now + ttl));
         Ok(Attempt::Won(
             backend::lease(key.clone(), token, fence, ttl, stamp).of_kind(LeaseKind::Write),

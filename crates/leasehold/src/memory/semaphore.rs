@@ -11,6 +11,7 @@ use tokio::sync::{futures::OwnedNotified, Notify};
 
 use super::MemoryLock;
 use crate::{
+    admin::LockStatus,
     backend::{self, ttl, wait::Deadline, SentAt},
     capabilities::Capabilities,
     contract::DistributedLock,
@@ -26,8 +27,28 @@ use crate::{
 pub(super) struct Slot {
     holders: HashMap<LeaseToken, Instant>,
     limit: u32,
+    /// The fence of the last grant, 0 before the first.
+    last_fence: u64,
     /// Woken by every release and every extend that shortens a permit.
     changed: Arc<Notify>,
+}
+
+impl Slot {
+    /// What [`LockAdmin`](crate::LockAdmin) reports; `None` if never granted.
+    pub(super) fn status(&self, now: Instant) -> Option<LockStatus> {
+        let live = self.holders.values().filter(|e| now < **e);
+        let holders = u32::try_from(live.clone().count()).unwrap_or(u32::MAX);
+        let remaining = live.max().map(|ends| *ends - now);
+        (self.last_fence > 0).then(|| {
+            backend::holders_status(
+                Some(self.last_fence),
+                holders,
+                LeaseKind::Permit,
+                remaining,
+                Some(self.limit),
+            )
+        })
+    }
 }
 
 enum Attempt {
@@ -40,7 +61,7 @@ enum Attempt {
 }
 
 impl MemoryLock {
-    fn semaphore_slots(&self) -> MutexGuard<'_, HashMap<LockKey, Slot>> {
+    pub(super) fn semaphore_slots(&self) -> MutexGuard<'_, HashMap<LockKey, Slot>> {
         // As `slots`: every update is consistent at every point a panic could happen.
         self.shared
             .semaphores
@@ -72,6 +93,7 @@ impl MemoryLock {
         let token = LeaseToken::random()?;
         slot.holders.insert(token, now + ttl);
         slot.limit = max_holders;
+        slot.last_fence = fence;
         Ok(Attempt::Won(
             backend::lease(key.clone(), token, fence, ttl, stamp).of_kind(LeaseKind::Permit),
         ))
