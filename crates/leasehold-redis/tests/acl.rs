@@ -154,6 +154,7 @@ async fn debug_output_shows_neither_password_nor_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_side_works_with_the_documented_acl_plus_scan() {
+    use leasehold::{DistributedRwLock, DistributedSemaphore, Primitive};
     let server = PrivateRedis::start(&[]);
     let mut admin = server.admin();
     let mut acl = LOCKER_ACL.to_vec();
@@ -167,15 +168,26 @@ async fn the_admin_side_works_with_the_documented_acl_plus_scan() {
     let url = format!("redis://operator:s3cret-pw@127.0.0.1:{}", server.port);
     let lock = RedisLock::connect(&url).await.unwrap();
     let k = LockKey::new("acl/a").unwrap();
-    let lease = lock
-        .try_acquire(&k, Duration::from_secs(30))
+    let ttl = Duration::from_secs(30);
+    let lease = DistributedLock::try_acquire(&lock, &k, ttl)
         .await
         .unwrap()
         .unwrap();
     assert!(lock.status(&k).await.unwrap().is_held());
     assert_eq!(lock.list("acl/").await.unwrap().len(), 1);
+    let reader = lock.try_acquire_read(&k, ttl).await.unwrap().unwrap();
+    let permit = DistributedSemaphore::try_acquire(&lock, &k, 2, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    for primitive in [Primitive::RwLock, Primitive::Semaphore] {
+        assert_eq!(lock.status_of(primitive, &k).await.unwrap().holders, 1);
+        assert_eq!(lock.list_of(primitive, "acl/").await.unwrap().len(), 1);
+    }
+    assert!(DistributedRwLock::release(&lock, reader).await.unwrap());
+    assert!(DistributedSemaphore::release(&lock, permit).await.unwrap());
     assert!(lock.force_release(&k).await.unwrap());
-    assert!(!lock.release(lease).await.unwrap());
+    assert!(!DistributedLock::release(&lock, lease).await.unwrap());
 }
 
 #[test]
