@@ -41,6 +41,10 @@ for backend in sqlite redis redis-cluster postgres postgres-advisory; do
   checks=$((checks + 1))
 done
 # Every fault kind (one round each) against private servers behind the harness's proxy.
+for backend in sqlite redis redis-cluster postgres postgres-advisory; do
+  target/debug/lockcheck --backend "$backend" --rw --duration 10s --seed 7
+  checks=$((checks + 1))
+done
 for backend in redis postgres postgres-advisory; do
   target/debug/lockcheck --backend "$backend" --faults all --duration 40s --seed 7
   checks=$((checks + 1))
@@ -62,6 +66,10 @@ done
 target/debug/lockcheck --backend redis-cluster --broken extend-blind \
   --faults pause,kill,cluster-conn-kill,primary-kill,primary-pause \
   --keys 1 --ttl 300ms --duration 30s --seed 7
+checks=$((checks + 1))
+target/debug/lockcheck --backend sqlite --rw --broken writes-shared --keys 1 --ttl 300ms --duration 20s --seed 7
+checks=$((checks + 1))
+target/debug/lockcheck --backend sqlite --rw --broken reads-apart --resource unfenced --keys 1 --ttl 300ms --duration 20s --seed 7
 checks=$((checks + 1))
 target/debug/lockcheck --backend redis --broken get-then-set --keys 1 --ttl 300ms --duration 20s --seed 7
 checks=$((checks + 1))

@@ -14,13 +14,14 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     process::{Command, ExitCode},
+    sync::Arc,
     time::Duration,
 };
 
 use clap::Parser;
 use leasehold::LockKey;
 use leasehold_tests::harness::{
-    backend::{connect, Broken},
+    backend::{connect, connect_rw, Broken, WriteSide},
     checker::{check, Context, StoreLoss},
     history::{monotonic_ns, Event},
     nemesis::{self, Workers, DROPS_SESSIONS, LOSES_LOCKS},
@@ -63,9 +64,15 @@ struct Args {
     #[arg(long, default_value = "fenced")]
     resource: String,
     /// A deliberately broken backend, for the negative controls: extend-blind, release-any
-    /// (sqlite), get-then-set, fences-restart-at-1 (redis).
+    /// (sqlite), get-then-set, fences-restart-at-1 (redis); with --rw: writes-shared (a write
+    /// taken as a read), reads-apart (reads taken on another key).
     #[arg(long, default_value = "none")]
     broken: String,
+    /// Read/write mode: the keys are read/write locks; three of four turns read (and check that
+    /// the resource accepts no write while their lease is valid), the others write (and check
+    /// exclusion, fences and lost updates as the mutex workers do).
+    #[arg(long)]
+    rw: bool,
     /// Where histories and the report go (default: a temp dir).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -81,6 +88,7 @@ struct Report {
     keys: u32,
     ttl_ms: u128,
     resource: String,
+    rw: bool,
     faults: HashMap<&'static str, u64>,
     findings: leasehold_tests::harness::checker::Findings,
     /// Keys still held one ttl after every worker stopped (a lock outliving its ttl).
@@ -112,7 +120,7 @@ async fn main() -> ExitCode {
     if Broken::parse(&args.broken).is_none() {
         eprintln!(
             "lockcheck: unknown --broken {:?} (none, extend-blind, release-any, get-then-set, \
-             fences-restart-at-1)",
+             fences-restart-at-1, writes-shared, reads-apart)",
             args.broken
         );
         return ExitCode::from(2);
@@ -180,7 +188,14 @@ async fn main() -> ExitCode {
         }
     };
     // Fails early, with the backend's own message, when it cannot be reached.
-    let checker_lock = match connect(&url, Broken::None).await {
+    let checker_lock = if args.rw {
+        connect_rw(&url, Broken::None)
+            .await
+            .map(|rw| Arc::new(WriteSide(rw)) as Arc<dyn leasehold::DistributedLock>)
+    } else {
+        connect(&url, Broken::None).await
+    };
+    let checker_lock = match checker_lock {
         Ok(lock) => lock,
         Err(error) => {
             eprintln!("lockcheck: cannot reach the backend at {url}: {error}; start the servers with scripts/services.sh");
@@ -193,7 +208,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let (worker_url, keys, ttl_ms) = (url.clone(), args.keys, args.ttl.as_millis());
-    let (seed, broken, dir) = (args.seed, args.broken.clone(), out.clone());
+    let (seed, broken, dir, rw) = (args.seed, args.broken.clone(), out.clone(), args.rw);
     let mut workers = Workers {
         children: Vec::new(),
         deaths: HashMap::new(),
@@ -214,6 +229,7 @@ async fn main() -> ExitCode {
                 .arg(dir.join(format!("history-{worker}-{life}.jsonl")))
                 .arg("--socket")
                 .arg(dir.join("resource.sock"))
+                .args(rw.then_some("--rw"))
                 .spawn()
         }),
     };
@@ -294,6 +310,17 @@ async fn main() -> ExitCode {
     let caught = match args.broken.as_str() {
         "fences-restart-at-1" => findings.fence_violations > 0,
         "get-then-set" => findings.validity_overlaps > 0,
+        // Writers beside writers and readers: both the writers' and the readers' checks see it.
+        "writes-shared" => {
+            findings.validity_overlaps > 0
+                && findings.reads_overlapping_writes > 0
+                && findings.writes_seen_by_readers > 0
+        }
+        // Readers beside writers: the validity check, and (unfenced, where a reader's fence
+        // floor cannot hide it) the readers' own look at the resource.
+        "reads-apart" => {
+            findings.reads_overlapping_writes > 0 && (fenced || findings.writes_seen_by_readers > 0)
+        }
         _ => violations > 0,
     };
     let passed = if real { violations == 0 } else { caught };
@@ -310,6 +337,7 @@ async fn main() -> ExitCode {
         keys: args.keys,
         ttl_ms: args.ttl.as_millis(),
         resource: args.resource.clone(),
+        rw: args.rw,
         faults: by_kind,
         findings,
         keys_stuck,
@@ -400,8 +428,8 @@ fn read_histories(out: &std::path::Path) -> std::io::Result<Vec<Event>> {
 fn print_summary(report: &Report, args: &Args, out: &std::path::Path) {
     let f = &report.findings;
     println!(
-        "lockcheck {} (broken: {}, resource: {}) seed {} {:?} workers {} keys {} ttl {:?}\n  operations {:?}\n  holds {} (expired on arrival {})  faults {:?}",
-        report.backend, report.broken, report.resource, report.seed, args.duration, report.workers,
+        "lockcheck {}{} (broken: {}, resource: {}) seed {} {:?} workers {} keys {} ttl {:?}\n  operations {:?}\n  holds {} (expired on arrival {})  faults {:?}",
+        report.backend, if report.rw { " --rw" } else { "" }, report.broken, report.resource, report.seed, args.duration, report.workers,
         report.keys, args.ttl, f.operations, f.holds, f.expired_on_arrival, report.faults
     );
     println!(
@@ -422,6 +450,14 @@ fn print_summary(report: &Report, args: &Args, out: &std::path::Path) {
         "  waits that missed a free key after the faults {} (longest free gap while waiting {:.0} ms)",
         f.waits_missed_a_free_key, f.longest_free_gap_while_waiting_ms
     );
+    if report.rw {
+        println!(
+            "  rw: read holds {}  reads overlapping writes {}  writes seen by readers {}{}  read/write fence violations {}",
+            f.read_holds, f.reads_overlapping_writes, f.writes_seen_by_readers,
+            if f.fenced { "" } else { " (unfenced: not a violation)" },
+            f.read_fence_violations
+        );
+    }
     println!(
         "  => {}  ({})",
         report.verdict,

@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use leasehold::{async_trait, Capabilities, DistributedLock, Lease, LockAdmin, LockError, LockKey};
+use leasehold::{
+    async_trait, Capabilities, DistributedLock, DistributedRwLock, Lease, LockAdmin, LockError,
+    LockKey,
+};
 
 /// A deliberately broken backend, to prove the checker sees violations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,12 +21,20 @@ pub enum Broken {
     /// Redis only: a correct lock whose fences are a bare `INCR` (see [`super::racy`]), so they
     /// restart at 1 when the store loses its data.
     FencesRestartAtOne,
+    /// `--rw` only: a write is taken as a read, so writers share the key with each other and
+    /// with readers.
+    WritesShared,
+    /// `--rw` only: reads are taken on another key's lock, so readers never meet writers.
+    ReadsApart,
 }
 
 impl Broken {
-    /// Parses `none`, `extend-blind`, `release-any`, `get-then-set`, `fences-restart-at-1`.
+    /// Parses `none`, `extend-blind`, `release-any`, `get-then-set`, `fences-restart-at-1`,
+    /// `writes-shared`, `reads-apart`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
+            "writes-shared" => Some(Self::WritesShared),
+            "reads-apart" => Some(Self::ReadsApart),
             "none" => Some(Self::None),
             "extend-blind" => Some(Self::ExtendBlind),
             "release-any" => Some(Self::ReleaseAny),
@@ -41,6 +52,12 @@ impl Broken {
 ///
 /// When the backend cannot be reached, or the flaw needs what the backend lacks.
 pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLock>, LockError> {
+    if matches!(broken, Broken::WritesShared | Broken::ReadsApart) {
+        return Err(LockError::invalid_config(
+            format!("negative control {broken:?}"),
+            "is a read/write lock's flaw: run with --rw",
+        ));
+    }
     if matches!(broken, Broken::GetThenSet | Broken::FencesRestartAtOne) {
         if !url.starts_with("redis://") {
             return Err(LockError::invalid_config(
@@ -82,7 +99,11 @@ pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLoc
         }
     };
     Ok(match broken {
-        Broken::None | Broken::GetThenSet | Broken::FencesRestartAtOne => lock,
+        Broken::None
+        | Broken::GetThenSet
+        | Broken::FencesRestartAtOne
+        | Broken::WritesShared
+        | Broken::ReadsApart => lock,
         Broken::ExtendBlind => Arc::new(Flawed {
             inner: lock,
             admin: None,
@@ -149,5 +170,151 @@ impl DistributedLock for Flawed {
 
     fn watch_releases(&self, key: &LockKey) -> Option<Box<dyn leasehold::ReleaseWatch>> {
         self.inner.watch_releases(key)
+    }
+}
+
+/// Connects to `url` (as [`connect`]) as a read/write lock, wrapped in `broken`'s flaw (`none`,
+/// `writes-shared`, `reads-apart`).
+///
+/// # Errors
+///
+/// When the backend cannot be reached, or the flaw is not a read/write lock's.
+pub async fn connect_rw(
+    url: &str,
+    broken: Broken,
+) -> Result<Arc<dyn DistributedRwLock>, LockError> {
+    if !matches!(
+        broken,
+        Broken::None | Broken::WritesShared | Broken::ReadsApart
+    ) {
+        return Err(LockError::invalid_config(
+            format!("negative control {broken:?}"),
+            "is a mutex's flaw: run without --rw",
+        ));
+    }
+    let lock: Arc<dyn DistributedRwLock> = match url.split_once("://") {
+        Some(("sqlite", path)) => Arc::new(leasehold_sqlite::SqliteLock::open(path).await?),
+        Some(("redis" | "redis+cluster", _)) => {
+            Arc::new(leasehold_redis::RedisLock::connect(url).await?)
+        }
+        Some(("postgres", _)) => Arc::new(leasehold_postgres::PostgresLock::connect(url).await?),
+        Some(("postgres+advisory", rest)) => Arc::new(
+            leasehold_postgres::PostgresAdvisoryLock::connect(&format!("postgres://{rest}"))
+                .await?,
+        ),
+        _ => {
+            return Err(LockError::invalid_config(
+                format!("harness URL {url:?}"),
+                "unknown scheme",
+            ))
+        }
+    };
+    Ok(match broken {
+        Broken::None => lock,
+        flaw => Arc::new(FlawedRw { inner: lock, flaw }),
+    })
+}
+
+/// The key a `reads-apart` reader really locks.
+fn apart(key: &LockKey) -> LockKey {
+    LockKey::new(format!("{}#apart", key.as_str())).unwrap_or_else(|_| key.clone())
+}
+
+#[derive(Debug)]
+struct FlawedRw {
+    inner: Arc<dyn DistributedRwLock>,
+    flaw: Broken,
+}
+
+#[async_trait]
+impl DistributedRwLock for FlawedRw {
+    async fn try_acquire_read(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LockError> {
+        match self.flaw {
+            Broken::ReadsApart => self.inner.try_acquire_read(&apart(key), ttl).await,
+            _ => self.inner.try_acquire_read(key, ttl).await,
+        }
+    }
+
+    async fn try_acquire_write(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LockError> {
+        match self.flaw {
+            Broken::WritesShared => self.inner.try_acquire_read(key, ttl).await,
+            _ => self.inner.try_acquire_write(key, ttl).await,
+        }
+    }
+
+    async fn acquire_read(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        match self.flaw {
+            Broken::ReadsApart => self.inner.acquire_read(&apart(key), ttl, wait).await,
+            _ => self.inner.acquire_read(key, ttl, wait).await,
+        }
+    }
+
+    async fn acquire_write(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        match self.flaw {
+            Broken::WritesShared => self.inner.acquire_read(key, ttl, wait).await,
+            _ => self.inner.acquire_write(key, ttl, wait).await,
+        }
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        self.inner.extend(lease, ttl).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        self.inner.release(lease).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}
+
+/// The write side of a read/write lock as a mutex, so the writers run the mutex workers' loop.
+#[derive(Debug)]
+pub struct WriteSide(pub Arc<dyn DistributedRwLock>);
+
+#[async_trait]
+impl DistributedLock for WriteSide {
+    async fn try_acquire(&self, key: &LockKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        self.0.try_acquire_write(key, ttl).await
+    }
+
+    async fn acquire(
+        &self,
+        key: &LockKey,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        self.0.acquire_write(key, ttl, wait).await
+    }
+
+    async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
+        self.0.extend(lease, ttl).await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<bool, LockError> {
+        self.0.release(lease).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
     }
 }

@@ -141,6 +141,17 @@ pub struct Findings {
     pub waits_missed_a_free_key: u64,
     /// The longest time a key sat free while someone waited for it, after the faults stopped.
     pub longest_free_gap_while_waiting_ms: f64,
+    /// `--rw`: successful read acquisitions.
+    pub read_holds: u64,
+    /// `--rw`: pairs of a reader and a writer of one key whose validity intervals overlap.
+    pub reads_overlapping_writes: u64,
+    /// `--rw`: readers that saw the resource accept a write while their read lease was valid
+    /// (a violation when fenced: every reader raises the fence floor first, so only a writer
+    /// granted beside it can write).
+    pub writes_seen_by_readers: u64,
+    /// `--rw`: a reader and a writer of one key, one wholly before the other, whose fences do
+    /// not increase in that order.
+    pub read_fence_violations: u64,
 }
 
 /// How long a key may sit free while someone waits for it (notification, retry and a round
@@ -154,7 +165,13 @@ impl Findings {
         self.validity_overlaps
             + self.fence_violations
             + self.waits_missed_a_free_key
-            + if self.fenced { self.lost_updates } else { 0 }
+            + self.reads_overlapping_writes
+            + self.read_fence_violations
+            + if self.fenced {
+                self.lost_updates + self.writes_seen_by_readers
+            } else {
+                0
+            }
     }
 }
 
@@ -191,13 +208,27 @@ pub fn check(
             .push(event);
     }
     let mut holds = Vec::new();
+    let mut read_holds = Vec::new();
     let mut increments: HashMap<String, u64> = HashMap::new();
     for (holder, mut life) in by_life {
         life.sort_by_key(|e| e.start_ns);
         let mut current: Option<Hold> = None;
         let mut valid_until = 0;
+        let mut reading: Option<Hold> = None;
         for event in life {
             match (event.op, event.outcome) {
+                (Op::ReadAcquire, Outcome::Ok) => reading = Some(Hold::granted(event, holder)),
+                (Op::ReadExtend, Outcome::Ok) => {
+                    if let Some(hold) = reading.as_mut() {
+                        hold.end_ns = hold.end_ns.max(event.valid_until_ns);
+                    }
+                }
+                (Op::ReadRelease, _) => {
+                    if let Some(mut hold) = reading.take() {
+                        hold.end_ns = hold.end_ns.min(event.start_ns);
+                        read_holds.push(hold);
+                    }
+                }
                 (Op::Acquire, Outcome::Ok) => {
                     valid_until = event.valid_until_ns;
                     if event.start_ns >= context.quiet_from_ns {
@@ -243,6 +274,7 @@ pub fn check(
             hold.end_ns = valid_until;
             holds.push(hold);
         }
+        read_holds.extend(reading);
     }
     findings.holds = holds.len() as u64;
     findings.workers_granted_after_faults = granted_after_faults.len();
@@ -304,11 +336,24 @@ pub fn check(
     findings.overlaps_after_session_loss = scan(&holds).0.saturating_sub(session_overlaps);
     findings.overlaps_after_store_loss = session_overlaps.saturating_sub(overlaps);
     findings.reacquire_after_kill_ms = Millis::of(reacquire_after_kill(&holds, deaths));
+    findings.read_holds = read_holds.len() as u64;
+    for hold in &mut read_holds {
+        if let Some(death) = deaths.get(&hold.holder) {
+            hold.end_ns = hold.end_ns.min(*death);
+        }
+    }
+    read_holds.retain(|hold| hold.end_ns > hold.start_ns);
+    let reads_cut = cut_by_losses(&read_holds, context);
+    findings.reads_overlapping_writes = cross_overlaps(&reads_cut, &cut);
+    findings.read_fence_violations = cross_fences(&read_holds, &session_cut);
+    findings.writes_seen_by_readers = writes_seen(events, context);
+    // Readers occupy the key too: a writer waiting behind them missed nothing.
+    let occupied: Vec<Hold> = cut.iter().chain(&reads_cut).cloned().collect();
     let quiet_waits = events.iter().filter(|e| {
         e.op == Op::Acquire && e.outcome == Outcome::Fail && e.start_ns >= context.quiet_from_ns
     });
     for wait in quiet_waits {
-        let gap = longest_free_gap(&cut, &wait.key, wait.start_ns, wait.end_ns);
+        let gap = longest_free_gap(&occupied, &wait.key, wait.start_ns, wait.end_ns);
         let gap_ms = gap as f64 / 1e6;
         findings.longest_free_gap_while_waiting_ms =
             findings.longest_free_gap_while_waiting_ms.max(gap_ms);
@@ -322,6 +367,112 @@ pub fn check(
         findings.stale_writes_rejected += rejected;
     }
     findings
+}
+
+impl Hold {
+    /// The hold a successful acquire `event` of `holder` starts (validity as granted).
+    fn granted(event: &Event, holder: (u32, u32)) -> Self {
+        Self {
+            key: event.key.clone(),
+            holder,
+            fence: event.fence,
+            start_ns: event.end_ns,
+            end_ns: event.valid_until_ns,
+            occupied_from_ns: if event.sent_ns == 0 {
+                event.end_ns
+            } else {
+                event.sent_ns.min(event.end_ns)
+            },
+            told_lost_ns: None,
+        }
+    }
+}
+
+/// `holds` ended where a session loss (for backends whose locks live in one) or a store loss
+/// may have ended them, as the writers' holds are cut in [`check`]; the ones left valid.
+fn cut_by_losses(holds: &[Hold], context: &Context) -> Vec<Hold> {
+    let mut cut = holds.to_vec();
+    for hold in &mut cut {
+        if context.lost_with_connection {
+            let lost = context
+                .session_losses
+                .iter()
+                .find(|&&(from, to)| to > hold.start_ns && from < hold.end_ns);
+            if let Some(&(from, _)) = lost {
+                hold.end_ns = from.max(hold.start_ns);
+            }
+        }
+        let lost = context.store_losses.iter().find(|loss| {
+            hold.occupied_from_ns < loss.to_ns
+                && loss.from_ns < hold.end_ns
+                && loss.covers(&hold.key)
+        });
+        if let Some(loss) = lost {
+            hold.end_ns = loss.from_ns.max(hold.start_ns);
+        }
+    }
+    cut.retain(|hold| hold.end_ns > hold.start_ns);
+    cut
+}
+
+/// Pairs of a read hold and a write hold of one key whose validity intervals overlap.
+fn cross_overlaps(reads: &[Hold], writes: &[Hold]) -> u64 {
+    let mut count = 0;
+    for read in reads {
+        count += writes
+            .iter()
+            .filter(|w| {
+                w.key == read.key
+                    && w.holder != read.holder
+                    && w.start_ns < read.end_ns
+                    && read.start_ns < w.end_ns
+            })
+            .count() as u64;
+    }
+    count
+}
+
+/// Pairs of a read hold and a write hold of one key, one ending before the other started,
+/// whose fences are not in that order: one counter per key orders every grant.
+fn cross_fences(reads: &[Hold], writes: &[Hold]) -> u64 {
+    let mut count = 0;
+    for read in reads {
+        count += writes
+            .iter()
+            .filter(|w| {
+                w.key == read.key
+                    && ((read.end_ns <= w.start_ns && read.fence >= w.fence)
+                        || (w.end_ns <= read.start_ns && w.fence >= read.fence))
+            })
+            .count() as u64;
+    }
+    count
+}
+
+/// Readers' checks that saw a write accepted while their lease was still valid when they
+/// looked the last time, outside any window in which a fault may have ended their lease early.
+fn writes_seen(events: &[Event], context: &Context) -> u64 {
+    let faulted = |e: &Event| {
+        let session = context.lost_with_connection
+            && context
+                .session_losses
+                .iter()
+                .any(|&(from, to)| to > e.start_ns && from < e.end_ns);
+        let store = context
+            .store_losses
+            .iter()
+            .any(|loss| loss.to_ns > e.start_ns && loss.from_ns < e.end_ns && loss.covers(&e.key));
+        session || store
+    };
+    events
+        .iter()
+        .filter(|e| {
+            e.op == Op::ReadCheck
+                && e.outcome == Outcome::Fail
+                && e.end_ns < e.valid_until_ns
+                && !faulted(e)
+        })
+        .count() as u64
 }
 
 /// Counts validity overlaps and fence-order violations per key.
@@ -428,6 +579,47 @@ mod tests {
             valid_until_ns,
             sent_ns: 0,
         }
+    }
+
+    #[test]
+    fn readers_beside_readers_and_after_a_writer_are_clean() {
+        let events = vec![
+            event(1, Op::Acquire, 1, 0, 10, 100),
+            event(1, Op::Release, 1, 50, 60, 100),
+            event(2, Op::ReadAcquire, 2, 55, 70, 300),
+            event(3, Op::ReadAcquire, 3, 56, 72, 300),
+            event(2, Op::ReadCheck, 2, 80, 200, 300),
+            event(2, Op::ReadRelease, 2, 210, 220, 300),
+            event(3, Op::ReadRelease, 3, 230, 240, 300),
+            event(1, Op::Acquire, 4, 235, 250, 400),
+        ];
+        let found = check(&events, &HashMap::new(), &fenced());
+        assert_eq!((found.holds, found.read_holds), (2, 2));
+        assert_eq!(found.violations(), 0, "{found:?}");
+    }
+
+    #[test]
+    fn a_writer_beside_a_reader_and_a_write_it_saw_are_found() {
+        let mut seen = event(2, Op::ReadCheck, 2, 80, 200, 300);
+        seen.outcome = Outcome::Fail;
+        // Seen after its lease ended: not the lock's fault.
+        let mut late = event(2, Op::ReadCheck, 2, 80, 400, 300);
+        late.outcome = Outcome::Fail;
+        let events = vec![
+            event(2, Op::ReadAcquire, 2, 55, 70, 300),
+            seen,
+            late,
+            event(2, Op::ReadRelease, 2, 210, 220, 300),
+            // A writer granted inside the read hold, and a fence lower than the reader's that
+            // came after it.
+            event(1, Op::Acquire, 3, 90, 100, 500),
+            event(1, Op::Release, 3, 150, 160, 500),
+            event(4, Op::Acquire, 1, 230, 240, 500),
+        ];
+        let found = check(&events, &HashMap::new(), &fenced());
+        assert_eq!(found.reads_overlapping_writes, 1, "{found:?}");
+        assert_eq!(found.writes_seen_by_readers, 1, "{found:?}");
+        assert_eq!(found.read_fence_violations, 1, "{found:?}");
     }
 
     #[test]

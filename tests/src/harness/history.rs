@@ -35,6 +35,15 @@ pub enum Op {
     Write,
     /// An unfenced read-modify-write (+1) of the resource's counter.
     Increment,
+    /// `--rw`: a waiting read acquire (the writers' ops are the ones above).
+    ReadAcquire,
+    /// `--rw`: an extend of a held read lease.
+    ReadExtend,
+    /// `--rw`: a release of a held read lease.
+    ReadRelease,
+    /// `--rw`: a reader's check over its hold: `ok` when the resource accepted no write between
+    /// its first and last look, `fail` when it did (`start_ns`..`end_ns` spans the two looks).
+    ReadCheck,
 }
 
 /// How an operation ended.

@@ -4,7 +4,9 @@
 //! `W key fence` (a plain fenced write), `R key` (read the counter), `S key value fence` (set the
 //! counter, fenced). Since every holder's first act is a fenced write, a stale holder's `S`
 //! is always rejected, so no increment made under the lock can be lost. In the unfenced mode
-//! `S` ignores the fence, so any overlap of holders shows up as a lost update.
+//! `S` ignores the fence, so any overlap of holders shows up as a lost update. `C key` answers
+//! how many `S` it accepted: a reader that sees it change while its read lease is valid saw a
+//! writer beside it.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -26,6 +28,8 @@ pub struct KeyState {
     pub rejected: u64,
     /// The unfenced counter.
     pub counter: u64,
+    /// `S` writes accepted.
+    pub sets: u64,
 }
 
 /// The resource's state, shared with the server task.
@@ -71,15 +75,18 @@ async fn handle(stream: UnixStream, state: State, fenced: bool) {
                     }
                 }
                 ["R", key] => format!("V {}", state.get(*key).map_or(0, |e| e.counter)),
+                ["C", key] => format!("V {}", state.get(*key).map_or(0, |e| e.sets)),
                 ["S", key, value, fence] => {
                     let fence: u64 = fence.parse().unwrap_or(0);
                     let entry = state.entry((*key).to_owned()).or_default();
                     if !fenced {
                         entry.counter = value.parse().unwrap_or(0);
+                        entry.sets += 1;
                         "OK".to_owned()
                     } else if fence >= entry.highest_fence {
                         entry.highest_fence = fence;
                         entry.counter = value.parse().unwrap_or(0);
+                        entry.sets += 1;
                         "OK".to_owned()
                     } else {
                         entry.rejected += 1;

@@ -11,10 +11,12 @@ use std::{
 };
 
 use clap::Parser;
-use leasehold::{DistributedLock, Lease, LockError, LockKey};
+use std::sync::Arc;
+
+use leasehold::{DistributedLock, DistributedRwLock, Lease, LockError, LockKey};
 
 use super::{
-    backend::{connect, Broken},
+    backend::{connect, connect_rw, Broken, WriteSide},
     history::{instant_ns, monotonic_ns, Event, Op, Outcome},
     resource::Client,
     rng::Rng,
@@ -50,9 +52,14 @@ pub struct WorkerArgs {
     /// The resource's socket.
     #[arg(long)]
     socket: PathBuf,
-    /// A deliberate flaw (none, extend-blind, release-any).
+    /// A deliberate flaw (none, extend-blind, release-any; with --rw: writes-shared,
+    /// reads-apart).
     #[arg(long, default_value = "none")]
     broken: String,
+    /// Read/write mode: three of four turns take a read lease (and check that no write lands
+    /// while it is valid), the others the write side, as the mutex workers do.
+    #[arg(long)]
+    rw: bool,
 }
 
 struct Recorder {
@@ -92,6 +99,7 @@ impl Recorder {
     /// lease's own send stamp (`valid_until` minus the validity the ttl gives).
     fn record_grant(
         &mut self,
+        op: Op,
         key: &LockKey,
         lease: &Lease,
         start_ns: u64,
@@ -110,7 +118,7 @@ impl Recorder {
             worker: self.worker,
             life: self.life,
             key: key.as_str().to_owned(),
-            op: Op::Acquire,
+            op,
             fence: lease.fence(),
             start_ns,
             end_ns: monotonic_ns(),
@@ -143,8 +151,16 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
         eprintln!("lockcheck_worker: unknown --broken {}", args.broken);
         return ExitCode::from(2);
     };
-    let lock = match connect(&args.url, broken).await {
-        Ok(lock) => lock,
+    let connected = if args.rw {
+        connect_rw(&args.url, broken).await.map(|rw| {
+            let writer: Arc<dyn DistributedLock> = Arc::new(WriteSide(Arc::clone(&rw)));
+            (writer, Some(rw))
+        })
+    } else {
+        connect(&args.url, broken).await.map(|lock| (lock, None))
+    };
+    let (lock, rw) = match connected {
+        Ok(connected) => connected,
         Err(error) => {
             eprintln!("lockcheck_worker: {error}");
             return ExitCode::from(1);
@@ -171,6 +187,18 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
     let queues_in_server = args.url.starts_with("postgres+advisory://");
     while monotonic_ns() < args.until_ns {
         let key = LockKey::new(key_name(rng.below(u64::from(args.keys)))).expect("key");
+        if let Some(rw) = rw.as_deref().filter(|_| rng.below(4) != 0) {
+            let mut reader = Reader {
+                lock: rw,
+                resource: &mut resource,
+                recorder: &mut recorder,
+                rng: &mut rng,
+                ttl,
+                queues_in_server,
+            };
+            reader.read_once(&key).await;
+            continue;
+        }
         let start = monotonic_ns();
         let mut lease = match lock.acquire(&key, ttl, ttl * 2).await {
             Ok(lease) => lease,
@@ -184,7 +212,7 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
                 continue;
             }
         };
-        recorder.record_grant(&key, &lease, start, queues_in_server);
+        recorder.record_grant(Op::Acquire, &key, &lease, start, queues_in_server);
 
         let start = monotonic_ns();
         let reply = resource
@@ -247,6 +275,102 @@ pub async fn run(args: WorkerArgs) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// A `--rw` worker's reading turn.
+struct Reader<'a> {
+    lock: &'a dyn DistributedRwLock,
+    resource: &'a mut Client,
+    recorder: &'a mut Recorder,
+    rng: &'a mut Rng,
+    ttl: Duration,
+    queues_in_server: bool,
+}
+
+impl Reader<'_> {
+    /// How many writes the resource has accepted for `key`, if it answers.
+    async fn sets(&mut self, key: &LockKey) -> Option<u64> {
+        let reply = self
+            .resource
+            .call(&format!("C {}", key.as_str()))
+            .await
+            .ok()?;
+        reply.strip_prefix("V ")?.parse().ok()
+    }
+
+    /// Read acquire; a fenced write (which raises the resource's fence floor, so a writer whose
+    /// lease ended before this grant can no longer write); a first look at the writes; a hold
+    /// of 0 to 1.5 ttl, sometimes extending halfway; a second look; release.
+    async fn read_once(&mut self, key: &LockKey) {
+        let ttl = self.ttl;
+        let start = monotonic_ns();
+        let mut lease = match self.lock.acquire_read(key, ttl, ttl * 2).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                let outcome = if matches!(error, LockError::Timeout { .. }) {
+                    Outcome::Fail
+                } else {
+                    Outcome::Unknown
+                };
+                self.recorder
+                    .record(key, Op::ReadAcquire, None, start, outcome);
+                if outcome == Outcome::Unknown {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return;
+            }
+        };
+        self.recorder
+            .record_grant(Op::ReadAcquire, key, &lease, start, self.queues_in_server);
+        let start = monotonic_ns();
+        let floor = self
+            .resource
+            .call(&format!("W {} {}", key.as_str(), lease.fence()))
+            .await;
+        let written = if matches!(floor.as_deref(), Ok("OK")) {
+            Outcome::Ok
+        } else {
+            Outcome::Fail
+        };
+        self.recorder
+            .record(key, Op::Write, Some(&lease), start, written);
+        let looked = monotonic_ns();
+        let first = self.sets(key).await;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let hold = Duration::from_millis(self.rng.below(ttl_ms * 3 / 2));
+        let held_since = Instant::now();
+        if self.rng.below(3) == 0 {
+            tokio::time::sleep(hold / 2).await;
+            let start = monotonic_ns();
+            let extended = self.lock.extend(&mut lease, ttl).await;
+            self.recorder.record(
+                key,
+                Op::ReadExtend,
+                Some(&lease),
+                start,
+                outcome_of(&extended),
+            );
+        }
+        tokio::time::sleep(hold.saturating_sub(held_since.elapsed())).await;
+        let second = self.sets(key).await;
+        let check = match (first, second) {
+            (Some(a), Some(b)) if a == b => Outcome::Ok,
+            (Some(_), Some(_)) => Outcome::Fail,
+            _ => Outcome::Unknown,
+        };
+        self.recorder
+            .record(key, Op::ReadCheck, Some(&lease), looked, check);
+        let start = monotonic_ns();
+        let snapshot = lease.clone();
+        let released = self.lock.release(lease).await;
+        self.recorder.record(
+            key,
+            Op::ReadRelease,
+            Some(&snapshot),
+            start,
+            outcome_of(&released),
+        );
+    }
 }
 
 /// The name of the workers' key number `n` (`lockcheck/0` up).
