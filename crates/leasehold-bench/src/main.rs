@@ -99,6 +99,19 @@ enum Backend {
 /// Pool size for every PostgreSQL contender, so that none has more connections than another.
 const PG_POOL: u32 = 16;
 
+const WRITER_HAND_OFF: &str = "writer hand-off, 8 readers churning, 1 ms holds";
+const SEMAPHORE_CONTENDED: &str = "semaphore of 4, 16 tasks, 1 ms hold";
+/// The mutex scenario the writer hand-off is compared with.
+const MUTEX_HAND_OFF: &str = "8 tasks, one key, 1 ms hold";
+
+/// A backend's read/write locks and semaphores for their own contended scenarios, and the
+/// name of its mutex contender (whose one-key hand-off they are compared with).
+struct Primitives {
+    rws: Vec<(&'static str, Arc<dyn leasehold::DistributedRwLock>)>,
+    semaphores: Vec<(&'static str, Arc<dyn leasehold::DistributedSemaphore>)>,
+    mutex: &'static str,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if let (Some(n), Some(of)) = (args.pairs, args.pairs_of) {
@@ -162,7 +175,14 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let contenders = redis_contenders(&args.redis_url).await?;
         let contenders = only(contenders, args.only.as_deref());
         let procs = Some(args.redis_url.as_str());
-        let report = measure("redis", &Ping(conn.clone()), &contenders, procs, &args).await;
+        let lock = leasehold_redis::RedisLock::connect(&args.redis_url).await?;
+        let primitives = Primitives {
+            rws: vec![("leasehold-redis read/write lock", Arc::new(lock.clone()))],
+            semaphores: vec![("leasehold-redis semaphore", Arc::new(lock))],
+            mutex: "leasehold-redis",
+        };
+        let trip = Ping(conn.clone());
+        let report = measure("redis", &trip, &contenders, procs, Some(&primitives), &args).await;
         write(&report, &args)?;
         remove_fence_counters(conn).await?;
     }
@@ -171,7 +191,7 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cluster::contenders(&args.redis_cluster_url, &args.redis_url).await?;
         let contenders = only(contenders, args.only.as_deref());
         let trip = cluster::ClusterPing(conn);
-        let report = measure("redis-cluster", &trip, &contenders, None, &args).await;
+        let report = measure("redis-cluster", &trip, &contenders, None, None, &args).await;
         write(&report, &args)?;
     }
     if matches!(args.backend, Backend::Postgres | Backend::All) {
@@ -185,6 +205,23 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .pool(pool().await?)
             .build()
             .await?;
+        let primitives = Primitives {
+            rws: vec![
+                (
+                    "leasehold-postgres read/write lock (lease table)",
+                    Arc::new(lease.clone()),
+                ),
+                (
+                    "leasehold-postgres read/write lock (advisory)",
+                    Arc::new(advisory.clone()),
+                ),
+            ],
+            semaphores: vec![(
+                "leasehold-postgres semaphore (lease table)",
+                Arc::new(lease.clone()),
+            )],
+            mutex: "leasehold-postgres (lease table)",
+        };
         let contenders: Vec<Arc<dyn Contender>> = vec![
             Arc::new(RawSqlx::same_as(&lease, pool().await?)),
             Arc::new(Leasehold::new(
@@ -204,7 +241,15 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ];
         let contenders = only(contenders, args.only.as_deref());
         let round_trip = SelectOne(pool().await?);
-        let report = measure("postgres", &round_trip, &contenders, None, &args).await;
+        let report = measure(
+            "postgres",
+            &round_trip,
+            &contenders,
+            None,
+            Some(&primitives),
+            &args,
+        )
+        .await;
         write(&report, &args)?;
     }
     Ok(())
@@ -239,14 +284,24 @@ fn only(contenders: Vec<Arc<dyn Contender>>, filter: Option<&str>) -> Vec<Arc<dy
 }
 
 /// Runs every scenario for every contender, `args.reps` times in rotating order; with
-/// `processes_on` (a Redis URL), the multi-process scenarios too.
+/// `processes_on` (a Redis URL), the multi-process scenarios too; with `primitives`, the
+/// read/write and semaphore scenarios after the contenders in each repetition.
 async fn measure(
     backend: &'static str,
     round_trip: &dyn RoundTrip,
     contenders: &[Arc<dyn Contender>],
     processes_on: Option<&str>,
+    primitives: Option<&Primitives>,
     args: &Args,
 ) -> Report {
+    let mut extra: Vec<(&'static str, &'static str, Vec<Measured>)> = Vec::new();
+    let mut record_extra = |scenario: &'static str, name: &'static str, m: Measured| match extra
+        .iter_mut()
+        .find(|(s, n, _)| *s == scenario && *n == name)
+    {
+        Some((_, _, reps)) => reps.push(m),
+        None => extra.push((scenario, name, vec![m])),
+    };
     let tag = format!("{}", std::process::id());
     let mut trips = Vec::new();
     let mut runs: Vec<(&'static str, usize, Vec<Measured>)> = Vec::new();
@@ -306,8 +361,34 @@ async fn measure(
                 }
             }
         }
+        if let Some(p) = primitives {
+            let only = args.only.as_deref();
+            for (name, rw) in p
+                .rws
+                .iter()
+                .filter(|(n, _)| only.is_none_or(|f| n.contains(f)))
+            {
+                eprintln!("  {name}");
+                let key = format!("bench/{tag}/writer-hand-off/{name}");
+                let m = primitives::writer_hand_off(Arc::clone(rw), &key, 8, args.duration);
+                record_extra(WRITER_HAND_OFF, name, m.await);
+            }
+            let semaphores = p.semaphores.iter();
+            for (name, sem) in semaphores.filter(|(n, _)| only.is_none_or(|f| n.contains(f))) {
+                eprintln!("  {name}");
+                let key = format!("bench/{tag}/semaphore/{name}");
+                let m =
+                    primitives::semaphore_contended(Arc::clone(sem), &key, 16, 4, args.duration);
+                record_extra(SEMAPHORE_CONTENDED, name, m.await);
+            }
+        }
     }
     let trip = median(&trips);
+    let mutex_hand_offs = primitives.and_then(|p| {
+        runs.iter()
+            .find(|(s, i, _)| *s == MUTEX_HAND_OFF && contenders[*i].name() == p.mutex)
+            .map(|(_, _, reps)| reps.clone())
+    });
     let mut rows = Vec::new();
     for (scenario, index, reps) in &runs {
         let median = median(reps);
@@ -343,6 +424,23 @@ async fn measure(
             hand_off_to_floor,
             to_fenced: fenced,
             reps: reps.clone(),
+        });
+    }
+    for (scenario, name, reps) in extra {
+        let median = median(&reps);
+        rows.push(Row {
+            scenario,
+            contender: name.to_owned(),
+            median,
+            ratio: None,
+            hand_off_in_rtts: Some(median.p50_us / trip.p50_us),
+            // The writer's hand-off against the same backend's mutex hand-off, per repetition.
+            hand_off_to_floor: mutex_hand_offs
+                .as_ref()
+                .filter(|_| scenario == WRITER_HAND_OFF)
+                .map(|mutex| median_ratio(&reps, mutex, |m| m.p50_us)),
+            to_fenced: None,
+            reps,
         });
     }
     Report {
