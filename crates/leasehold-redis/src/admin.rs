@@ -250,7 +250,7 @@ impl LockAdmin for RedisLock {
     }
 
     /// `SCAN` over the primitive's fence counters, then one script call per key, at most
-    /// [`BATCH`] of them at once.
+    /// 500 of them at once.
     async fn list_of(
         &self,
         primitive: Primitive,
