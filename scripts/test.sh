@@ -40,11 +40,12 @@ for backend in sqlite redis redis-cluster postgres postgres-advisory; do
   target/debug/lockcheck --backend "$backend" --duration 10s --seed 7
   checks=$((checks + 1))
 done
-# Every fault kind (one round each) against private servers behind the harness's proxy.
+# The same with read/write locks (readers and writers, worker faults).
 for backend in sqlite redis redis-cluster postgres postgres-advisory; do
   target/debug/lockcheck --backend "$backend" --rw --duration 10s --seed 7
   checks=$((checks + 1))
 done
+# Every fault kind (one round each) against private servers behind the harness's proxy.
 for backend in redis postgres postgres-advisory; do
   target/debug/lockcheck --backend "$backend" --faults all --duration 40s --seed 7
   checks=$((checks + 1))
