@@ -5,6 +5,8 @@
 #   LEASEHOLD_POSTGRES_URL  (default postgres://postgres@127.0.0.1:5432/postgres)
 #   LEASEHOLD_PGBOUNCER_URL (default postgres://postgres@127.0.0.1:6432/postgres: PgBouncer in
 #                            transaction pooling in front of that PostgreSQL)
+#   LEASEHOLD_ETCD_URL      (default etcd://127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793: a
+#                            3-member etcd cluster, heartbeat 50 ms, election timeout 500 ms)
 # A server that already answers at the URL is used as it is. Otherwise the script installs the
 # Debian package if the binary is missing (apt-get, as root) and starts a private server under
 # $LEASEHOLD_SERVICES_DIR (default /tmp/leasehold-services). Idempotent: a second run finds the
@@ -187,6 +189,36 @@ INI
   bouncer_answers || { log "PgBouncer did not start: see $bdir/pgbouncer.log"; exit 1; }
 fi
 
+# ---- etcd: a 3-member cluster from Debian's etcd-server, and protoc for etcd-client's build ----
+# Short timings (heartbeat 50 ms, election timeout 500 ms) give a 1 s minimum lease, so the
+# conformance suite's expiry cases stay short.
+command -v protoc >/dev/null 2>&1 && [ -e /usr/include/google/protobuf/descriptor.proto ] ||
+  apt_install protobuf-compiler libprotobuf-dev
+etcd_url="${LEASEHOLD_ETCD_URL:-etcd://127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793}"
+etcd_endpoints=${etcd_url#*://}
+etcd_answers() {
+  command -v etcdctl >/dev/null 2>&1 &&
+    ETCDCTL_API=3 etcdctl --endpoints="$etcd_endpoints" --command-timeout=2s endpoint health >/dev/null 2>&1
+}
+if ! etcd_answers; then
+  command -v etcd >/dev/null 2>&1 || apt_install etcd-server etcd-client
+  edir="$services_dir/etcd"
+  rm -rf "$edir"; mkdir -p "$edir"
+  log "starting a 3-member etcd cluster on 127.0.0.1:23791-23793 (peers 23801-23803)"
+  initial="n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803"
+  for i in 1 2 3; do
+    setsid etcd --name "n$i" --data-dir "$edir/n$i" \
+      --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+      --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+      --initial-cluster-token leasehold-services --initial-cluster "$initial" --initial-cluster-state new \
+      --heartbeat-interval 50 --election-timeout 500 --logger zap --log-outputs "$edir/n$i.log" \
+      </dev/null >/dev/null 2>&1 &
+    echo $! >"$edir/n$i.pid"
+  done
+  for _ in $(seq 300); do etcd_answers && break; sleep 0.1; done
+  etcd_answers || { log "the etcd cluster did not become healthy in 30 s: see $edir/n*.log"; exit 1; }
+fi
+
 # Tools the tests use besides the servers: openssl (certificates for the TLS tests), pgrep
 # (lockcheck pauses a private PostgreSQL cluster's processes), faketime (SQLite and PostgreSQL
 # under a stepped wall clock).
@@ -198,4 +230,6 @@ export LEASEHOLD_PGBOUNCER_URL="$bouncer_url"
 export LEASEHOLD_REDIS_URL="$redis_url"
 export LEASEHOLD_REDIS_CLUSTER_URL="$cluster_url"
 export LEASEHOLD_POSTGRES_URL="$pg_url"
+export LEASEHOLD_ETCD_URL="$etcd_url"
+log "etcd at $LEASEHOLD_ETCD_URL"
 log "redis at $LEASEHOLD_REDIS_URL, redis cluster at $LEASEHOLD_REDIS_CLUSTER_URL, postgres at $LEASEHOLD_POSTGRES_URL, pgbouncer at $LEASEHOLD_PGBOUNCER_URL"

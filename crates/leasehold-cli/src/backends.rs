@@ -124,6 +124,27 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
                 name: "postgres",
             })
         }
+        #[cfg(feature = "etcd")]
+        Some("etcd" | "etcds") => {
+            let lock = Arc::new(
+                leasehold_etcd::EtcdLockBuilder::from_url(url)?
+                    .connect()
+                    .await?,
+            );
+            // Read/write locks and semaphores are not built on etcd yet.
+            Ok(Backend {
+                admin: Some(lock.clone()),
+                rw: None,
+                semaphore: None,
+                lock,
+                name: "etcd",
+            })
+        }
+        #[cfg(not(feature = "etcd"))]
+        Some("etcd" | "etcds") => Err(LockError::invalid_config(
+            format!("URL {:?}", leasehold::redact::url(url)),
+            "this leasehold was built without the `etcd` feature",
+        )),
         Some("memory") => Ok(Backend {
             lock: Arc::new(MemoryLock::new()),
             admin: None,
@@ -134,7 +155,7 @@ pub(crate) async fn connect(url: &str) -> Result<Backend, LockError> {
         _ => Err(LockError::invalid_config(
             format!("URL {:?}", leasehold::redact::url(url)),
             "use sqlite://PATH, redis://HOST, rediss://HOST, redis+cluster://HOST:PORT,..., \
-             postgres://HOST/DB or memory://",
+             postgres://HOST/DB, etcd://HOST:PORT,... or memory://",
         )),
     }
 }

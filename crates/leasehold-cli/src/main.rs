@@ -54,6 +54,8 @@ URLs (--url or LEASEHOLD_URL):
   redis+cluster://HOST:PORT,HOST:PORT,...
                          Redis Cluster (seeds); rediss+cluster:// for TLS
   postgres://HOST/DB     PostgreSQL (lease table)
+  etcd://[USER:PASS@]HOST:PORT,HOST:PORT,...
+                         an etcd cluster; etcds:// for TLS (?ca=PATH for its CA)
   memory://              this process only, for trying things out
 
 Exit codes:

@@ -1057,3 +1057,47 @@ fn a_hangup_ignored_by_nohup_stays_ignored() {
         "a hangup under nohup stopped the command"
     );
 }
+
+/// On etcd (`etcd://`, the shared 3-member cluster): the command's exit code is passed on
+/// (`etcdctl lock` 3.4.23 answers 1 for a child's 3), the admin commands work, and a lost
+/// lease stops the whole group (`etcdctl lock` leaves its child running).
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_runs_pass_the_exit_code_and_a_lost_lease_stops_the_group() {
+    let url = leasehold_testkit::env::etcd_url();
+    let env = Env::with_url("etcd", url);
+    let prefix = format!("cli-etcd/{}/", std::process::id());
+    let key = format!("cli-etcd-exit/{}", std::process::id());
+    let out = env.run(&[
+        "run",
+        &key,
+        "--",
+        "sh",
+        "-c",
+        "echo $LEASEHOLD_FENCE; exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n(is etcd running? `scripts/services.sh` starts it)",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).trim().parse::<u64>().unwrap() >= 1);
+    admin_commands_on(&env, &prefix);
+    let _ = std::fs::remove_file(env.dir.join("grandchild.pid"));
+    let lost = format!("cli-etcd-lost/{}", std::process::id());
+    let mut run = env.spawn(&args_with_tree(&[
+        "run", "--ttl", "3s", "--grace", "1s", &lost,
+    ]));
+    env.wait_until_held(&lost, &mut run);
+    let grandchild = env.grandchild();
+    let forced = env.run(&["release", "--force", &lost]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    let started = Instant::now();
+    let out = run.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(76), "{}", text(&out.stderr));
+    assert!(!running(grandchild), "the grandchild outlived a lost lease");
+    eprintln!("etcd: forced release to leasehold's exit, group gone: {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

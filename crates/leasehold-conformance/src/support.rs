@@ -22,6 +22,12 @@ pub(crate) fn ok<T>(case: &str, what: &str, result: Result<T, LockError>) -> T {
     }
 }
 
+/// How much longer than its ttl an abandoned lease may keep its key on this backend
+/// ([`Capabilities::expiry_slack`]): every wait for an expiry adds it.
+pub(crate) fn expiry_slack(lock: &dyn DistributedLock) -> Duration {
+    lock.capabilities().expiry_slack
+}
+
 /// Takes a free key or fails the case.
 pub(crate) async fn take(
     lock: &dyn DistributedLock,

@@ -33,6 +33,22 @@ pub fn pgbouncer_url() -> String {
     )
 }
 
+/// The shared etcd cluster (3 members, heartbeat 50 ms, election timeout 500 ms):
+/// `LEASEHOLD_ETCD_URL`, default `etcd://127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793`.
+pub fn etcd_url() -> String {
+    var(
+        "LEASEHOLD_ETCD_URL",
+        "etcd://127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793",
+    )
+}
+
+/// The endpoints of [`etcd_url`], as `host:port` strings.
+pub fn etcd_endpoints() -> Vec<String> {
+    let url = etcd_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    rest.split(',').map(str::to_owned).collect()
+}
+
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }

@@ -17,6 +17,12 @@ pub struct Capabilities {
     pub durable_fences: bool,
     /// The lock is lost at once when the holder's connection breaks (session-bound locks).
     pub lost_with_connection: bool,
+    /// How much longer than its ttl an abandoned lease may keep its key, at most, while the
+    /// store runs normally: zero for stores that expire to the millisecond; on a store whose
+    /// leases are whole seconds with a minimum (etcd), the rounding plus its expiry tick. The
+    /// holder's own validity never includes it; the conformance suite waits this much longer
+    /// in its expiry cases.
+    pub expiry_slack: std::time::Duration,
 }
 
 impl Capabilities {
@@ -27,6 +33,7 @@ impl Capabilities {
             server_clock: false,
             durable_fences: false,
             lost_with_connection: false,
+            expiry_slack: std::time::Duration::ZERO,
         }
     }
 
@@ -51,6 +58,12 @@ impl Capabilities {
     /// Sets [`lost_with_connection`](Self::lost_with_connection).
     pub const fn with_lost_with_connection(mut self, yes: bool) -> Self {
         self.lost_with_connection = yes;
+        self
+    }
+
+    /// Sets [`expiry_slack`](Self::expiry_slack).
+    pub const fn with_expiry_slack(mut self, slack: std::time::Duration) -> Self {
+        self.expiry_slack = slack;
         self
     }
 }

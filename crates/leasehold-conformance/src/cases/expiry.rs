@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use leasehold::DistributedLock;
 use tokio::time::sleep;
 
-use crate::support::{is_held, ok, take, unique_key};
+use crate::support::{expiry_slack, is_held, ok, take, unique_key};
 
 const SHORT: Duration = Duration::from_millis(300);
 /// Long enough past `SHORT` for any server to have expired the key, on a loaded machine.
@@ -22,7 +22,7 @@ pub async fn expiry_frees_the_key(lock: Arc<dyn DistributedLock>) {
         is_held(&*lock, case, &key).await,
         "[{case}] a 2 s lease ended within 0.5 s"
     );
-    sleep(Duration::from_millis(2_500)).await;
+    sleep(Duration::from_millis(2_500) + expiry_slack(&*lock)).await;
     let next = ok(
         case,
         "try_acquire after expiry",
@@ -38,7 +38,7 @@ pub async fn stale_release_and_extend_leave_new_holder_untouched(lock: Arc<dyn D
     let case = "stale_release_and_extend_leave_new_holder_untouched";
     let key = unique_key(case, "k");
     let mut stale = take(&*lock, case, &key, SHORT).await;
-    sleep(PAST_SHORT).await;
+    sleep(PAST_SHORT + expiry_slack(&*lock)).await;
     let fresh = take(&*lock, case, &key, LONG).await;
     assert!(
         !ok(case, "stale extend", lock.extend(&mut stale, LONG).await),
@@ -105,7 +105,7 @@ pub async fn extend_after_expiry_returns_false_and_does_not_resurrect(
     let key = unique_key(case, "k");
     let mut lease = take(&*lock, case, &key, SHORT).await;
     let valid_until = lease.valid_until();
-    sleep(PAST_SHORT).await;
+    sleep(PAST_SHORT + expiry_slack(&*lock)).await;
     assert!(
         !ok(
             case,
@@ -149,7 +149,7 @@ pub async fn fences_increase_across_holders(lock: Arc<dyn DistributedLock>) {
     for _ in 0..2 {
         let lease = take(&*lock, case, &key, SHORT).await;
         check(lease.fence(), "expiry");
-        sleep(PAST_SHORT).await;
+        sleep(PAST_SHORT + expiry_slack(&*lock)).await;
     }
     let lease = take(&*lock, case, &key, LONG).await;
     check(lease.fence(), "expiry");

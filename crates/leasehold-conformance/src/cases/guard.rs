@@ -11,7 +11,7 @@ use std::{
 use leasehold::{DistributedLock, GuardState, LockError, LockOptions, Locker};
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::support::{is_held, ok, unique_key, wait_until_free, Spy};
+use crate::support::{expiry_slack, is_held, ok, unique_key, wait_until_free, Spy};
 
 fn short_options() -> LockOptions {
     LockOptions::default()
@@ -130,9 +130,14 @@ pub async fn guard_reports_lost_when_validity_ends(lock: Arc<dyn DistributedLock
         "[{case}] lost() fired {late:?} after valid_until"
     );
     assert!(
-        wait_until_free(&*lock, case, &key, Duration::from_secs(2))
-            .await
-            .is_some(),
+        wait_until_free(
+            &*lock,
+            case,
+            &key,
+            Duration::from_secs(2) + expiry_slack(&*lock)
+        )
+        .await
+        .is_some(),
         "[{case}] the key stayed held after the guard stopped renewing"
     );
     drop(guard);

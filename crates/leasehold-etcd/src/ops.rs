@@ -1,0 +1,219 @@
+//! The etcd requests the lock is made of, one function each.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+};
+use leasehold::LockError;
+
+use crate::error::{is_lease_gone, map};
+
+/// The position of an acquisition's key in its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Queued {
+    /// The create revision of our key: the fence if it becomes the holder.
+    pub(crate) mine: i64,
+    /// The lowest create revision in the directory (ours included), if the reply had it.
+    pub(crate) first: Option<i64>,
+}
+
+/// What an acquisition's key holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Own {
+    pub(crate) lease: i64,
+    pub(crate) create_revision: i64,
+}
+
+/// Grants a lease of `secs` seconds; its id.
+pub(crate) async fn grant(client: &Client, secs: i64) -> Result<(i64, i64), LockError> {
+    let reply = client.lease_client().grant(secs, None).await.map_err(map)?;
+    Ok((reply.id(), reply.ttl()))
+}
+
+/// Revokes a lease (and so deletes the keys attached to it): `false` if it was already gone.
+pub(crate) async fn revoke(client: &Client, lease: i64) -> Result<bool, LockError> {
+    match client.lease_client().revoke(lease).await {
+        Ok(_) => Ok(true),
+        Err(error) if is_lease_gone(&error) => Ok(false),
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// Renews a lease to its granted ttl: `false` if it was already gone.
+pub(crate) async fn keep_alive(client: &Client, lease: i64) -> Result<bool, LockError> {
+    match client.lease_client().keep_alive(lease).await {
+        Ok(_) => Ok(true),
+        Err(error) if is_lease_gone(&error) => Ok(false),
+        Err(error) => Err(map(error)),
+    }
+}
+
+/// The ttl a lease was granted with, `None` if it is gone.
+pub(crate) async fn granted_ttl(client: &Client, lease: i64) -> Result<Option<i64>, LockError> {
+    match client.lease_client().time_to_live(lease, None).await {
+        Ok(reply) if reply.ttl() > 0 => Ok(Some(reply.granted_ttl())),
+        Ok(_) => Ok(None),
+        Err(error) if is_lease_gone(&error) => Ok(None),
+        Err(error) => Err(map(error)),
+    }
+}
+
+fn first_created() -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1)
+        .with_keys_only()
+}
+
+/// Puts our key (`own`, holding `token`) on `lease` and reads the directory's first key, in one
+/// transaction.
+pub(crate) async fn enqueue(
+    client: &Client,
+    dir: &str,
+    own: &str,
+    token: &str,
+    lease: i64,
+) -> Result<Queued, LockError> {
+    let txn = Txn::new()
+        .when([Compare::create_revision(own, CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(own, token, Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(dir, Some(first_created())),
+        ]);
+    let reply = client.kv_client().txn(txn).await.map_err(map)?;
+    if !reply.succeeded() {
+        return Err(LockError::permanent(
+            crate::error::BACKEND,
+            "an acquisition's key already existed (a token drawn twice)",
+        ));
+    }
+    let mine = reply
+        .header()
+        .map(|header| header.revision())
+        .ok_or_else(|| LockError::transient(crate::error::BACKEND, "a reply without a header"))?;
+    let first = reply.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+        _ => None,
+    });
+    Ok(Queued { mine, first })
+}
+
+/// The key created last before `mine` in `dir` (the one to wait for), and the revision the
+/// answer was read at.
+pub(crate) async fn predecessor(
+    client: &Client,
+    dir: &str,
+    mine: i64,
+) -> Result<(Option<Vec<u8>>, i64), LockError> {
+    let options = GetOptions::new()
+        .with_prefix()
+        .with_max_create_revision(mine - 1)
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(1)
+        .with_keys_only();
+    let reply = client
+        .kv_client()
+        .get(dir, Some(options))
+        .await
+        .map_err(map)?;
+    let revision = reply.header().map_or(0, |header| header.revision());
+    Ok((reply.kvs().first().map(|kv| kv.key().to_vec()), revision))
+}
+
+/// Our key's lease and create revision, if it still holds `token`.
+pub(crate) async fn own(client: &Client, own: &str, token: &str) -> Result<Option<Own>, LockError> {
+    let reply = client.kv_client().get(own, None).await.map_err(map)?;
+    Ok(reply
+        .kvs()
+        .first()
+        .filter(|kv| kv.value() == token.as_bytes())
+        .map(|kv| Own {
+            lease: kv.lease(),
+            create_revision: kv.create_revision(),
+        }))
+}
+
+/// Whether our key still holds `token` on `lease` (read after a renewal: etcd 3.4.23 can
+/// report a renewal of a revoked lease as a success, etcd-io/etcd#20813).
+pub(crate) async fn confirm(
+    client: &Client,
+    own: &str,
+    token: &str,
+    lease: i64,
+) -> Result<bool, LockError> {
+    let txn = Txn::new().when([
+        Compare::value(own, CompareOp::Equal, token),
+        Compare::lease(own, CompareOp::Equal, lease),
+    ]);
+    Ok(client.kv_client().txn(txn).await.map_err(map)?.succeeded())
+}
+
+/// Moves our key from lease `old` to lease `new`, if it still holds `token` on `old`.
+pub(crate) async fn move_to(
+    client: &Client,
+    own: &str,
+    token: &str,
+    old: i64,
+    new: i64,
+) -> Result<bool, LockError> {
+    let txn = Txn::new()
+        .when([
+            Compare::value(own, CompareOp::Equal, token),
+            Compare::lease(own, CompareOp::Equal, old),
+        ])
+        .and_then([TxnOp::put(
+            own,
+            token,
+            Some(PutOptions::new().with_lease(new)),
+        )]);
+    Ok(client.kv_client().txn(txn).await.map_err(map)?.succeeded())
+}
+
+/// Waits until `key` is deleted at a revision from `from` on, the watch is cancelled (a
+/// compacted revision), or `until`: the caller reads the directory again in every case.
+pub(crate) async fn wait_deleted(
+    client: &Client,
+    key: &[u8],
+    from: i64,
+    until: Instant,
+) -> Result<(), LockError> {
+    let options = WatchOptions::new()
+        .with_start_revision(from)
+        .with_filters([WatchFilterType::NoPut]);
+    let watch = async {
+        let mut stream = client
+            .watch_client()
+            .watch(key, Some(options))
+            .await
+            .map_err(map)?;
+        while let Some(reply) = stream.message().await.map_err(map)? {
+            if reply.canceled() || reply.compact_revision() != 0 {
+                return Ok(());
+            }
+            if reply
+                .events()
+                .iter()
+                .any(|event| event.event_type() == EventType::Delete)
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout_at(until.into(), watch)
+        .await
+        .unwrap_or(Ok(()))
+}
+
+/// Whole seconds for a ttl: rounded up, and at least the server's minimum.
+pub(crate) fn lease_secs(ttl: Duration, min: Duration) -> i64 {
+    let secs = ttl
+        .as_millis()
+        .div_ceil(1000)
+        .max(min.as_secs().into())
+        .max(1);
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
