@@ -36,7 +36,7 @@ cargo test -p leasehold-redis --no-default-features --test no_tls --quiet 2>&1 |
 echo "== lockcheck: short fixed-seed runs under faults, and the negative controls"
 cargo build -q -p leasehold-tests --bin lockcheck
 checks=0
-for backend in sqlite redis redis-cluster postgres postgres-advisory; do
+for backend in sqlite redis redis-cluster postgres postgres-advisory etcd; do
   target/debug/lockcheck --backend "$backend" --duration 10s --seed 7
   checks=$((checks + 1))
 done
@@ -50,6 +50,10 @@ for backend in redis postgres postgres-advisory; do
   target/debug/lockcheck --backend "$backend" --faults all --duration 40s --seed 7
   checks=$((checks + 1))
 done
+# A private 3-member etcd cluster: the leader killed and paused past the election timeout, a
+# follower restarted, beside the worker faults.
+target/debug/lockcheck --backend etcd --faults all --duration 40s --seed 7
+checks=$((checks + 1))
 # A private Redis Cluster: primaries killed (restarted as replicas) and paused past the node
 # timeout, every node's connections killed, beside the worker faults. Locks a failover loses
 # (asynchronous replication) are counted apart from violations; fences must still rise.
@@ -67,6 +71,14 @@ done
 target/debug/lockcheck --backend redis-cluster --broken extend-blind \
   --faults pause,kill,cluster-conn-kill,primary-kill,primary-pause \
   --keys 1 --ttl 300ms --duration 30s --seed 7
+checks=$((checks + 1))
+# etcd rounds a 300 ms ttl up to its 1 s minimum lease, so a flawed extend or release would
+# overlap no hold there: a 1 s ttl (holds up to 1.5 s). A blind extend overlaps rarely on one
+# key (3-5 per 30-90 s), so four keys for 60 s (10 overlaps measured); a release of whoever
+# holds, on one key for 30 s, gave 17.
+target/debug/lockcheck --backend etcd --broken extend-blind --keys 4 --ttl 1s --duration 60s --seed 7
+checks=$((checks + 1))
+target/debug/lockcheck --backend etcd --broken release-any --keys 1 --ttl 1s --duration 30s --seed 7
 checks=$((checks + 1))
 target/debug/lockcheck --backend sqlite --rw --broken writes-shared --keys 1 --ttl 300ms --duration 20s --seed 7
 checks=$((checks + 1))

@@ -14,9 +14,16 @@ pub(crate) const TTL: Duration = Duration::from_secs(30);
 
 /// A held lock, whatever took it.
 pub(crate) enum Held {
-    Raw { key: String, token: String },
+    Raw {
+        key: String,
+        token: String,
+    },
     Leasehold(Lease),
     Rslock(rslock::Lock),
+    /// An etcd lease (raw etcd-client: revoking it releases).
+    EtcdLease(i64),
+    /// An etcd key (the Lock RPC's: deleting it releases).
+    EtcdKey(Vec<u8>),
 }
 
 /// One implementation under test.

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod contenders;
+mod etcd;
 mod fenced;
 mod pairs;
 mod primitives;
@@ -54,6 +55,13 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     postgres_url: String,
+    /// The etcd cluster to measure against (`--backend etcd`).
+    #[arg(
+        long,
+        env = "LEASEHOLD_ETCD_URL",
+        default_value = "etcd://127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+    )]
+    etcd_url: String,
     /// How long each scenario runs, per repetition (e.g. 3s, 500ms).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -92,6 +100,8 @@ enum Backend {
     /// A Redis Cluster; not part of `all`.
     RedisCluster,
     Postgres,
+    /// A 3-member etcd cluster; not part of `all`.
+    Etcd,
     /// Redis and PostgreSQL.
     All,
 }
@@ -193,6 +203,28 @@ async fn bench(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let trip = cluster::ClusterPing(conn);
         let report = measure("redis-cluster", &trip, &contenders, None, None, &args).await;
         write(&report, &args)?;
+    }
+    if args.backend == Backend::Etcd {
+        let lock = leasehold_etcd::EtcdLockBuilder::from_url(&args.etcd_url)?
+            .connect()
+            .await?;
+        let client = lock.client().clone();
+        let session = client.clone().lease_grant(3_600, None).await?.id();
+        let contenders: Vec<Arc<dyn Contender>> = vec![
+            Arc::new(etcd::RawEtcd {
+                client: client.clone(),
+            }),
+            Arc::new(Leasehold::new(lock, "leasehold-etcd")),
+            Arc::new(etcd::LockRpc {
+                client: client.clone(),
+                session,
+            }),
+        ];
+        let contenders = only(contenders, args.only.as_deref());
+        let trip = etcd::EtcdGet(client.clone());
+        let report = measure("etcd", &trip, &contenders, None, None, &args).await;
+        write(&report, &args)?;
+        client.clone().lease_revoke(session).await?;
     }
     if matches!(args.backend, Backend::Postgres | Backend::All) {
         let pool = || {

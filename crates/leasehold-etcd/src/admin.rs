@@ -1,77 +1,37 @@
 //! [`LockAdmin`] for [`EtcdLock`]: status, listing and forced release.
 //!
-//! A lock key's directory is empty once nobody holds or waits for it, so each holder records
-//! its fence, after winning, in `<prefix>/<encoded key>` (no lease: it outlives the hold). A
-//! record write that fails leaves the previous fence there; status reports the larger of the
-//! record and the current holder's fence.
+//! A lock key's directory is empty once nobody holds or waits for it, so every acquisition
+//! attempt also touches a record, `<prefix>/<encoded key>` (no lease: it outlives the hold), in
+//! the transaction that puts its key. The record's mod revision is then that attempt's
+//! revision: the fence it got if it won. For a free key, status reports it as the last fence:
+//! never below the last fence handed out, above it if the last attempt did not win.
 
 use async_trait::async_trait;
-use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{GetOptions, SortOrder, SortTarget};
 use leasehold::{backend, LockAdmin, LockError, LockKey, LockStatus};
-use std::time::Duration;
 
-use crate::{error::map, keys, lock::EtcdLock, ops};
-
-/// The record of a key's last fence: zero-padded, so the store's byte order is numeric order.
-fn padded(fence: u64) -> String {
-    format!("{fence:020}")
-}
-
-fn record_of(dir: &str) -> &str {
-    dir.strip_suffix('/').unwrap_or(dir)
-}
+use crate::{keys, lock::EtcdLock, ops};
 
 impl EtcdLock {
-    /// Records `fence` as the last fence of the lock whose directory is `dir`, unless a larger
-    /// one is there already.
-    pub(crate) async fn record_fence(&self, dir: &str, fence: u64) -> Result<(), LockError> {
-        let record = record_of(dir);
-        let value = padded(fence);
-        let raise = Txn::new()
-            .when([Compare::value(record, CompareOp::Less, value.as_str())])
-            .and_then([TxnOp::put(record, value.as_str(), None)]);
-        let txn = Txn::new()
-            .when([Compare::create_revision(record, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(record, value.as_str(), None)])
-            .or_else([TxnOp::txn(raise)]);
-        self.client().kv_client().txn(txn).await.map_err(map)?;
-        Ok(())
-    }
-
     async fn status_in(&self, dir: &str) -> Result<LockStatus, LockError> {
         let client = self.client();
-        let recorded = client
-            .kv_client()
-            .get(record_of(dir), None)
-            .await
-            .map_err(map)?
+        let recorded = ops::get(client, ops::record_of(dir), None)
+            .await?
             .kvs()
             .first()
-            .and_then(|kv| kv.value_str().ok()?.parse::<u64>().ok());
+            .and_then(|kv| u64::try_from(kv.mod_revision()).ok());
         let options = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
-        let reply = client
-            .kv_client()
-            .get(dir, Some(options))
-            .await
-            .map_err(map)?;
+        let reply = ops::get(client, dir, Some(options)).await?;
         let Some(holder) = reply.kvs().first() else {
             return Ok(backend::status(recorded, None));
         };
         let fence = u64::try_from(holder.create_revision()).ok();
-        let left = match client
-            .lease_client()
-            .time_to_live(holder.lease(), None)
-            .await
-        {
-            Ok(ttl) if ttl.ttl() > 0 => Some(Duration::from_secs(ttl.ttl().unsigned_abs())),
-            Ok(_) => None,
-            Err(error) => return Err(map(error)),
-        };
-        let last = recorded.max(fence);
-        Ok(backend::status(last, left))
+        let left = ops::time_left(client, holder.lease()).await?;
+        // Held: the holder's fence (later attempts may have touched the record since).
+        Ok(backend::status(fence.or(recorded), left))
     }
 }
 
@@ -97,15 +57,8 @@ impl LockAdmin for EtcdLock {
         // records under the widest encoded prefix and filter and sort the decoded keys.
         let wide = keys::encoded_prefix(prefix);
         let scan = format!("{}/{wide}", self.prefix());
-        let reply = self
-            .client()
-            .kv_client()
-            .get(
-                scan.as_str(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await
-            .map_err(map)?;
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let reply = ops::get(self.client(), &scan, Some(options)).await?;
         let mut found: Vec<LockKey> = reply
             .kvs()
             .iter()
@@ -135,12 +88,7 @@ impl LockAdmin for EtcdLock {
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1)
             .with_keys_only();
-        let reply = self
-            .client()
-            .kv_client()
-            .get(dir.as_str(), Some(options))
-            .await
-            .map_err(map)?;
+        let reply = ops::get(self.client(), &dir, Some(options)).await?;
         match reply.kvs().first() {
             Some(holder) => ops::revoke(self.client(), holder.lease()).await,
             None => Ok(false),

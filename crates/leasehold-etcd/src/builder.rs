@@ -296,6 +296,7 @@ impl EtcdLockBuilder {
             expiry_slack: min_lease + EXPIRY_TICK,
             election_timeout: self.election_timeout,
             broken,
+            held: std::sync::Mutex::default(),
         })))
     }
 }

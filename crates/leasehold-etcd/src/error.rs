@@ -42,3 +42,14 @@ pub(crate) fn is_lease_gone(error: &etcd_client::Error) -> bool {
         _ => false,
     }
 }
+
+/// Whether `error` says the request never left: the connection to the member it was routed to
+/// could not be made (so any request, a write too, can be sent again).
+pub(crate) fn never_sent(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message().contains("connect error")
+        }
+        _ => false,
+    }
+}

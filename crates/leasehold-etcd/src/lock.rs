@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{Arc, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -14,7 +14,7 @@ use leasehold::{
         wait::{jitter, keep_waiting, Deadline, InFlight, POLL_MAX},
         Attempt, SentAt,
     },
-    Capabilities, DistributedLock, Lease, LeaseKind, LockError, LockKey, ReleaseWatch,
+    Capabilities, DistributedLock, Lease, LeaseKind, LeaseToken, LockError, LockKey, ReleaseWatch,
 };
 
 use crate::{builder::EtcdLockBuilder, keys, ops};
@@ -39,6 +39,34 @@ pub(crate) struct Inner {
     pub(crate) election_timeout: Duration,
     /// A deliberately broken variant, for the negative controls (never set outside tests).
     pub(crate) broken: Broken,
+    /// The etcd lease (and its granted seconds) each live acquisition of this handle holds,
+    /// by token, so that release and extend need not read it back first. A miss (a lease
+    /// from another handle, a pruned entry) reads the key instead.
+    pub(crate) held: std::sync::Mutex<std::collections::HashMap<LeaseToken, (i64, i64)>>,
+}
+
+/// Entries of [`Inner::held`] past which it is emptied (leases dropped without a release
+/// leave theirs behind).
+const HELD_CACHE: usize = 4096;
+
+impl Inner {
+    fn remember(&self, token: LeaseToken, lease: i64, secs: i64) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() >= HELD_CACHE {
+            held.clear();
+        }
+        held.insert(token, (lease, secs));
+    }
+
+    fn recall(&self, token: LeaseToken) -> Option<(i64, i64)> {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(&token).copied()
+    }
+
+    fn forget(&self, token: LeaseToken) -> Option<(i64, i64)> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.remove(&token)
+    }
 }
 
 /// The deliberately broken variants the negative controls run the conformance suite on.
@@ -69,11 +97,12 @@ impl fmt::Debug for EtcdLock {
 struct Place<'a> {
     key: &'a LockKey,
     dir: &'a str,
-    own: &'a str,
-    token: &'a str,
     lease: i64,
     mine: i64,
     secs: i64,
+    ttl: Duration,
+    /// When the request that last set the lease's ttl (its grant) was sent.
+    renewed: SentAt,
 }
 
 /// How a waiter's turn ended.
@@ -124,15 +153,6 @@ impl EtcdLock {
         &self.inner.prefix
     }
 
-    /// The lease an acquisition won: its fence recorded for [`LockAdmin`](leasehold::LockAdmin)
-    /// (a failed record write is logged, not returned: the lock is held either way).
-    async fn won(&self, dir: &str, lease: Lease) -> Lease {
-        if let Err(error) = self.record_fence(dir, lease.fence()).await {
-            tracing::debug!(key = %lease.key(), %error, "recording the fence failed");
-        }
-        lease
-    }
-
     fn secs(&self, ttl: Duration) -> i64 {
         ops::lease_secs(ttl, self.inner.min_lease)
     }
@@ -164,15 +184,15 @@ impl EtcdLock {
         let Place {
             key,
             dir,
-            own,
-            token,
             lease,
             mine,
             secs,
+            ttl,
+            mut renewed,
         } = *place;
         let client = &self.inner.client;
         let renew_every = Duration::from_secs(u64::try_from(secs).unwrap_or(1)) / 3;
-        let mut renew_at = Instant::now() + renew_every;
+        let mut renew_at = renewed.instant() + renew_every;
         let mut failure = None;
         loop {
             if deadline.has_passed() {
@@ -180,24 +200,36 @@ impl EtcdLock {
             }
             let round = async {
                 if Instant::now() >= renew_at {
-                    if !ops::keep_alive(client, lease).await? {
-                        return Ok(Some(Turn::Requeue));
-                    }
-                    renew_at = Instant::now() + renew_every;
-                }
-                let (before, revision) = ops::predecessor(client, dir, mine).await?;
-                let Some(before) = before else {
-                    // Nobody ahead: renew, then make sure our key is still there.
                     let sent_at = SentAt::now();
                     if !ops::keep_alive(client, lease).await? {
                         return Ok(Some(Turn::Requeue));
                     }
-                    return Ok(Some(match ops::own(client, own, token).await? {
-                        Some(own) if own.lease == lease && own.create_revision == mine => {
-                            Turn::Won(sent_at)
-                        }
-                        _ => Turn::Requeue,
+                    renewed = sent_at;
+                    renew_at = sent_at.instant() + renew_every;
+                }
+                if ops::first_is(client, dir, mine).await? {
+                    // Our key is there, and first (no key created before it can appear
+                    // later). Its lease lives at least a ttl from the last renewal: the
+                    // validity counts from there, unless that is too long ago to be useful;
+                    // then renew first, and check the key again (etcd 3.4.23 can report the
+                    // renewal of a revoked lease as a success).
+                    if renewed.instant().elapsed() <= ttl / 10 {
+                        return Ok(Some(Turn::Won(renewed)));
+                    }
+                    let sent_at = SentAt::now();
+                    if !ops::keep_alive(client, lease).await? {
+                        return Ok(Some(Turn::Requeue));
+                    }
+                    return Ok(Some(if ops::first_is(client, dir, mine).await? {
+                        Turn::Won(sent_at)
+                    } else {
+                        Turn::Requeue
                     }));
+                }
+                let (before, revision) = ops::predecessor(client, dir, mine).await?;
+                let Some(before) = before else {
+                    // Nobody ahead, and our key is not first: it is gone.
+                    return Ok(Some(Turn::Requeue));
                 };
                 ops::wait_deleted(client, &before, revision + 1, deadline.cap(renew_at)).await?;
                 Ok::<_, LockError>(None)
@@ -235,11 +267,11 @@ impl EtcdLock {
         let place = Place {
             key,
             dir,
-            own: &own,
-            token: &token,
             lease,
             mine: queued.mine,
             secs: self.secs(attempt.ttl()),
+            ttl: attempt.ttl(),
+            renewed: attempt.sent_at(),
         };
         match self.wait_turn(&place, deadline).await? {
             Turn::Won(sent_at) => Ok(backend::lease(
@@ -285,8 +317,9 @@ impl DistributedLock for EtcdLock {
         let queued = ops::enqueue(client, &dir, &own, &token, lease).await?;
         if queued.first == Some(queued.mine) || self.inner.broken == Broken::IgnoresOrder {
             cleanup.disarm();
-            let lease = attempt.won(key, fence(queued.mine)?);
-            return Ok(Some(self.won(&dir, lease).await));
+            self.inner
+                .remember(attempt.token(), lease, self.secs(attempt.ttl()));
+            return Ok(Some(attempt.won(key, fence(queued.mine)?)));
         }
         ops::revoke(client, lease).await?;
         cleanup.disarm();
@@ -344,33 +377,44 @@ impl DistributedLock for EtcdLock {
                     .acquire_keeping_abandoned(key, &dir, attempt, lease, &deadline)
                     .await;
             }
-            let queued = ops::enqueue(client, &dir, &own, &token, lease).await?;
+            let queued = match ops::enqueue(client, &dir, &own, &token, lease).await {
+                Ok(queued) => queued,
+                Err(error) => {
+                    // The put may have landed: the cleanup revokes the lease in the
+                    // background, and a transient failure is retried with a new attempt.
+                    drop(cleanup);
+                    keep_waiting(error, &mut failure)?;
+                    let pause = deadline.cap(Instant::now() + jitter(POLL_MAX));
+                    tokio::time::sleep_until(pause.into()).await;
+                    continue;
+                }
+            };
             if queued.first == Some(queued.mine) {
                 cleanup.disarm();
-                let lease = attempt.won(key, fence(queued.mine)?);
-                return Ok(self.won(&dir, lease).await);
+                self.inner.remember(attempt.token(), lease, secs);
+                return Ok(attempt.won(key, fence(queued.mine)?));
             }
             let place = Place {
                 key,
                 dir: &dir,
-                own: &own,
-                token: &token,
                 lease,
                 mine: queued.mine,
                 secs,
+                ttl: attempt.ttl(),
+                renewed: attempt.sent_at(),
             };
             let turn = self.wait_turn(&place, &deadline).await;
             match turn {
                 Ok(Turn::Won(sent_at)) => {
                     cleanup.disarm();
-                    let lease = backend::lease(
+                    self.inner.remember(attempt.token(), lease, secs);
+                    return Ok(backend::lease(
                         key.clone(),
                         attempt.token(),
                         fence(queued.mine)?,
                         attempt.ttl(),
                         sent_at,
-                    );
-                    return Ok(self.won(&dir, lease).await);
+                    ));
                 }
                 Ok(Turn::Requeue) => {
                     drop(cleanup);
@@ -410,19 +454,29 @@ impl DistributedLock for EtcdLock {
         let client = &self.inner.client;
         let own = self.key_of(lease);
         let token = lease.token().to_hex();
-        let Some(current) = ops::own(client, &own, &token).await? else {
-            return Ok(false);
+        let (current, granted) = match self.inner.recall(lease.token()) {
+            Some((current, granted)) => (current, Some(granted)),
+            None => match ops::own(client, &own, &token).await? {
+                Some(found) => (found.lease, None),
+                None => return Ok(false),
+            },
         };
         if !lease.is_valid() {
-            ops::revoke(client, current.lease).await?;
+            self.inner.forget(lease.token());
+            ops::revoke(client, current).await?;
             return Ok(false);
         }
         let secs = self.secs(ttl);
-        if ops::granted_ttl(client, current.lease).await? == Some(secs) {
+        let granted = match granted {
+            Some(granted) => Some(granted),
+            None => ops::granted_ttl(client, current).await?,
+        };
+        if granted == Some(secs) {
             let sent_at = SentAt::now();
-            if !ops::keep_alive(client, current.lease).await?
-                || !ops::confirm(client, &own, &token, current.lease).await?
+            if !ops::keep_alive(client, current).await?
+                || !ops::confirm(client, &own, &token, current).await?
             {
+                self.inner.forget(lease.token());
                 return Ok(false);
             }
             backend::renew(lease, ttl, sent_at);
@@ -430,13 +484,15 @@ impl DistributedLock for EtcdLock {
         }
         let sent_at = SentAt::now();
         let (new, _) = ops::grant(client, secs).await?;
-        if !ops::move_to(client, &own, &token, current.lease, new).await? {
+        if !ops::move_to(client, &own, &token, current, new).await? {
+            self.inner.forget(lease.token());
             let _ = ops::revoke(client, new).await;
             return Ok(false);
         }
+        self.inner.remember(lease.token(), new, secs);
         backend::renew(lease, ttl, sent_at);
         // The key left the old lease; revoking it deletes nothing of ours.
-        let _ = ops::revoke(client, current.lease).await;
+        let _ = ops::revoke(client, current).await;
         Ok(true)
     }
 
@@ -453,11 +509,17 @@ impl DistributedLock for EtcdLock {
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
         backend::check_kind(&lease, &[LeaseKind::Exclusive])?;
         let client = &self.inner.client;
-        let own = self.key_of(&lease);
-        let Some(current) = ops::own(client, &own, &lease.token().to_hex()).await? else {
-            return Ok(false);
+        let current = match self.inner.forget(lease.token()) {
+            Some((current, _)) => current,
+            None => {
+                let own = self.key_of(&lease);
+                match ops::own(client, &own, &lease.token().to_hex()).await? {
+                    Some(found) => found.lease,
+                    None => return Ok(false),
+                }
+            }
         };
-        ops::revoke(client, current.lease).await
+        ops::revoke(client, current).await
     }
 
     /// A watch on the lock key's directory: it wakes the holder when a key there is deleted
@@ -472,6 +534,7 @@ impl DistributedLock for EtcdLock {
         Capabilities::new()
             .with_notified_wait(true)
             .with_server_clock(true)
+            .with_durable_fences(true)
             .with_expiry_slack(self.inner.expiry_slack)
     }
 }

@@ -43,7 +43,13 @@ async fn follow(
     let options = WatchOptions::new()
         .with_prefix()
         .with_filters([WatchFilterType::NoPut]);
-    let mut stream = client.watch_client().watch(dir, Some(options)).await?;
+    let mut stream = crate::ops::sent(|| async {
+        client
+            .watch_client()
+            .watch(dir, Some(options.clone()))
+            .await
+    })
+    .await?;
     while let Some(reply) = stream.message().await? {
         if reply.canceled() {
             return Ok(());

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod env;
+pub mod etcd_cluster;
 mod os;
 pub mod pgbouncer;
 pub mod ports;

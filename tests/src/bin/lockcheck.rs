@@ -105,6 +105,7 @@ fn url_for(backend: &str, out: &std::path::Path) -> Option<String> {
         "redis-cluster" => leasehold_testkit::env::redis_cluster_url(),
         "postgres" => pg,
         "postgres-advisory" => pg.replacen("postgres://", "postgres+advisory://", 1),
+        "etcd" => leasehold_testkit::env::etcd_url(),
         _ => return None,
     })
 }
@@ -141,7 +142,7 @@ async fn main() -> ExitCode {
     let Some(url) = url_for(&args.backend, &out) else {
         eprintln!(
             "lockcheck: unknown --backend {:?} (sqlite, redis, redis-cluster, postgres, \
-             postgres-advisory)",
+             postgres-advisory, etcd)",
             args.backend
         );
         return ExitCode::from(2);
@@ -158,6 +159,7 @@ async fn main() -> ExitCode {
         "redis" => Some(Kind::Redis),
         "redis-cluster" => Some(Kind::RedisCluster),
         "postgres" | "postgres-advisory" => Some(Kind::Postgres),
+        "etcd" => Some(Kind::Etcd),
         _ => None,
     };
     let kinds = match nemesis::parse(&args.faults, server_kind) {
@@ -294,6 +296,8 @@ async fn main() -> ExitCode {
             })
             .collect(),
         lost_with_connection: checker_lock.capabilities().lost_with_connection,
+        expiry_slack_ns: u64::try_from(checker_lock.capabilities().expiry_slack.as_nanos())
+            .unwrap_or(u64::MAX),
         fenced,
         // The liveness checks start once the last fault is over and the clients had two ttl
         // to reconnect and resubscribe (a restart that ended just before the quiet stretch
@@ -374,8 +378,9 @@ async fn own_server(
     let server = tokio::task::spawn_blocking(move || PrivateServer::start(kind))
         .await
         .map_err(std::io::Error::other)??;
-    if kind == Kind::RedisCluster {
-        // Clients follow the addresses the nodes announce: no proxy in front.
+    if matches!(kind, Kind::RedisCluster | Kind::Etcd) {
+        // Clients follow the addresses the nodes announce (Redis Cluster), or balance over
+        // every member (etcd): no proxy in front.
         let url = server.url();
         return Ok((server, None, url));
     }

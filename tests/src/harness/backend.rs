@@ -85,6 +85,14 @@ pub async fn connect(url: &str, broken: Broken) -> Result<Arc<dyn DistributedLoc
             Arc::new(leasehold_postgres::PostgresLock::connect(url).await?),
             None,
         ),
+        Some(("etcd" | "etcds", _)) => {
+            let lock = Arc::new(
+                leasehold_etcd::EtcdLockBuilder::from_url(url)?
+                    .connect()
+                    .await?,
+            );
+            (lock.clone(), Some(lock))
+        }
         Some(("postgres+advisory", rest)) => {
             let lock =
                 leasehold_postgres::PostgresAdvisoryLock::connect(&format!("postgres://{rest}"))

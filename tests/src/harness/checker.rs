@@ -20,6 +20,9 @@ struct Hold {
     occupied_from_ns: u64,
     /// When the holder was told the lease was gone (an extend or release that said so).
     told_lost_ns: Option<u64>,
+    /// Released while valid: the store freed the key then. Otherwise the store may keep it
+    /// up to [`Context::expiry_slack_ns`] past the validity.
+    released: bool,
 }
 
 /// What the run did besides the workers' operations, as the checker needs it.
@@ -43,6 +46,10 @@ pub struct Context {
     /// From when the liveness checks apply, monotonic ns: the faults are over and the clients
     /// had time to reconnect.
     pub quiet_from_ns: u64,
+    /// How long past its validity the store may keep a lease that was not released
+    /// (`Capabilities::expiry_slack`: etcd's whole-second leases and expiry tick); the
+    /// liveness check counts the key occupied that much longer.
+    pub expiry_slack_ns: u64,
 }
 
 /// A fault that may have lost the store's locks.
@@ -246,6 +253,7 @@ pub fn check(
                             event.sent_ns.min(event.end_ns)
                         },
                         told_lost_ns: None,
+                        released: false,
                     });
                 }
                 (Op::Extend, Outcome::Ok) => valid_until = valid_until.max(event.valid_until_ns),
@@ -260,6 +268,7 @@ pub fn check(
                 (Op::Release, outcome) => {
                     if let Some(mut hold) = current.take() {
                         hold.end_ns = valid_until.min(event.start_ns);
+                        hold.released = outcome == Outcome::Ok && event.start_ns < valid_until;
                         if outcome == Outcome::Fail {
                             hold.told_lost_ns.get_or_insert(event.end_ns);
                         }
@@ -348,7 +357,17 @@ pub fn check(
     findings.read_fence_violations = cross_fences(&read_holds, &session_cut);
     findings.writes_seen_by_readers = writes_seen(events, context);
     // Readers occupy the key too: a writer waiting behind them missed nothing.
-    let occupied: Vec<Hold> = cut.iter().chain(&reads_cut).cloned().collect();
+    let occupied: Vec<Hold> = cut
+        .iter()
+        .chain(&reads_cut)
+        .cloned()
+        .map(|mut hold| {
+            if !hold.released {
+                hold.end_ns += context.expiry_slack_ns;
+            }
+            hold
+        })
+        .collect();
     let quiet_waits = events.iter().filter(|e| {
         e.op == Op::Acquire && e.outcome == Outcome::Fail && e.start_ns >= context.quiet_from_ns
     });
@@ -384,6 +403,7 @@ impl Hold {
                 event.sent_ns.min(event.end_ns)
             },
             told_lost_ns: None,
+            released: false,
         }
     }
 }
@@ -818,6 +838,41 @@ mod tests {
         let unfenced = check(&events, &counters, &Context::default());
         assert_eq!(unfenced.lost_updates, 1);
         assert_eq!(unfenced.violations(), 0);
+    }
+
+    #[test]
+    fn an_expiry_slack_covers_leases_that_were_not_released_and_only_those() {
+        let ms = 1_000_000;
+        let mut timed_out = event(2, Op::Acquire, 0, 1_100 * ms, 2_000 * ms, 0);
+        timed_out.outcome = Outcome::Fail;
+        // Worker 1's lease is valid until 1000 ms and never released: on a store that keeps
+        // it 1.5 s longer (etcd), the key was not free during the wait.
+        let abandoned = vec![
+            event(1, Op::Acquire, 1, 0, ms, 1_000 * ms),
+            timed_out.clone(),
+        ];
+        let slack = Context {
+            expiry_slack_ns: 1_500 * ms,
+            ..fenced()
+        };
+        assert_eq!(
+            check(&abandoned, &HashMap::new(), &fenced()).waits_missed_a_free_key,
+            1
+        );
+        assert_eq!(
+            check(&abandoned, &HashMap::new(), &slack).waits_missed_a_free_key,
+            0
+        );
+        // Released while valid: the store freed the key then, slack or not.
+        let released = vec![
+            event(1, Op::Acquire, 1, 0, ms, 5_000 * ms),
+            event(1, Op::Release, 1, 500 * ms, 501 * ms, 5_000 * ms),
+            timed_out,
+        ];
+        assert_eq!(
+            check(&released, &HashMap::new(), &slack).waits_missed_a_free_key,
+            1
+        );
     }
 
     #[test]

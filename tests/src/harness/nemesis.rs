@@ -14,7 +14,7 @@ use super::{
 };
 
 /// Every fault the nemesis knows, with what it needs.
-pub const KINDS: [(&str, Needs); 14] = [
+pub const KINDS: [(&str, Needs); 17] = [
     ("pause", Needs::Workers),
     ("kill", Needs::Workers),
     ("server-pause", Needs::Server),
@@ -29,6 +29,9 @@ pub const KINDS: [(&str, Needs); 14] = [
     ("primary-kill", Needs::Cluster),
     ("primary-pause", Needs::Cluster),
     ("cluster-conn-kill", Needs::Cluster),
+    ("leader-kill", Needs::Etcd),
+    ("leader-pause", Needs::Etcd),
+    ("follower-restart", Needs::Etcd),
 ];
 
 /// Faults that end the server's side of the clients' connections (and so any lock that lives
@@ -66,6 +69,8 @@ pub enum Needs {
     Redis,
     /// A private Redis Cluster (no proxy: clients follow the nodes' own addresses).
     Cluster,
+    /// A private etcd cluster (no proxy: clients balance over the members).
+    Etcd,
 }
 
 /// Parses `--faults`: comma-separated kinds, `none`, or `all` (every kind `server` allows:
@@ -80,6 +85,7 @@ pub fn parse(text: &str, server: Option<Kind>) -> Result<Vec<&'static str>, Stri
         Needs::Server => matches!(server, Some(Kind::Redis | Kind::Postgres)),
         Needs::Redis => server == Some(Kind::Redis),
         Needs::Cluster => server == Some(Kind::RedisCluster),
+        Needs::Etcd => server == Some(Kind::Etcd),
     };
     if text == "none" {
         return Ok(Vec::new());
@@ -111,6 +117,7 @@ pub fn parse(text: &str, server: Option<Kind>) -> Result<Vec<&'static str>, Stri
                     match needs {
                         Needs::Redis => "Redis",
                         Needs::Cluster => "a Redis Cluster",
+                        Needs::Etcd => "an etcd cluster",
                         _ => "a server",
                     }
                 ))
@@ -217,6 +224,12 @@ pub async fn run(
                 }
                 format!("node {n}")
             }
+            "leader-kill" | "leader-pause" | "follower-restart" => {
+                let Some(PrivateServer::Etcd(cluster)) = server.as_deref_mut() else {
+                    continue;
+                };
+                format!("member {}", etcd_fault(kind, cluster).await)
+            }
             _ => {
                 server_fault(kind, ttl, server.as_deref_mut(), proxy).await;
                 "server".to_owned()
@@ -253,6 +266,46 @@ async fn worker_fault(kind: &str, n: usize, ttl: Duration, workers: &mut Workers
         Ok(restarted) => *child = restarted,
         Err(error) => eprintln!("lockcheck: cannot restart worker {n}: {error}"),
     }
+}
+
+/// One fault on the etcd cluster's leader (killed, or paused past the election timeout, for
+/// 1.5 s either way, then back as a follower on its data) or on a follower (killed and
+/// restarted at once); returns the member. The fault ends when every member is healthy again.
+async fn etcd_fault(
+    kind: &str,
+    cluster: &mut leasehold_testkit::etcd_cluster::PrivateEtcdCluster,
+) -> usize {
+    let Ok(leader) = tokio::task::block_in_place(|| cluster.wait_leader(Duration::from_secs(10)))
+    else {
+        eprintln!("lockcheck: the etcd cluster has no leader; skipping {kind}");
+        return 0;
+    };
+    let out = Duration::from_millis(1_500);
+    let member = match kind {
+        "leader-kill" => {
+            cluster.kill(leader);
+            tokio::time::sleep(out).await;
+            cluster.restart(leader);
+            leader
+        }
+        "leader-pause" => {
+            cluster.pause(leader);
+            tokio::time::sleep(out).await;
+            cluster.resume(leader);
+            leader
+        }
+        _ => {
+            let follower = (leader + 1) % 3;
+            cluster.restart(follower);
+            follower
+        }
+    };
+    if let Err(error) =
+        tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(30)))
+    {
+        eprintln!("lockcheck: {error}");
+    }
+    member
 }
 
 /// One fault on a random primary of the cluster; returns the node and the workers' keys (of

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use leasehold_testkit::{
-    postgres::PrivateCluster, redis::PrivateRedis, redis_cluster::PrivateRedisCluster,
+    etcd_cluster::PrivateEtcdCluster, postgres::PrivateCluster, redis::PrivateRedis,
+    redis_cluster::PrivateRedisCluster,
 };
 
 /// Which server.
@@ -21,6 +22,9 @@ pub enum Kind {
     /// A Redis Cluster of 3 primaries and 3 replicas (node timeout 1 s), without persistence:
     /// what survives a primary's failure is what its replica had received.
     RedisCluster,
+    /// A 3-member etcd cluster (heartbeat 50 ms, election timeout 500 ms): the nemesis kills
+    /// or pauses its leader and restarts a follower.
+    Etcd,
 }
 
 /// A private server.
@@ -32,6 +36,8 @@ pub enum PrivateServer {
     Postgres(PrivateCluster),
     /// A private Redis Cluster.
     RedisCluster(PrivateRedisCluster),
+    /// A private etcd cluster.
+    Etcd(PrivateEtcdCluster),
 }
 
 fn redis_only() -> std::io::Error {
@@ -57,6 +63,7 @@ impl PrivateServer {
                 ],
             )?),
             Kind::RedisCluster => Self::RedisCluster(PrivateRedisCluster::try_start()?),
+            Kind::Etcd => Self::Etcd(PrivateEtcdCluster::try_start()?),
         })
     }
 
@@ -66,6 +73,7 @@ impl PrivateServer {
             Self::Redis(redis) => redis.url(),
             Self::Postgres(cluster) => cluster.url(),
             Self::RedisCluster(cluster) => cluster.url(),
+            Self::Etcd(cluster) => format!("etcd://{}", cluster.endpoints().join(",")),
         }
     }
 
@@ -75,6 +83,7 @@ impl PrivateServer {
             Self::Redis(redis) => redis.port,
             Self::Postgres(cluster) => cluster.port,
             Self::RedisCluster(cluster) => cluster.nodes[0].port,
+            Self::Etcd(cluster) => cluster.members[0].client_port,
         }
     }
 
@@ -84,6 +93,7 @@ impl PrivateServer {
             Self::Redis(redis) => redis.pause(),
             Self::Postgres(cluster) => cluster.pause(),
             Self::RedisCluster(cluster) => cluster.nodes.iter().for_each(PrivateRedis::pause),
+            Self::Etcd(cluster) => (0..3).for_each(|i| cluster.pause(i)),
         }
     }
 
@@ -93,6 +103,7 @@ impl PrivateServer {
             Self::Redis(redis) => redis.resume(),
             Self::Postgres(cluster) => cluster.resume(),
             Self::RedisCluster(cluster) => cluster.nodes.iter().for_each(PrivateRedis::resume),
+            Self::Etcd(cluster) => (0..3).for_each(|i| cluster.resume(i)),
         }
     }
 
@@ -106,7 +117,7 @@ impl PrivateServer {
         match self {
             Self::Redis(redis) => redis.try_crash_and_restart(),
             Self::Postgres(cluster) => cluster.try_crash_and_restart(),
-            Self::RedisCluster(_) => Err(redis_only()),
+            Self::RedisCluster(_) | Self::Etcd(_) => Err(redis_only()),
         }
     }
 
@@ -119,7 +130,7 @@ impl PrivateServer {
     pub fn wipe_and_restart(&mut self) -> std::io::Result<()> {
         match self {
             Self::Redis(redis) => redis.try_wipe_and_restart(),
-            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) | Self::Etcd(_) => Err(redis_only()),
         }
     }
 
@@ -132,7 +143,7 @@ impl PrivateServer {
     pub fn checkpoint(&self) -> std::io::Result<()> {
         match self {
             Self::Redis(redis) => redis.try_checkpoint().map(drop),
-            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) | Self::Etcd(_) => Err(redis_only()),
         }
     }
 
@@ -149,7 +160,7 @@ impl PrivateServer {
                 Some(checkpoint) => redis.try_restart_from(&checkpoint),
                 None => Err(std::io::Error::other("no checkpoint to roll back to")),
             },
-            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) | Self::Etcd(_) => Err(redis_only()),
         }
     }
 
@@ -170,6 +181,7 @@ impl PrivateServer {
                 }
                 Ok(killed)
             }
+            Self::Etcd(_) => Err(redis_only()),
         }
     }
 
@@ -181,7 +193,7 @@ impl PrivateServer {
     pub async fn pause_writes(&self, duration: Duration) -> std::io::Result<()> {
         match self {
             Self::Redis(redis) => redis.pause_writes(duration).await,
-            Self::Postgres(_) | Self::RedisCluster(_) => Err(redis_only()),
+            Self::Postgres(_) | Self::RedisCluster(_) | Self::Etcd(_) => Err(redis_only()),
         }
     }
 }
