@@ -203,6 +203,17 @@ etcd_answers() {
 if ! etcd_answers; then
   command -v etcd >/dev/null 2>&1 || apt_install etcd-server etcd-client
   edir="$services_dir/etcd"
+  # Members an earlier run started and left behind (a partial cluster): stop them, and wait
+  # until their ports are free, before starting afresh.
+  for pidfile in "$edir"/n*.pid; do
+    [ -e "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && grep -q etcd "/proc/$pid/cmdline" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$edir"; mkdir -p "$edir"
   log "starting a 3-member etcd cluster on 127.0.0.1:23791-23793 (peers 23801-23803)"
   initial="n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803"
@@ -215,7 +226,14 @@ if ! etcd_answers; then
       </dev/null >/dev/null 2>&1 &
     echo $! >"$edir/n$i.pid"
   done
-  for _ in $(seq 300); do etcd_answers && break; sleep 0.1; done
+  for _ in $(seq 300); do
+    etcd_answers && break
+    for i in 1 2 3; do
+      [ -e "/proc/$(cat "$edir/n$i.pid")" ] ||
+        { log "etcd member n$i exited (a port in use?): see $edir/n$i.log"; exit 1; }
+    done
+    sleep 0.1
+  done
   etcd_answers || { log "the etcd cluster did not become healthy in 30 s: see $edir/n*.log"; exit 1; }
 fi
 
