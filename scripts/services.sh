@@ -201,7 +201,7 @@ etcd_answers() {
     ETCDCTL_API=3 etcdctl --endpoints="$etcd_endpoints" --command-timeout=2s endpoint health >/dev/null 2>&1
 }
 if ! etcd_answers; then
-  command -v etcd >/dev/null 2>&1 || apt_install etcd-server etcd-client
+  { command -v etcd && command -v etcdctl; } >/dev/null 2>&1 || apt_install etcd-server etcd-client
   edir="$services_dir/etcd"
   # Members an earlier run started and left behind (a partial cluster): stop them, and wait
   # until their ports are free, before starting afresh.
@@ -218,18 +218,20 @@ if ! etcd_answers; then
   log "starting a 3-member etcd cluster on 127.0.0.1:23791-23793 (peers 23801-23803)"
   initial="n1=http://127.0.0.1:23801,n2=http://127.0.0.1:23802,n3=http://127.0.0.1:23803"
   for i in 1 2 3; do
-    setsid etcd --name "n$i" --data-dir "$edir/n$i" \
+    # The member writes its own pid (setsid forks when started from a shell with job
+    # control, so `$!` would be setsid's), then becomes etcd in a session of its own.
+    setsid sh -c 'echo $$ >"$0"; exec "$@"' "$edir/n$i.pid" etcd --name "n$i" --data-dir "$edir/n$i" \
       --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
       --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
       --initial-cluster-token leasehold-services --initial-cluster "$initial" --initial-cluster-state new \
       --heartbeat-interval 50 --election-timeout 500 --logger zap --log-outputs "$edir/n$i.log" \
       </dev/null >/dev/null 2>&1 &
-    echo $! >"$edir/n$i.pid"
   done
   for _ in $(seq 300); do
     etcd_answers && break
     for i in 1 2 3; do
-      [ -e "/proc/$(cat "$edir/n$i.pid")" ] ||
+      pid=$(cat "$edir/n$i.pid" 2>/dev/null || true)
+      [ -z "$pid" ] || [ -e "/proc/$pid" ] ||
         { log "etcd member n$i exited (a port in use?): see $edir/n$i.log"; exit 1; }
     done
     sleep 0.1

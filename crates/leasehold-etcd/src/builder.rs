@@ -92,11 +92,19 @@ impl EtcdLockBuilder {
         } else {
             return Err(bad("not an etcd:// or etcds:// URL"));
         };
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (user, hosts) = match rest.rsplit_once('@') {
-            Some((user, hosts)) => (Some(user), hosts),
+        // The user part ends at the last `@`; a `?` or `#` before it could be the password's
+        // or the query's, which cannot be told apart.
+        let (user, rest) = match rest.rfind('@') {
+            Some(at) if rest[..at].contains(['?', '#']) => return Err(bad(
+                "a `?` or `#` before the last `@` (percent-encode it in the password: %3F, %23)",
+            )),
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
+        if rest.contains('#') {
+            return Err(bad("a #fragment"));
+        }
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
         let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
         if hosts.is_empty() {
             return Err(bad("no host:port"));
@@ -207,6 +215,13 @@ impl EtcdLockBuilder {
             ));
         }
         for endpoint in &self.endpoints {
+            if endpoint.contains('@') {
+                // Never echoed: it may carry a password.
+                return Err(LockError::invalid_config(
+                    "etcd endpoint (not shown: it has an `@`)",
+                    "credentials in an endpoint are not read; pass them with .credentials()",
+                ));
+            }
             let bare = endpoint
                 .strip_prefix("http://")
                 .or_else(|| endpoint.strip_prefix("https://"))
@@ -214,20 +229,22 @@ impl EtcdLockBuilder {
             let port_ok = bare
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !port_ok || bare.contains(['/', '@', ' ']) {
+            if !port_ok || bare.contains(['/', ' ']) {
                 return Err(LockError::invalid_config(
                     format!("etcd endpoint \"{}\"", endpoint.escape_debug()),
                     "expected host:port (optionally with http:// or https://)",
                 ));
             }
         }
+        // No `/`: a prefix `a/b` would put its records in the lock directory of key `b`
+        // under prefix `a`.
         let prefix_ok = !self.prefix.is_empty()
-            && !self.prefix.ends_with('/')
+            && !self.prefix.contains('/')
             && self.prefix.chars().all(|c| !c.is_control());
         if !prefix_ok {
             return Err(LockError::invalid_config(
                 format!("etcd key prefix \"{}\"", self.prefix.escape_debug()),
-                "must be non-empty, without control characters, and not end with '/'",
+                "must be non-empty, without `/` or control characters",
             ));
         }
         for (what, timeout) in [
@@ -321,6 +338,7 @@ fn percent_decode(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EtcdLock;
 
     #[test]
     fn urls_parse_and_bad_ones_are_named_without_their_password() {
@@ -340,10 +358,26 @@ mod tests {
             ("etcd://ann:secret@h:1?ca=/x", "unknown parameter"),
             ("etcds://ann:secret@h:1?ca=/nonexistent/ca.pem", "CA file"),
             ("etcd://:secret@h:1", "empty user"),
+            ("etcd://ann:se?cret@h:1", "percent-encode"),
+            ("etcd://ann:se#cret@h:1", "percent-encode"),
+            ("etcd://h:1#secret", "fragment"),
         ] {
             let error = EtcdLockBuilder::from_url(url).unwrap_err().to_string();
             assert!(error.contains(says), "{url}: {error}");
             assert!(!error.contains("secret"), "{url}: {error}");
+            assert!(!error.contains("cret"), "{url}: {error}");
+        }
+        let error = EtcdLock::builder(&["http://u:secret@h:1"])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("credentials") && !error.contains("secret"),
+            "{error}"
+        );
+        for bad in ["", "a/b", "a\nb"] {
+            let error = EtcdLock::builder(&["h:1"]).prefix(bad).check().unwrap_err();
+            assert!(error.to_string().contains("etcd key prefix"), "{error}");
         }
     }
 }

@@ -97,6 +97,7 @@ impl fmt::Debug for EtcdLock {
 struct Place<'a> {
     key: &'a LockKey,
     dir: &'a str,
+    own: &'a str,
     lease: i64,
     mine: i64,
     secs: i64,
@@ -153,6 +154,57 @@ impl EtcdLock {
         &self.inner.prefix
     }
 
+    /// Extends `lease`, whose key is on the etcd lease `current` (granted `granted` seconds,
+    /// if known): `Some(answer)`, or `None` when `current` holds the key no longer (it may be
+    /// on another lease).
+    async fn extend_on(
+        &self,
+        lease: &mut Lease,
+        ttl: Duration,
+        current: i64,
+        granted: Option<i64>,
+    ) -> Result<Option<bool>, LockError> {
+        let client = &self.inner.client;
+        let own = self.key_of(lease);
+        let token = lease.token().to_hex();
+        if !lease.is_valid() {
+            self.inner.forget(lease.token());
+            ops::revoke(client, current).await?;
+            return Ok(Some(false));
+        }
+        let secs = self.secs(ttl);
+        let granted = match granted {
+            Some(granted) => Some(granted),
+            None => ops::granted_ttl(client, current).await?,
+        };
+        let Some(granted) = granted else {
+            return Ok(None);
+        };
+        if granted == secs {
+            let sent_at = SentAt::now();
+            if !ops::keep_alive(client, current).await?
+                || !ops::confirm(client, &own, &token, current).await?
+            {
+                return Ok(None);
+            }
+            backend::renew(lease, ttl, sent_at);
+            return Ok(Some(true));
+        }
+        // Forgotten before the move: if its outcome is unknown, the next call reads the key.
+        self.inner.forget(lease.token());
+        let sent_at = SentAt::now();
+        let (new, _) = ops::grant(client, secs).await?;
+        if !ops::move_to(client, &own, &token, current, new).await? {
+            let _ = ops::revoke(client, new).await;
+            return Ok(None);
+        }
+        self.inner.remember(lease.token(), new, secs);
+        backend::renew(lease, ttl, sent_at);
+        // The key left the old lease; revoking it deletes nothing of ours.
+        let _ = ops::revoke(client, current).await;
+        Ok(Some(true))
+    }
+
     fn secs(&self, ttl: Duration) -> i64 {
         ops::lease_secs(ttl, self.inner.min_lease)
     }
@@ -184,6 +236,7 @@ impl EtcdLock {
         let Place {
             key,
             dir,
+            own,
             lease,
             mine,
             secs,
@@ -228,7 +281,11 @@ impl EtcdLock {
                 }
                 let (before, revision) = ops::predecessor(client, dir, mine).await?;
                 let Some(before) = before else {
-                    // Nobody ahead, and our key is not first: it is gone.
+                    // Nobody ahead now, though somebody was a moment ago (the holder released
+                    // between the two reads): look again, unless our key is gone.
+                    if ops::exists(client, own).await? {
+                        return Ok(None);
+                    }
                     return Ok(Some(Turn::Requeue));
                 };
                 ops::wait_deleted(client, &before, revision + 1, deadline.cap(renew_at)).await?;
@@ -267,6 +324,7 @@ impl EtcdLock {
         let place = Place {
             key,
             dir,
+            own: &own,
             lease,
             mine: queued.mine,
             secs: self.secs(attempt.ttl()),
@@ -397,6 +455,7 @@ impl DistributedLock for EtcdLock {
             let place = Place {
                 key,
                 dir: &dir,
+                own: &own,
                 lease,
                 mine: queued.mine,
                 secs,
@@ -451,49 +510,22 @@ impl DistributedLock for EtcdLock {
     async fn extend(&self, lease: &mut Lease, ttl: Duration) -> Result<bool, LockError> {
         backend::check_kind(lease, &[LeaseKind::Exclusive])?;
         let ttl = backend::ttl::check(ttl)?;
-        let client = &self.inner.client;
-        let own = self.key_of(lease);
-        let token = lease.token().to_hex();
-        let (current, granted) = match self.inner.recall(lease.token()) {
-            Some((current, granted)) => (current, Some(granted)),
-            None => match ops::own(client, &own, &token).await? {
-                Some(found) => (found.lease, None),
-                None => return Ok(false),
-            },
-        };
-        if !lease.is_valid() {
-            self.inner.forget(lease.token());
-            ops::revoke(client, current).await?;
-            return Ok(false);
-        }
-        let secs = self.secs(ttl);
-        let granted = match granted {
-            Some(granted) => Some(granted),
-            None => ops::granted_ttl(client, current).await?,
-        };
-        if granted == Some(secs) {
-            let sent_at = SentAt::now();
-            if !ops::keep_alive(client, current).await?
-                || !ops::confirm(client, &own, &token, current).await?
-            {
-                self.inner.forget(lease.token());
-                return Ok(false);
+        // The remembered etcd lease first; when that says the hold is gone, what the key says
+        // (another handle may have moved it to a lease of its own).
+        if let Some((current, granted)) = self.inner.recall(lease.token()) {
+            if let Some(answer) = self.extend_on(lease, ttl, current, Some(granted)).await? {
+                return Ok(answer);
             }
-            backend::renew(lease, ttl, sent_at);
-            return Ok(true);
         }
-        let sent_at = SentAt::now();
-        let (new, _) = ops::grant(client, secs).await?;
-        if !ops::move_to(client, &own, &token, current, new).await? {
-            self.inner.forget(lease.token());
-            let _ = ops::revoke(client, new).await;
+        self.inner.forget(lease.token());
+        let own = self.key_of(lease);
+        let Some(found) = ops::own(&self.inner.client, &own, &lease.token().to_hex()).await? else {
             return Ok(false);
-        }
-        self.inner.remember(lease.token(), new, secs);
-        backend::renew(lease, ttl, sent_at);
-        // The key left the old lease; revoking it deletes nothing of ours.
-        let _ = ops::revoke(client, current).await;
-        Ok(true)
+        };
+        Ok(self
+            .extend_on(lease, ttl, found.lease, None)
+            .await?
+            .unwrap_or(false))
     }
 
     /// Revokes the acquisition's etcd lease, which deletes its key and wakes the next in line.
@@ -509,17 +541,17 @@ impl DistributedLock for EtcdLock {
     async fn release(&self, lease: Lease) -> Result<bool, LockError> {
         backend::check_kind(&lease, &[LeaseKind::Exclusive])?;
         let client = &self.inner.client;
-        let current = match self.inner.forget(lease.token()) {
-            Some((current, _)) => current,
-            None => {
-                let own = self.key_of(&lease);
-                match ops::own(client, &own, &lease.token().to_hex()).await? {
-                    Some(found) => found.lease,
-                    None => return Ok(false),
-                }
+        if let Some((current, _)) = self.inner.forget(lease.token()) {
+            if ops::revoke(client, current).await? {
+                return Ok(true);
             }
-        };
-        ops::revoke(client, current).await
+        }
+        // Not remembered, or that lease is gone: the key says (it may be on another lease).
+        let own = self.key_of(&lease);
+        match ops::own(client, &own, &lease.token().to_hex()).await? {
+            Some(found) => ops::revoke(client, found.lease).await,
+            None => Ok(false),
+        }
     }
 
     /// A watch on the lock key's directory: it wakes the holder when a key there is deleted
@@ -553,7 +585,7 @@ mod controls {
         let endpoints = std::env::var("LEASEHOLD_ETCD_URL")
             .unwrap_or_else(|_| "etcd://127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793".into());
         EtcdLock::builder(&[])
-            .prefix(format!("leasehold-test/controls-{}", std::process::id()))
+            .prefix(format!("leasehold-test-controls-{}", std::process::id()))
             .endpoints_from_url(&endpoints)
             .connect_as(broken)
             .await
@@ -562,19 +594,28 @@ mod controls {
             })
     }
 
-    fn must_fail<C, Fut>(variant: Broken, case: C)
+    /// Runs `case` (named `name`) on the broken variant: it must fail with its own message (a
+    /// panic that starts `[name]`), not for another reason such as an unreachable cluster.
+    fn must_fail<C, Fut>(variant: Broken, name: &str, case: C)
     where
         C: FnOnce(Arc<dyn DistributedLock>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let caught = std::thread::spawn(move || {
+        let outcome = std::thread::spawn(move || {
             leasehold_conformance::run(broken(variant), case);
         })
-        .join()
-        .is_err();
+        .join();
+        let Err(panic) = outcome else {
+            panic!("the conformance case {name} passed on the broken variant {variant:?}");
+        };
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
         assert!(
-            caught,
-            "the conformance case passed on the broken variant {variant:?}"
+            message.starts_with(&format!("[{name}]")),
+            "{variant:?} failed {name} for another reason: {message}"
         );
     }
 
@@ -582,6 +623,7 @@ mod controls {
     fn a_try_acquire_that_ignores_the_order_is_caught() {
         must_fail(
             Broken::IgnoresOrder,
+            "exclusive_try_acquire",
             leasehold_conformance::cases::exclusive_try_acquire,
         );
     }
@@ -590,6 +632,7 @@ mod controls {
     fn an_abandoned_waiter_left_in_line_is_caught() {
         must_fail(
             Broken::KeepsAbandoned,
+            "waiter_timing_out_around_a_release_leaves_no_ghost",
             leasehold_conformance::cases::waiter_timing_out_around_a_release_leaves_no_ghost,
         );
     }

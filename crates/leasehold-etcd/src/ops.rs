@@ -83,7 +83,9 @@ pub(crate) async fn get(
 /// The time left on a lease (whole seconds, as etcd reports it), `None` if it is gone.
 pub(crate) async fn time_left(client: &Client, lease: i64) -> Result<Option<Duration>, LockError> {
     match sent(|| async { client.lease_client().time_to_live(lease, None).await }).await {
-        Ok(reply) if reply.ttl() > 0 => Ok(Some(Duration::from_secs(reply.ttl().unsigned_abs()))),
+        // etcd answers -1 for a lease it does not know, and whole seconds, truncated, for a live
+        // one: 0 means under a second left.
+        Ok(reply) if reply.ttl() >= 0 => Ok(Some(Duration::from_secs(reply.ttl().unsigned_abs()))),
         Ok(_) => Ok(None),
         Err(error) if is_lease_gone(&error) => Ok(None),
         Err(error) => Err(map(error)),
@@ -93,7 +95,7 @@ pub(crate) async fn time_left(client: &Client, lease: i64) -> Result<Option<Dura
 /// The ttl a lease was granted with, `None` if it is gone.
 pub(crate) async fn granted_ttl(client: &Client, lease: i64) -> Result<Option<i64>, LockError> {
     match sent(|| async { client.lease_client().time_to_live(lease, None).await }).await {
-        Ok(reply) if reply.ttl() > 0 => Ok(Some(reply.granted_ttl())),
+        Ok(reply) if reply.ttl() >= 0 => Ok(Some(reply.granted_ttl())),
         Ok(_) => Ok(None),
         Err(error) if is_lease_gone(&error) => Ok(None),
         Err(error) => Err(map(error)),
@@ -139,7 +141,14 @@ pub(crate) async fn enqueue(
         ]);
     let reply = sent(|| async { client.kv_client().txn(txn.clone()).await })
         .await
-        .map_err(map)?;
+        .map_err(|error| {
+            // The lease ended between its grant and the put (a long pause): try again.
+            if is_lease_gone(&error) {
+                LockError::transient(crate::error::BACKEND, error)
+            } else {
+                map(error)
+            }
+        })?;
     if !reply.succeeded() {
         return Err(LockError::permanent(
             crate::error::BACKEND,
@@ -177,6 +186,12 @@ pub(crate) async fn predecessor(
         .map_err(map)?;
     let revision = reply.header().map_or(0, |header| header.revision());
     Ok((reply.kvs().first().map(|kv| kv.key().to_vec()), revision))
+}
+
+/// Whether `key` exists (a key-only read).
+pub(crate) async fn exists(client: &Client, key: &str) -> Result<bool, LockError> {
+    let reply = get(client, key, Some(GetOptions::new().with_keys_only())).await?;
+    Ok(!reply.kvs().is_empty())
 }
 
 /// Our key's lease and create revision, if it still holds `token`.

@@ -88,10 +88,17 @@ fn guard_and_waiter_survive(
         let served = until_served(&lock, Duration::from_secs(20)).await;
         eprintln!("{name}: member {member} faulted; locks served again after {served:?}");
         heal(&mut cluster, member);
-        // Several renewals after the cluster came back.
+        // Several renewals after the cluster came back: never `Lost`, and `Held` again (a
+        // renewal that failed a moment ago reads `Unknown` until the next one).
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut state = guard.state();
+        let settle = Instant::now();
+        while state == GuardState::Unknown && settle.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            state = guard.state();
+        }
         assert_eq!(
-            guard.state(),
+            state,
             GuardState::Held,
             "{name}: the guard did not hold through the fault ({:?} after it)",
             faulted.elapsed()
@@ -243,7 +250,7 @@ fn a_partitioned_holder_reports_lost_before_anyone_else_is_granted() {
             granted_at - cut
         );
         assert!(
-            lost_at <= valid_until + Duration::from_millis(250),
+            lost_at <= valid_until + Duration::from_millis(500),
             "Lost came {:?} after the validity ended",
             lost_at - valid_until
         );

@@ -10,7 +10,7 @@ pub async fn connect(what: &str) -> EtcdLock {
     let endpoints = env::etcd_endpoints();
     let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     EtcdLock::builder(&endpoints)
-        .prefix(format!("leasehold-test/{what}-{}", std::process::id()))
+        .prefix(format!("leasehold-test-{what}-{}", std::process::id()))
         .election_timeout(std::time::Duration::from_millis(500))
         .connect()
         .await
